@@ -1,0 +1,58 @@
+#include <string>
+
+#include "common/checks.h"
+#include "segment/segment.h"
+
+namespace pyengine::segment {
+
+Reduce parse_reduce(c10::string_view reduce) {
+  if (reduce == "sum") return Reduce::Sum;
+  if (reduce == "mean") return Reduce::Mean;
+  if (reduce == "max") return Reduce::Max;
+  if (reduce == "min") return Reduce::Min;
+  TORCH_CHECK_VALUE(false, "reduce must be one of 'sum', 'mean', 'max', 'min', got '", std::string(reduce), "'");
+}
+
+SegmentArgs check_segment_args(const at::Tensor& src, const at::Tensor& row_ptr, const char* src_name) {
+  check_dim(src, 2, src_name);
+  check_float_dtype(src, src_name);
+  check_same_device(src, src_name, row_ptr, "row_ptr");
+  const std::string edges = std::string("the number of rows of ") + src_name;
+  check_row_ptr(row_ptr, src.size(0), "row_ptr", edges.c_str());
+  return {src.contiguous(), row_ptr.contiguous(), row_ptr.numel() - 1, src.size(0), src.size(1)};
+}
+
+SpmmArgs check_spmm_args(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,
+                         const at::Tensor& x) {
+  check_dim(x, 2, "x");
+  check_float_dtype(x, "x");
+  check_same_device(row_ptr, "row_ptr", x, "x");
+  check_same_device(col, "col", x, "x");
+  check_dim(col, 1, "col");
+  const int64_t num_edges = col.size(0);
+  check_row_ptr(row_ptr, num_edges, "row_ptr", "the length of col");
+  check_col(col, num_edges, x.size(0), "col", "the number of rows of x");
+  at::Tensor v;
+  if (values.has_value() && values->defined()) {
+    v = *values;
+    check_dim(v, 1, "values");
+    check_same_device(v, "values", x, "x");
+    check_same_dtype(v, "values", x, "x");
+    TORCH_CHECK_VALUE(v.size(0) == num_edges, "values must have one entry per edge (", num_edges, "), got ",
+                      v.size(0));
+    v = v.contiguous();
+  }
+  return {row_ptr.contiguous(), col.contiguous(), v, x.contiguous(), row_ptr.numel() - 1, num_edges, x.size(0),
+          x.size(1)};
+}
+
+at::Tensor check_row_values(const at::Tensor& values, const at::Tensor& row_ptr, const char* name) {
+  check_dim(values, 2, name);
+  check_float_dtype(values, name);
+  check_same_device(values, name, row_ptr, "row_ptr");
+  TORCH_CHECK_VALUE(values.size(0) == row_ptr.numel() - 1, name, " must have one row per CSR row (",
+                    row_ptr.numel() - 1, "), got ", values.size(0));
+  return values.contiguous();
+}
+
+}  // namespace pyengine::segment

@@ -1,0 +1,64 @@
+// CUDA instantiation of the segment ops: warp-per-item kernels from
+// common/csr_engine_cuda.cuh, float32/float64/float16/bfloat16.
+#include <torch/library.h>
+
+#include "common/csr_engine_cuda.cuh"
+#include "segment/segment_impl.h"
+
+namespace pyengine::segment {
+
+using Engine = cuda::CsrEngine;
+
+std::tuple<at::Tensor, at::Tensor> segment_reduce_cuda(const at::Tensor& src, const at::Tensor& row_ptr,
+                                                       c10::string_view reduce) {
+  return segment_reduce_impl<Engine>(src, row_ptr, reduce);
+}
+at::Tensor segment_reduce_backward_cuda(const at::Tensor& grad_out, const at::Tensor& row_ptr, const at::Tensor& arg,
+                                        c10::string_view reduce, int64_t num_edges) {
+  return segment_reduce_backward_impl<Engine>(grad_out, row_ptr, arg, reduce, num_edges);
+}
+at::Tensor segment_softmax_cuda(const at::Tensor& scores, const at::Tensor& row_ptr) {
+  return segment_softmax_impl<Engine>(scores, row_ptr);
+}
+at::Tensor segment_softmax_backward_cuda(const at::Tensor& grad_out, const at::Tensor& out,
+                                         const at::Tensor& row_ptr) {
+  return segment_softmax_backward_impl<Engine>(grad_out, out, row_ptr);
+}
+at::Tensor spmm_cuda(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,
+                     const at::Tensor& x) {
+  return spmm_impl<Engine>(row_ptr, col, values, x);
+}
+at::Tensor csr_sddmm_cuda(const at::Tensor& row_ptr, const at::Tensor& col, const at::Tensor& a,
+                          const at::Tensor& b) {
+  return csr_sddmm_impl<Engine>(row_ptr, col, a, b);
+}
+
+// Stable radix sort by column (at::sort uses CUB); same output as the CPU counting sort.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_transpose_cuda(const at::Tensor& row_ptr_in,
+                                                                  const at::Tensor& col_in, int64_t num_cols) {
+  check_transpose_args(row_ptr_in, col_in, num_cols);
+  c10::cuda::CUDAGuard guard(col_in.device());
+  const auto row_ptr = row_ptr_in.contiguous();
+  const auto col = col_in.contiguous().to(at::kLong);
+  const int64_t M = row_ptr.numel() - 1, E = col.numel();
+  auto sorted = at::sort(col, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const auto& sorted_col = std::get<0>(sorted);
+  auto perm = std::get<1>(sorted);
+  auto row_ptr_t = at::searchsorted(sorted_col, at::arange(num_cols + 1, row_ptr.options()));
+  auto lens = row_ptr.narrow(0, 1, M) - row_ptr.narrow(0, 0, M);
+  auto row_of_edge = at::repeat_interleave(lens, E);
+  auto col_t = row_of_edge.index_select(0, perm);
+  return {row_ptr_t, col_t, perm};
+}
+
+TORCH_LIBRARY_IMPL(pyengine, CUDA, m) {
+  m.impl("segment_reduce", &segment_reduce_cuda);
+  m.impl("segment_reduce_backward", &segment_reduce_backward_cuda);
+  m.impl("segment_softmax", &segment_softmax_cuda);
+  m.impl("segment_softmax_backward", &segment_softmax_backward_cuda);
+  m.impl("spmm", &spmm_cuda);
+  m.impl("csr_sddmm", &csr_sddmm_cuda);
+  m.impl("csr_transpose", &csr_transpose_cuda);
+}
+
+}  // namespace pyengine::segment

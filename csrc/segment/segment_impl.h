@@ -1,0 +1,173 @@
+#pragma once
+// Device-independent bodies of the segment ops. Each is a template over a CSR
+// engine (cpu::CsrEngine or cuda::CsrEngine) with the same reduce/map interface,
+// so segment_cpu.cpp and segment_cuda.cu only instantiate and register them.
+#include <ATen/ATen.h>
+
+#include "common/checks.h"
+#include "common/dispatch.h"
+#include "common/reducers.h"
+#include "segment/functors.h"
+#include "segment/segment.h"
+
+namespace pyengine::segment {
+
+template <typename acc_t>
+at::Tensor empty_acc(int64_t rows, int64_t cols, const at::Tensor& like) {
+  return at::empty({rows, cols}, like.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+}
+
+template <class Engine>
+std::tuple<at::Tensor, at::Tensor> segment_reduce_impl(const at::Tensor& src_in, const at::Tensor& row_ptr_in,
+                                                       c10::string_view reduce_name) {
+  const Reduce reduce = parse_reduce(reduce_name);
+  const SegmentArgs a = check_segment_args(src_in, row_ptr_in, "src");
+  const int64_t C = a.channels;
+  auto out = at::empty({a.num_rows, C}, a.src.options());
+  auto arg = is_extremum(reduce) ? at::empty({a.num_rows, C}, a.src.options().dtype(at::kLong))
+                                 : at::empty({0}, a.src.options().dtype(at::kLong));
+  const Engine engine(a.row_ptr, a.num_edges);
+  PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_reduce", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const DenseLoad<scalar_t, acc_t> load{a.src.const_data_ptr<scalar_t>(), C};
+    scalar_t* o = out.data_ptr<scalar_t>();
+    switch (reduce) {
+      case Reduce::Sum:
+      case Reduce::Mean:
+        engine.template reduce<SumOp<acc_t>>(C, load, SumStore<scalar_t, acc_t>{o, C, reduce == Reduce::Mean});
+        break;
+      case Reduce::Max:
+        engine.template reduce<ExtremumOp<acc_t, true>>(C, load,
+                                                        ExtremumStore<scalar_t>{o, arg.data_ptr<int64_t>(), C});
+        break;
+      case Reduce::Min:
+        engine.template reduce<ExtremumOp<acc_t, false>>(C, load,
+                                                         ExtremumStore<scalar_t>{o, arg.data_ptr<int64_t>(), C});
+        break;
+    }
+  });
+  return {out, arg};
+}
+
+template <class Engine>
+at::Tensor segment_reduce_backward_impl(const at::Tensor& grad_in, const at::Tensor& row_ptr_in,
+                                        const at::Tensor& arg_in, c10::string_view reduce_name, int64_t num_edges) {
+  const Reduce reduce = parse_reduce(reduce_name);
+  check_row_ptr(row_ptr_in, num_edges, "row_ptr", "num_edges");
+  const auto row_ptr = row_ptr_in.contiguous();
+  const auto grad = check_row_values(grad_in, row_ptr, "grad_out");
+  const int64_t C = grad.size(1);
+  at::Tensor arg;
+  if (is_extremum(reduce)) {
+    check_index_dtype(arg_in, "arg", /*allow_int32=*/false);
+    check_same_device(arg_in, "arg", grad, "grad_out");
+    TORCH_CHECK_VALUE(arg_in.sizes() == grad.sizes(), "arg must have the shape of grad_out ", grad.sizes(), ", got ",
+                      arg_in.sizes());
+    arg = arg_in.contiguous();  // only compared with edge ids, never used as an address
+  }
+  auto grad_src = at::empty({num_edges, C}, grad.options());
+  const Engine engine(row_ptr, num_edges);
+  PYE_DISPATCH_FLOATING(grad.scalar_type(), "segment_reduce_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    engine.map(C, ReduceBackwardMap<scalar_t, acc_t>{grad.const_data_ptr<scalar_t>(),
+                                                     arg.defined() ? arg.const_data_ptr<int64_t>() : nullptr,
+                                                     reduce == Reduce::Mean, grad_src.data_ptr<scalar_t>(), C});
+  });
+  return grad_src;
+}
+
+template <class Engine>
+at::Tensor segment_softmax_impl(const at::Tensor& scores_in, const at::Tensor& row_ptr_in) {
+  const SegmentArgs a = check_segment_args(scores_in, row_ptr_in, "scores");
+  const int64_t C = a.channels;
+  auto out = at::empty_like(a.src);
+  const Engine engine(a.row_ptr, a.num_edges);
+  PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_softmax", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto max = empty_acc<acc_t>(a.num_rows, C, a.src);
+    auto sum = empty_acc<acc_t>(a.num_rows, C, a.src);
+    const scalar_t* x = a.src.const_data_ptr<scalar_t>();
+    engine.template reduce<LogSumExpOp<acc_t>>(C, DenseLoad<scalar_t, acc_t>{x, C},
+                                               LogSumExpStore<acc_t>{max.data_ptr<acc_t>(), sum.data_ptr<acc_t>(), C});
+    engine.map(C, SoftmaxMap<scalar_t, acc_t>{x, max.const_data_ptr<acc_t>(), sum.const_data_ptr<acc_t>(),
+                                              out.data_ptr<scalar_t>(), C});
+  });
+  return out;
+}
+
+template <class Engine>
+at::Tensor segment_softmax_backward_impl(const at::Tensor& grad_in, const at::Tensor& out_in,
+                                         const at::Tensor& row_ptr_in) {
+  const SegmentArgs a = check_segment_args(out_in, row_ptr_in, "out");
+  check_float_dtype(grad_in, "grad_out");
+  check_same_dtype(grad_in, "grad_out", a.src, "out");
+  check_same_device(grad_in, "grad_out", a.src, "out");
+  TORCH_CHECK_VALUE(grad_in.sizes() == a.src.sizes(), "grad_out must have the shape of out ", a.src.sizes(),
+                    ", got ", grad_in.sizes());
+  const auto grad = grad_in.contiguous();
+  const int64_t C = a.channels;
+  auto grad_scores = at::empty_like(a.src);
+  const Engine engine(a.row_ptr, a.num_edges);
+  PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_softmax_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto dot = empty_acc<acc_t>(a.num_rows, C, a.src);
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    const scalar_t* y = a.src.const_data_ptr<scalar_t>();
+    engine.template reduce<SumOp<acc_t>>(C, ProductLoad<scalar_t, acc_t>{g, y, C},
+                                         AccStore<acc_t>{dot.data_ptr<acc_t>(), C});
+    engine.map(C, SoftmaxBackwardMap<scalar_t, acc_t>{g, y, dot.const_data_ptr<acc_t>(),
+                                                      grad_scores.data_ptr<scalar_t>(), C});
+  });
+  return grad_scores;
+}
+
+template <class Engine>
+at::Tensor spmm_impl(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,
+                     const at::Tensor& x) {
+  const SpmmArgs a = check_spmm_args(row_ptr, col, values, x);
+  const int64_t C = a.channels;
+  auto out = at::empty({a.num_rows, C}, a.x.options());
+  const Engine engine(a.row_ptr, a.num_edges);
+  PYE_DISPATCH_FLOATING(a.x.scalar_type(), "spmm", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "spmm", [&] {
+      const GatherLoad<scalar_t, acc_t, index_t> load{
+          a.values.defined() ? a.values.const_data_ptr<scalar_t>() : nullptr, a.col.const_data_ptr<index_t>(),
+          a.x.const_data_ptr<scalar_t>(), C};
+      engine.template reduce<SumOp<acc_t>>(C, load, SumStore<scalar_t, acc_t>{out.data_ptr<scalar_t>(), C, false});
+    });
+  });
+  return out;
+}
+
+template <class Engine>
+at::Tensor csr_sddmm_impl(const at::Tensor& row_ptr, const at::Tensor& col, const at::Tensor& a_in,
+                          const at::Tensor& b_in) {
+  const SpmmArgs s = check_spmm_args(row_ptr, col, std::nullopt, b_in);  // b plays the dense x
+  const auto a = check_row_values(a_in, s.row_ptr, "a");
+  check_same_dtype(a, "a", s.x, "b");
+  TORCH_CHECK_VALUE(a.size(1) == s.channels, "a and b must have the same number of channels, got ", a.size(1),
+                    " and ", s.channels);
+  auto out = at::empty({s.num_edges}, s.x.options());
+  const Engine engine(s.row_ptr, s.num_edges);
+  PYE_DISPATCH_FLOATING(s.x.scalar_type(), "csr_sddmm", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    AT_DISPATCH_INDEX_TYPES(s.col.scalar_type(), "csr_sddmm", [&] {
+      engine.map(1, EdgeDotMap<scalar_t, acc_t, index_t>{a.const_data_ptr<scalar_t>(), s.x.const_data_ptr<scalar_t>(),
+                                                         s.col.const_data_ptr<index_t>(), out.data_ptr<scalar_t>(),
+                                                         s.channels});
+    });
+  });
+  return out;
+}
+
+// Arguments of csr_transpose, validated (row_ptr int64, col in [0, num_cols)).
+inline void check_transpose_args(const at::Tensor& row_ptr, const at::Tensor& col, int64_t num_cols) {
+  TORCH_CHECK_VALUE(num_cols >= 0, "num_cols must be >= 0, got ", num_cols);
+  check_same_device(row_ptr, "row_ptr", col, "col");
+  check_dim(col, 1, "col");
+  check_row_ptr(row_ptr, col.size(0), "row_ptr", "the length of col");
+  check_col(col, col.size(0), num_cols, "col", "num_cols");
+}
+
+}  // namespace pyengine::segment

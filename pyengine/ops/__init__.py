@@ -1,0 +1,19 @@
+"""Differentiable, validated wrappers over ``torch.ops.pyengine``.
+
+Each op family lives in its own module; importing this package registers the
+fake (meta) kernels used by ``torch.compile`` and the autograd formulas.
+"""
+
+from ._checks import input_checks, set_input_checks
+from .segment import csr_transpose, index_to_row_ptr, sddmm, segment_reduce, segment_softmax, spmm
+
+__all__ = [
+    "csr_transpose",
+    "index_to_row_ptr",
+    "input_checks",
+    "sddmm",
+    "segment_reduce",
+    "segment_softmax",
+    "set_input_checks",
+    "spmm",
+]

@@ -1,0 +1,236 @@
+"""CSR segment ops: reductions, softmax and sparse-dense products.
+
+A CSR structure over ``M`` rows and ``E`` edges is ``row_ptr``: int64, shape
+``(M + 1,)``, ``row_ptr[0] == 0``, non-decreasing, ``row_ptr[-1] == E``; row ``i``
+owns edges ``row_ptr[i]:row_ptr[i + 1]``. Graph ops in pyengine return neighbor
+lists in this form, sorted by query (row). Column indices ``col`` are int64 or
+int32, shape ``(E,)``.
+
+Values may be float32 or float64 (and float16 / bfloat16, accumulated in float32),
+on CPU or CUDA. Extra trailing feature dimensions are allowed: ``src`` of shape
+``(E, *F)`` reduces to ``(M, *F)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._extension import _C  # noqa: F401  (loads torch.ops.pyengine)
+
+_ops = torch.ops.pyengine
+_REDUCTIONS = ("sum", "mean", "max", "min")
+
+
+def _flatten_features(t: Tensor, name: str) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() == 0:
+        raise ValueError(f"{name} must have a leading edge dimension, got a scalar")
+    return t.reshape(t.shape[0], -1)
+
+
+# --------------------------------------------------------------------------- segment_reduce
+
+
+def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum") -> Tensor:
+    """Reduce per-edge values over each CSR row.
+
+    Args:
+        src: ``(E, *F)`` values, one per edge.
+        row_ptr: ``(M + 1,)`` int64 CSR row pointer, ``row_ptr[-1] == E``.
+        reduce: ``"sum"``, ``"mean"``, ``"max"`` or ``"min"``.
+
+    Returns:
+        ``(M, *F)``. Empty rows give 0. Differentiable in ``src``: sum and mean
+        broadcast the gradient over the row; max and min route it to the winning
+        edge (the lowest edge index on ties; NaN wins, as in ``torch.max``).
+    """
+    if reduce not in _REDUCTIONS:
+        raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
+    flat = _flatten_features(src, "src")
+    out, _ = _ops.segment_reduce(flat, row_ptr, reduce)
+    return out.reshape((out.shape[0],) + tuple(src.shape[1:]))
+
+
+@torch.library.register_fake("pyengine::segment_reduce")
+def _segment_reduce_fake(src, row_ptr, reduce):
+    num_rows = row_ptr.shape[0] - 1
+    out = src.new_empty((num_rows, src.shape[1]))
+    arg_shape = (num_rows, src.shape[1]) if reduce in ("max", "min") else (0,)
+    return out, src.new_empty(arg_shape, dtype=torch.long)
+
+
+def _segment_reduce_setup(ctx, inputs, output):
+    src, row_ptr, reduce = inputs
+    ctx.reduce = reduce
+    ctx.num_edges = src.shape[0]
+    ctx.save_for_backward(row_ptr, output[1])
+
+
+def _segment_reduce_backward(ctx, grad_out, _grad_arg):
+    row_ptr, arg = ctx.saved_tensors
+    grad_src = _ops.segment_reduce_backward(grad_out.contiguous(), row_ptr, arg, ctx.reduce, ctx.num_edges)
+    return grad_src, None, None
+
+
+torch.library.register_autograd(
+    "pyengine::segment_reduce", _segment_reduce_backward, setup_context=_segment_reduce_setup
+)
+
+
+@torch.library.register_fake("pyengine::segment_reduce_backward")
+def _segment_reduce_backward_fake(grad_out, row_ptr, arg, reduce, num_edges):
+    return grad_out.new_empty((num_edges, grad_out.shape[1]))
+
+
+# --------------------------------------------------------------------------- segment_softmax
+
+
+def segment_softmax(scores: Tensor, row_ptr: Tensor) -> Tensor:
+    """Softmax of per-edge scores within each CSR row (numerically stable).
+
+    Args:
+        scores: ``(E,)`` or ``(E, H)`` (e.g. one column per attention head).
+        row_ptr: ``(M + 1,)`` int64 CSR row pointer.
+
+    Returns:
+        The same shape as ``scores``; each row's entries sum to 1 per head. A row
+        whose scores are all ``-inf`` (fully masked) gives zeros, not NaN.
+    """
+    flat = _flatten_features(scores, "scores")
+    return _ops.segment_softmax(flat, row_ptr).reshape(scores.shape)
+
+
+@torch.library.register_fake("pyengine::segment_softmax")
+def _segment_softmax_fake(scores, row_ptr):
+    return torch.empty_like(scores)
+
+
+def _segment_softmax_setup(ctx, inputs, output):
+    ctx.save_for_backward(output, inputs[1])
+
+
+def _segment_softmax_backward(ctx, grad_out):
+    out, row_ptr = ctx.saved_tensors
+    return _ops.segment_softmax_backward(grad_out.contiguous(), out, row_ptr), None
+
+
+torch.library.register_autograd(
+    "pyengine::segment_softmax", _segment_softmax_backward, setup_context=_segment_softmax_setup
+)
+
+
+@torch.library.register_fake("pyengine::segment_softmax_backward")
+def _segment_softmax_backward_fake(grad_out, out, row_ptr):
+    return torch.empty_like(out)
+
+
+# --------------------------------------------------------------------------- spmm / sddmm / transpose
+
+
+def spmm(row_ptr: Tensor, col: Tensor, values: Tensor | None, x: Tensor) -> Tensor:
+    """Sparse (CSR) times dense: ``out[i] = sum_{e in row i} values[e] * x[col[e]]``.
+
+    The gather-scatter of message passing, without materialising the ``(E, C)``
+    messages.
+
+    Args:
+        row_ptr: ``(M + 1,)`` int64 CSR row pointer.
+        col: ``(E,)`` int64 or int32 column indices in ``[0, N)``.
+        values: ``(E,)`` edge weights, or ``None`` for all ones. Same dtype as ``x``.
+        x: ``(N, *F)`` dense features.
+
+    Returns:
+        ``(M, *F)``. Differentiable in ``values`` and ``x``.
+    """
+    flat = _flatten_features(x, "x")
+    out = _ops.spmm(row_ptr, col, values, flat)
+    return out.reshape((out.shape[0],) + tuple(x.shape[1:]))
+
+
+@torch.library.register_fake("pyengine::spmm")
+def _spmm_fake(row_ptr, col, values, x):
+    return x.new_empty((row_ptr.shape[0] - 1, x.shape[1]))
+
+
+def _spmm_setup(ctx, inputs, output):
+    row_ptr, col, values, x = inputs
+    ctx.num_cols = x.shape[0]
+    ctx.save_for_backward(row_ptr, col, values, x)
+
+
+def _spmm_backward(ctx, grad_out):
+    row_ptr, col, values, x = ctx.saved_tensors
+    grad_out = grad_out.contiguous()
+    grad_values = grad_x = None
+    if values is not None and ctx.needs_input_grad[2]:
+        grad_values = _ops.csr_sddmm(row_ptr, col, grad_out, x)
+    if ctx.needs_input_grad[3]:
+        row_ptr_t, col_t, perm = _ops.csr_transpose(row_ptr, col, ctx.num_cols)
+        values_t = None if values is None else values.index_select(0, perm)
+        grad_x = _ops.spmm(row_ptr_t, col_t, values_t, grad_out)
+    return None, None, grad_values, grad_x
+
+
+torch.library.register_autograd("pyengine::spmm", _spmm_backward, setup_context=_spmm_setup)
+
+
+def sddmm(row_ptr: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Sampled dense-dense product: ``out[e] = <a[row(e)], b[col[e]]>`` for every edge.
+
+    Args:
+        row_ptr: ``(M + 1,)`` int64; col: ``(E,)`` int64/int32 in ``[0, N)``.
+        a: ``(M, C)``; b: ``(N, C)``, same dtype.
+
+    Returns:
+        ``(E,)``. Not differentiable (it is the backward of :func:`spmm` in ``values``).
+    """
+    return _ops.csr_sddmm(row_ptr, col, a, b)
+
+
+@torch.library.register_fake("pyengine::csr_sddmm")
+def _csr_sddmm_fake(row_ptr, col, a, b):
+    return b.new_empty((col.shape[0],))
+
+
+def csr_transpose(row_ptr: Tensor, col: Tensor, num_cols: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Transpose an ``M x num_cols`` CSR pattern.
+
+    Returns:
+        ``(row_ptr_t (num_cols + 1,), col_t (E,), perm (E,))``, all int64: the
+        transposed pattern, whose edge ``k`` is edge ``perm[k]`` of the input, so
+        values transpose as ``values[perm]``. Within a row of the transpose, edges
+        keep their original order (stable).
+    """
+    return _ops.csr_transpose(row_ptr, col, num_cols)
+
+
+@torch.library.register_fake("pyengine::csr_transpose")
+def _csr_transpose_fake(row_ptr, col, num_cols):
+    num_edges = col.shape[0]
+    return (
+        row_ptr.new_empty((num_cols + 1,)),
+        row_ptr.new_empty((num_edges,)),
+        row_ptr.new_empty((num_edges,)),
+    )
+
+
+def index_to_row_ptr(index: Tensor, num_rows: int) -> Tensor:
+    """CSR row pointer ``(num_rows + 1,)`` from a sorted per-edge row index ``(E,)``.
+
+    Raises ``ValueError`` if ``index`` is not sorted or has entries outside ``[0, num_rows)``.
+    """
+    if index.dim() != 1:
+        raise ValueError(f"index must be 1-D, got shape {tuple(index.shape)}")
+    if index.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"index must be int64 or int32, got {index.dtype}")
+    if index.numel():
+        if bool((index[1:] < index[:-1]).any()):
+            raise ValueError("index must be sorted (non-decreasing); sort edges by row first")
+        if int(index[0]) < 0 or int(index[-1]) >= num_rows:
+            raise ValueError(f"index has entries outside [0, {num_rows})")
+    counts = torch.bincount(index.long(), minlength=num_rows)
+    row_ptr = index.new_zeros(num_rows + 1, dtype=torch.long)
+    torch.cumsum(counts, 0, out=row_ptr[1:])
+    return row_ptr
