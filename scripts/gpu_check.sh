@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# On a CUDA machine: build pyengine with its CUDA kernels, run the CUDA tests and
+# the whole suite, then the GPU benchmarks. Results go to $OUT (default
+# /tmp/pyengine-gpu): build.log, pytest.log, bench_segment.md.
+#
+# Meant for one call of the device tool (no network there): carry missing wheels
+# (scikit-build-core, and what the tests import) in .whl/, see bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT=${OUT:-/tmp/pyengine-gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+
+start=$(date +%s)
+"$PY" -m pip install --no-build-isolation --no-deps --no-index -e . >"$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+echo "gpu_check: build $(( $(date +%s) - start )) s"
+"$PY" -c "import pyengine; pyengine.info(); assert pyengine.build_info()['cuda_kernels'], 'built without CUDA'"
+
+"$PY" -m pytest -q -m cuda tests 2>&1 | tee "$OUT/pytest_cuda.log"
+"$PY" -m pytest -q tests 2>&1 | tail -5 | tee "$OUT/pytest_all.log"
+"$PY" bench/segment.py --device cuda --markdown 2>&1 | tee "$OUT/bench_segment.md"
