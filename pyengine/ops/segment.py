@@ -84,6 +84,38 @@ def _segment_reduce_backward_fake(grad_out, row_ptr, arg, reduce, num_edges):
     return grad_out.new_empty((num_edges, grad_out.shape[1]))
 
 
+def _expand_rows(row_values: Tensor, row_ptr: Tensor, num_edges: int) -> Tensor:
+    """Broadcast per-row values (M, C) to the rows' edges (E, C) (the adjoint of a segment sum)."""
+    no_arg = row_ptr.new_empty((0,))
+    return _ops.segment_reduce_backward(row_values.contiguous(), row_ptr, no_arg, "sum", num_edges)
+
+
+# segment_reduce_backward is linear in grad_out; its adjoint gives double backward.
+def _segment_reduce_backward_setup(ctx, inputs, output):
+    _grad_out, row_ptr, arg, reduce, _num_edges = inputs
+    ctx.reduce = reduce
+    ctx.save_for_backward(row_ptr, arg)
+
+
+def _segment_reduce_backward_backward(ctx, grad_grad_src):
+    row_ptr, arg = ctx.saved_tensors
+    if ctx.reduce in ("sum", "mean"):
+        grad_grad_out, _ = _ops.segment_reduce(grad_grad_src.contiguous(), row_ptr, ctx.reduce)
+    elif grad_grad_src.shape[0] == 0:
+        grad_grad_out = grad_grad_src.new_zeros(arg.shape)
+    else:
+        picked = torch.gather(grad_grad_src, 0, arg.clamp(min=0))
+        grad_grad_out = torch.where(arg >= 0, picked, torch.zeros_like(picked))
+    return grad_grad_out, None, None, None, None
+
+
+torch.library.register_autograd(
+    "pyengine::segment_reduce_backward",
+    _segment_reduce_backward_backward,
+    setup_context=_segment_reduce_backward_setup,
+)
+
+
 # --------------------------------------------------------------------------- segment_softmax
 
 
@@ -124,6 +156,30 @@ torch.library.register_autograd(
 @torch.library.register_fake("pyengine::segment_softmax_backward")
 def _segment_softmax_backward_fake(grad_out, out, row_ptr):
     return torch.empty_like(out)
+
+
+# grad_in = y * (g - dot), dot = segment_sum(g * y). Its derivatives, for double backward:
+#   d/dg: y * (gg - s),  d/dy: gg * (g - dot) - g * s,  with s = segment_sum(gg * y).
+def _segment_softmax_backward_setup(ctx, inputs, output):
+    grad_out, out, row_ptr = inputs
+    ctx.save_for_backward(grad_out, out, row_ptr)
+
+
+def _segment_softmax_backward_backward(ctx, gg):
+    g, y, row_ptr = ctx.saved_tensors
+    num_edges = y.shape[0]
+    dot, _ = _ops.segment_reduce(g * y, row_ptr, "sum")
+    s, _ = _ops.segment_reduce(gg * y, row_ptr, "sum")
+    dot_e = _expand_rows(dot, row_ptr, num_edges)
+    s_e = _expand_rows(s, row_ptr, num_edges)
+    return y * (gg - s_e), gg * (g - dot_e) - g * s_e, None
+
+
+torch.library.register_autograd(
+    "pyengine::segment_softmax_backward",
+    _segment_softmax_backward_backward,
+    setup_context=_segment_softmax_backward_setup,
+)
 
 
 # --------------------------------------------------------------------------- spmm / sddmm / transpose
@@ -184,7 +240,8 @@ def sddmm(row_ptr: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
         a: ``(M, C)``; b: ``(N, C)``, same dtype.
 
     Returns:
-        ``(E,)``. Not differentiable (it is the backward of :func:`spmm` in ``values``).
+        ``(E,)``. Differentiable in ``a`` and ``b`` (it is also the backward of
+        :func:`spmm` in ``values``, so :func:`spmm` supports double backward).
     """
     return _ops.csr_sddmm(row_ptr, col, a, b)
 
@@ -192,6 +249,27 @@ def sddmm(row_ptr: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
 @torch.library.register_fake("pyengine::csr_sddmm")
 def _csr_sddmm_fake(row_ptr, col, a, b):
     return b.new_empty((col.shape[0],))
+
+
+def _csr_sddmm_setup(ctx, inputs, output):
+    row_ptr, col, a, b = inputs
+    ctx.num_cols = b.shape[0]
+    ctx.save_for_backward(row_ptr, col, a, b)
+
+
+def _csr_sddmm_backward(ctx, grad_out):
+    row_ptr, col, a, b = ctx.saved_tensors
+    grad_out = grad_out.contiguous()
+    grad_a = grad_b = None
+    if ctx.needs_input_grad[2]:
+        grad_a = _ops.spmm(row_ptr, col, grad_out, b)
+    if ctx.needs_input_grad[3]:
+        row_ptr_t, col_t, perm = _ops.csr_transpose(row_ptr, col, ctx.num_cols)
+        grad_b = _ops.spmm(row_ptr_t, col_t, grad_out.index_select(0, perm), a)
+    return None, None, grad_a, grad_b
+
+
+torch.library.register_autograd("pyengine::csr_sddmm", _csr_sddmm_backward, setup_context=_csr_sddmm_setup)
 
 
 def csr_transpose(row_ptr: Tensor, col: Tensor, num_cols: int) -> tuple[Tensor, Tensor, Tensor]:
