@@ -152,7 +152,7 @@ def _num(x: float | None, fmt: str) -> str:
 def format_table(rows: Sequence[Row], markdown: bool = False, show_bandwidth: bool = True,
                  show_peak: bool = True, ours_name: str = "pyengine") -> str:
     """Render rows as a GitHub markdown table or an aligned plain-text table."""
-    headers = ["case", "op", f"{ours_name} ms", "peer", "peer ms", "speedup (peer/ours)", "max |diff|", "match"]
+    headers = ["case", "op", f"{ours_name} ms", "peer", "peer ms", "speedup (peer/ours)", "max abs diff", "match"]
     if show_bandwidth:
         headers.append("GB/s")
         if show_peak:

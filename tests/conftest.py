@@ -73,16 +73,21 @@ def _row_lengths(M: int, pattern: str, gen: torch.Generator, max_deg: int, empty
 
 @pytest.fixture
 def make_csr():
-    """Factory: ``make_csr(M, pattern="random", max_deg=8, empty_frac=0.2, huge=30_000, seed=0)``.
+    """Factory: ``make_csr(M, pattern="random", max_deg=8, empty_frac=0.2, huge=30_000, seed=0, lens=None)``.
 
     Returns an int64 CPU ``row_ptr`` of shape ``(M + 1,)``. Patterns: ``random``
     (degrees in ``[1, max_deg]``, a fraction ``empty_frac`` of rows emptied),
-    ``huge`` (every row has ``huge`` edges), ``one_huge``, ``two_huge``, ``empty``.
+    ``huge`` (every row has ``huge`` edges), ``one_huge``, ``two_huge``, ``empty``;
+    or explicit row lengths ``lens`` (then ``M`` is ignored).
     """
 
-    def make(M, pattern="random", max_deg=8, empty_frac=0.2, huge=30_000, seed=0):
-        gen = torch.Generator().manual_seed(seed)
-        lens = _row_lengths(M, pattern, gen, max_deg, empty_frac, huge)
+    def make(M=None, pattern="random", max_deg=8, empty_frac=0.2, huge=30_000, seed=0, lens=None):
+        if lens is not None:  # explicit row lengths
+            lens = torch.as_tensor(lens, dtype=torch.long)
+            M = lens.numel()
+        else:
+            gen = torch.Generator().manual_seed(seed)
+            lens = _row_lengths(M, pattern, gen, max_deg, empty_frac, huge)
         row_ptr = torch.zeros(M + 1, dtype=torch.long)
         row_ptr[1:] = torch.cumsum(lens, 0)
         return row_ptr

@@ -13,6 +13,8 @@ on CPU or CUDA. Extra trailing feature dimensions are allowed: ``src`` of shape
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -27,7 +29,7 @@ def _flatten_features(t: Tensor, name: str) -> Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() == 0:
         raise ValueError(f"{name} must have a leading edge dimension, got a scalar")
-    return t.reshape(t.shape[0], -1)
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))  # explicit: -1 is ambiguous when E == 0
 
 
 # --------------------------------------------------------------------------- segment_reduce
