@@ -3,8 +3,11 @@
 # the whole suite, then the GPU benchmarks. Results go to $OUT (default
 # /tmp/pyengine-gpu): build.log, pytest.log, bench_segment.md.
 #
-# Meant for one call of the device tool (no network there): carry missing wheels
-# (scikit-build-core, and what the tests import) in .whl/, see bench/RESULTS.md.
+# Meant for one call of the device tool (no network there). Its image already has
+# scikit-build-core, pybind11, scipy and torch-geometric; wheels of anything else
+# the tests import can be carried in .whl/ (installed to /tmp/site below).
+# Test failures do not stop the script: the benchmarks still run, and the exit
+# status is that of the CUDA tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-/tmp/pyengine-gpu}
@@ -24,6 +27,9 @@ start=$(date +%s)
 echo "gpu_check: build $(( $(date +%s) - start )) s"
 "$PY" -c "import pyengine; pyengine.info(); assert pyengine.build_info()['cuda_kernels'], 'built without CUDA'"
 
-"$PY" -m pytest -q -m cuda tests 2>&1 | tee "$OUT/pytest_cuda.log"
-"$PY" -m pytest -q tests 2>&1 | tail -5 | tee "$OUT/pytest_all.log"
-"$PY" bench/segment.py --device cuda --markdown 2>&1 | tee "$OUT/bench_segment.md"
+status=0
+"$PY" -m pytest -q -m cuda tests 2>&1 | tee "$OUT/pytest_cuda.log" || status=$?
+"$PY" -m pytest -q tests >"$OUT/pytest_all.log" 2>&1 || true
+tail -5 "$OUT/pytest_all.log"
+"$PY" bench/segment.py --device cuda --markdown 2>&1 | tee "$OUT/bench_segment.md" || true
+exit "$status"
