@@ -8,7 +8,8 @@ Usage::
 
 Timing rules (the same for every benchmark, so numbers are comparable):
 
-* ``warmup`` untimed calls first (allocator, lazy init, CUDA kernel loading);
+* ``warmup`` untimed calls first (allocator, lazy init, CUDA kernel loading, thread pool
+  and page warm-up), fewer if they alone take more than half of ``max_seconds``;
 * then up to ``repeat`` timed calls, each timed on its own, and the **median** is returned;
 * on CUDA each call is bracketed by CUDA events (device time, no host overhead between
   calls) and the device is synchronised before and after; on CPU ``time.perf_counter``
@@ -24,6 +25,7 @@ inputs) must be done outside ``fn``.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ __all__ = [
     "parse_count",
     "format_count",
     "machine_description",
+    "busy_cpus",
 ]
 
 
@@ -78,8 +81,12 @@ def measure(
     dev = _as_device(device)
     repeat = max(1, int(repeat))
     min_repeat = max(1, min(int(min_repeat), repeat))
-    for _ in range(max(0, int(warmup))):
+    warm_start = time.perf_counter()
+    for i in range(max(0, int(warmup))):
         fn()
+        synchronize(dev)
+        if max_seconds is not None and time.perf_counter() - warm_start > max_seconds / 2:
+            break  # a slow op: one or two warmup calls are plenty
     synchronize(dev)
 
     times: list[float] = []
@@ -238,3 +245,28 @@ def machine_description(device: str | torch.device) -> str:
 
     model = model or platform.processor() or platform.machine()
     return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def busy_cpus(seconds: float = 0.5) -> float | None:
+    """How many CPUs other processes keep busy right now (Linux ``/proc/stat``), or None.
+
+    Sampled over ``seconds`` before a run: CPU timings on a small machine are only
+    meaningful when this is near 0 (a second busy process makes OpenMP barriers wait).
+    """
+
+    def snap() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    try:
+        total0, idle0 = snap()
+        time.sleep(seconds)
+        total1, idle1 = snap()
+    except (OSError, ValueError, IndexError):
+        return None
+    dt = total1 - total0
+    if dt <= 0:
+        return None
+    return (1.0 - (idle1 - idle0) / dt) * (os.cpu_count() or 1)

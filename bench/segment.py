@@ -45,6 +45,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     Row,
+    busy_cpus,
     format_count,
     machine_description,
     max_abs_diff,
@@ -186,7 +187,9 @@ class Bench:
         ours = segment_reduce(src, row_ptr, "sum")
         t = self.time(lambda: segment_reduce(src, row_ptr, "sum"))
         gbps = (E * C * es + (M + 1) * 8 + M * C * es) / t / 1e9
-        sum64 = lambda: torch.zeros(M, C, device=dev, dtype=torch.float64).index_add_(0, index, src.double())  # noqa: E731
+        def sum64():
+            return torch.zeros(M, C, device=dev, dtype=torch.float64).index_add_(0, index, src.double())
+
         self.compare(case, "sum", t, ours, "index_add_",
                      lambda: torch.zeros(M, C, device=dev, dtype=src.dtype).index_add_(0, index, src), gbps=gbps,
                      ref64=sum64)
@@ -255,8 +258,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, default=64, help="feature channels C (default 64)")
     p.add_argument("--degree", type=int, default=32, help="average segment length (default 32)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    p.add_argument("--repeat", type=int, default=None, help="timed calls per op (default: 20 cuda, 5 cpu)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default: 3 cuda, 1 cpu)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="timed calls per op (default: 20 cuda, 10 cpu; 3 with --quick)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default: 3; 1 with --quick)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="time budget per op for timed calls, at least 3 calls (default: 3 s cpu, none cuda)")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma list from {CASES}")
@@ -274,9 +278,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.edges is None:
         args.edges = (2 * 10**6 if on_cuda else 2 * 10**5) if args.quick else (32 * 10**6 if on_cuda else 4 * 10**6)
     if args.repeat is None:
-        args.repeat = 3 if args.quick else (20 if on_cuda else 5)
+        args.repeat = 3 if args.quick else (20 if on_cuda else 10)
     if args.warmup is None:
-        args.warmup = 1 if (args.quick or not on_cuda) else 3
+        args.warmup = 1 if args.quick else 3
     if args.max_seconds is None and not on_cuda:
         args.max_seconds = 3.0
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -322,6 +326,11 @@ def main(argv=None) -> int:
     ]
     for case in args.cases:
         header.append(f"case {case}: {describe_csr(row_ptrs[case])}")
+    if dev.type == "cpu":
+        busy = busy_cpus()
+        if busy is not None:
+            header.append(f"other load at start: {busy:.2f} of {os.cpu_count()} CPUs busy"
+                          + ("  (WARNING: machine not idle, CPU timings unreliable)" if busy > 0.25 else ""))
     for line in header:
         log(line)
 
@@ -332,6 +341,11 @@ def main(argv=None) -> int:
         bench.run_case(case, row_ptrs[case], src, scores, col, values, x, pyg_softmax)
     elapsed = time.perf_counter() - t_run
     log(f"benchmark {elapsed:.1f} s")
+    if dev.type == "cpu":
+        busy = busy_cpus()
+        if busy is not None:
+            header.append(f"other load at end: {busy:.2f} of {os.cpu_count()} CPUs busy"
+                          + ("  (WARNING: machine not idle, CPU timings unreliable)" if busy > 0.25 else ""))
 
     on_cuda = dev.type == "cuda"
     sys.stderr.flush()
