@@ -74,7 +74,17 @@ __global__ void reduce_items_kernel(const int64_t* __restrict__ row_ptr, const i
     const int64_t c = c0 + cl;
     State s = Op::init();
     if (c < C) {
-      for (int64_t e = it.beg + sub; e < it.end; e += eg) Op::push(s, load(e, c), e);
+      // Four independent loads before the dependent folds keep more memory
+      // requests in flight per warp (the reduction is bandwidth-bound).
+      int64_t e = it.beg + sub;
+      for (; e + 3 * eg < it.end; e += 4 * eg) {
+        const auto v0 = load(e, c), v1 = load(e + eg, c), v2 = load(e + 2 * eg, c), v3 = load(e + 3 * eg, c);
+        Op::push(s, v0, e);
+        Op::push(s, v1, e + eg);
+        Op::push(s, v2, e + 2 * eg);
+        Op::push(s, v3, e + 3 * eg);
+      }
+      for (; e < it.end; e += eg) Op::push(s, load(e, c), e);
     }
     for (int off = cg; off < 32; off <<= 1) Op::merge(s, shfl_xor_any(s, off));
     if (sub == 0 && c < C) {
@@ -123,6 +133,7 @@ __global__ void map_items_kernel(const int64_t* __restrict__ row_ptr, const int6
   const int sub = lane >> cg_log2, cl = lane & (cg - 1);
   const ItemRange it = decode_item(row_ptr, item_row, item_chunk, item);
   for (int64_t c = cl; c < C; c += cg) {
+#pragma unroll 4
     for (int64_t e = it.beg + sub; e < it.end; e += eg) fn(it.row, e, c, it.row_len);
   }
 }

@@ -26,8 +26,9 @@ struct SpmmArgs {
   at::Tensor row_ptr, col, values, x;  // values undefined when absent (all ones)
   int64_t num_rows, num_edges, num_cols, channels;
 };
+// x_name names the dense operand in error messages ("x" for spmm, "b" for sddmm).
 SpmmArgs check_spmm_args(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,
-                         const at::Tensor& x);
+                         const at::Tensor& x, const char* x_name = "x");
 
 // Checks grad_out (M, C) against a row pointer and returns it contiguous.
 at::Tensor check_row_values(const at::Tensor& values, const at::Tensor& row_ptr, const char* name);

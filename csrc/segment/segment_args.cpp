@@ -23,21 +23,22 @@ SegmentArgs check_segment_args(const at::Tensor& src, const at::Tensor& row_ptr,
 }
 
 SpmmArgs check_spmm_args(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,
-                         const at::Tensor& x) {
-  check_dim(x, 2, "x");
-  check_float_dtype(x, "x");
-  check_same_device(row_ptr, "row_ptr", x, "x");
-  check_same_device(col, "col", x, "x");
+                         const at::Tensor& x, const char* x_name) {
+  check_dim(x, 2, x_name);
+  check_float_dtype(x, x_name);
+  check_same_device(row_ptr, "row_ptr", x, x_name);
+  check_same_device(col, "col", x, x_name);
   check_dim(col, 1, "col");
   const int64_t num_edges = col.size(0);
   check_row_ptr(row_ptr, num_edges, "row_ptr", "the length of col");
-  check_col(col, num_edges, x.size(0), "col", "the number of rows of x");
+  const std::string x_rows = std::string("the number of rows of ") + x_name;
+  check_col(col, num_edges, x.size(0), "col", x_rows.c_str());
   at::Tensor v;
   if (values.has_value() && values->defined()) {
     v = *values;
     check_dim(v, 1, "values");
-    check_same_device(v, "values", x, "x");
-    check_same_dtype(v, "values", x, "x");
+    check_same_device(v, "values", x, x_name);
+    check_same_dtype(v, "values", x, x_name);
     TORCH_CHECK_VALUE(v.size(0) == num_edges, "values must have one entry per edge (", num_edges, "), got ",
                       v.size(0));
     v = v.contiguous();

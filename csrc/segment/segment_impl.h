@@ -143,7 +143,7 @@ at::Tensor spmm_impl(const at::Tensor& row_ptr, const at::Tensor& col, const std
 template <class Engine>
 at::Tensor csr_sddmm_impl(const at::Tensor& row_ptr, const at::Tensor& col, const at::Tensor& a_in,
                           const at::Tensor& b_in) {
-  const SpmmArgs s = check_spmm_args(row_ptr, col, std::nullopt, b_in);  // b plays the dense x
+  const SpmmArgs s = check_spmm_args(row_ptr, col, std::nullopt, b_in, "b");
   const auto a = check_row_values(a_in, s.row_ptr, "a");
   check_same_dtype(a, "a", s.x, "b");
   TORCH_CHECK_VALUE(a.size(1) == s.channels, "a and b must have the same number of channels, got ", a.size(1),
