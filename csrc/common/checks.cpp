@@ -1,5 +1,7 @@
 #include "common/checks.h"
 
+#include <ATen/Parallel.h>
+
 #include <atomic>
 
 namespace pyengine {
@@ -46,11 +48,28 @@ void check_same_dtype(const at::Tensor& a, const char* a_name, const at::Tensor&
                    " has dtype ", b.scalar_type());
 }
 
+// One pass over a CPU row pointer, without temporaries.
+static void check_row_ptr_cpu(const at::Tensor& row_ptr, int64_t num_edges, const char* name, const char* edges_desc) {
+  const auto rp = row_ptr.contiguous();
+  const int64_t* p = rp.const_data_ptr<int64_t>();
+  const int64_t n = rp.numel();
+  TORCH_CHECK_VALUE(p[0] == 0, name, "[0] must be 0");
+  TORCH_CHECK_VALUE(p[n - 1] == num_edges, name, "[-1] must equal ", edges_desc, " (", num_edges, ")");
+  std::atomic<bool> sorted{true};
+  at::parallel_for(1, n, 1 << 16, [&](int64_t i0, int64_t i1) {
+    bool ok = true;
+    for (int64_t i = i0; i < i1; ++i) ok &= p[i] >= p[i - 1];
+    if (!ok) sorted.store(false, std::memory_order_relaxed);
+  });
+  TORCH_CHECK_VALUE(sorted.load(), name, " must be non-decreasing (a CSR row pointer sorted by row)");
+}
+
 void check_row_ptr(const at::Tensor& row_ptr, int64_t num_edges, const char* name, const char* edges_desc) {
   check_dim(row_ptr, 1, name);
   check_index_dtype(row_ptr, name, /*allow_int32=*/false);
   TORCH_CHECK_VALUE(row_ptr.numel() >= 1, name, " must have length num_rows + 1 >= 1, got an empty tensor");
   if (!input_checks_enabled()) return;
+  if (row_ptr.is_cpu()) return check_row_ptr_cpu(row_ptr, num_edges, name, edges_desc);
   std::vector<at::Tensor> conds;
   std::vector<std::string> msgs;
   conds.push_back(row_ptr.select(0, 0).eq(0));

@@ -89,23 +89,16 @@ class CsrEngine {
   // state folds load(e, c) over the row's edges e with Op.
   template <class Op, class Load, class Store>
   void reduce(int64_t C, const Load& load, const Store& store) const {
-    using State = typename Op::State;
     if (C == 0 || num_rows_ == 0) return;
-    const int64_t work = num_rows_ + num_edges_;
-    at::parallel_for(0, num_blocks_, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<State> st(C);
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t r0 = merge_path(work * b / num_blocks_);
-        const int64_t r1 = merge_path(work * (b + 1) / num_blocks_);
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t beg = row_ptr_[r], end = row_ptr_[r + 1];
-          if (end - beg > long_row_) continue;  // handled below
-          RowFold<Op>::run(beg, end, C, load, st.data());
-          for (int64_t c = 0; c < C; ++c) store(r, c, st[c], end - beg);
-        }
-      }
-    });
-    reduce_long_rows<Op>(C, load, store);
+    // A compile-time single channel (scores, edge weights) drops the channel
+    // loops, which otherwise dominate on short rows.
+    std::vector<std::vector<int64_t>> long_rows(num_blocks_);
+    if (C == 1) {
+      reduce_blocks<Op, 1>(C, load, store, long_rows);
+    } else {
+      reduce_blocks<Op, 0>(C, load, store, long_rows);
+    }
+    reduce_long_rows<Op>(C, load, store, long_rows);
   }
 
   // For every edge e (in row r, of length len) and channel c < C: map(r, e, c, len).
@@ -125,6 +118,32 @@ class CsrEngine {
   }
 
  private:
+  // Rows up to long_row_ edges, block by block; longer rows are listed per
+  // block in long_rows for reduce_long_rows. kC > 0 fixes C at compile time.
+  template <class Op, int64_t kC, class Load, class Store>
+  void reduce_blocks(int64_t C_runtime, const Load& load, const Store& store,
+                     std::vector<std::vector<int64_t>>& long_rows) const {
+    using State = typename Op::State;
+    const int64_t C = kC > 0 ? kC : C_runtime;
+    const int64_t work = num_rows_ + num_edges_;
+    at::parallel_for(0, num_blocks_, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<State> st(C);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r0 = merge_path(work * b / num_blocks_);
+        const int64_t r1 = merge_path(work * (b + 1) / num_blocks_);
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t beg = row_ptr_[r], end = row_ptr_[r + 1];
+          if (end - beg > long_row_) {
+            long_rows[b].push_back(r);
+            continue;
+          }
+          RowFold<Op>::run(beg, end, C, load, st.data());
+          for (int64_t c = 0; c < C; ++c) store(r, c, st[c], end - beg);
+        }
+      }
+    });
+  }
+
   // Smallest row r in [0, M] with r + row_ptr[r] >= target.
   int64_t merge_path(int64_t target) const {
     int64_t lo = 0, hi = num_rows_;
@@ -140,19 +159,21 @@ class CsrEngine {
   }
 
   template <class Op, class Load, class Store>
-  void reduce_long_rows(int64_t C, const Load& load, const Store& store) const {
+  void reduce_long_rows(int64_t C, const Load& load, const Store& store,
+                        const std::vector<std::vector<int64_t>>& long_rows) const {
     using State = typename Op::State;
     struct Piece {
       int64_t beg, end;
     };
     std::vector<int64_t> rows, first_piece;
     std::vector<Piece> pieces;
-    for (int64_t r = 0; r < num_rows_; ++r) {
-      const int64_t beg = row_ptr_[r], end = row_ptr_[r + 1];
-      if (end - beg <= long_row_) continue;
-      rows.push_back(r);
-      first_piece.push_back(int64_t(pieces.size()));
-      for (int64_t b = beg; b < end; b += long_row_) pieces.push_back({b, std::min(end, b + long_row_)});
+    for (const auto& block_rows : long_rows) {
+      for (const int64_t r : block_rows) {
+        const int64_t beg = row_ptr_[r], end = row_ptr_[r + 1];
+        rows.push_back(r);
+        first_piece.push_back(int64_t(pieces.size()));
+        for (int64_t b = beg; b < end; b += long_row_) pieces.push_back({b, std::min(end, b + long_row_)});
+      }
     }
     if (rows.empty()) return;
     first_piece.push_back(int64_t(pieces.size()));
