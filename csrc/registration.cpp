@@ -5,7 +5,8 @@
 
 TORCH_LIBRARY(pyengine, m) {
   // segment: CSR reductions and sparse-dense products. row_ptr is int64 (M+1).
-  m.def("segment_reduce(Tensor src, Tensor row_ptr, str reduce) -> (Tensor out, Tensor arg)");
+  // arg: winning edge per (row, channel) for max/min when need_arg (for backward), else empty.
+  m.def("segment_reduce(Tensor src, Tensor row_ptr, str reduce, bool need_arg=True) -> (Tensor out, Tensor arg)");
   m.def("segment_reduce_backward(Tensor grad_out, Tensor row_ptr, Tensor arg, str reduce, int num_edges) -> Tensor");
   m.def("segment_softmax(Tensor scores, Tensor row_ptr) -> Tensor");
   m.def("segment_softmax_backward(Tensor grad_out, Tensor out, Tensor row_ptr) -> Tensor");

@@ -12,67 +12,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "common/reducers.h"
+#include "common/row_fold_cpu.h"
 
 namespace pyengine::cpu {
-
-// Folds the edges [beg, end) of one row into st[0..C) with Op::push, in edge
-// order. The channel loop is innermost so it vectorises for sums.
-template <class Op>
-struct RowFold {
-  template <class Load>
-  static void run(int64_t beg, int64_t end, int64_t C, const Load& load, typename Op::State* st) {
-    for (int64_t c = 0; c < C; ++c) st[c] = Op::init();
-    for (int64_t e = beg; e < end; ++e) {
-      for (int64_t c = 0; c < C; ++c) Op::push(st[c], load(e, c), e);
-    }
-  }
-};
-
-// Max/min: a branchy compare-and-record per element does not vectorise, so
-// first take the extremum with branch-free selects, then find the first edge
-// holding it in a second pass over the (cache-resident) row. Same result as
-// the sequential push: NaN wins, ties go to the lowest edge index. Rows here
-// are at most one block long, far below 2^31 edges.
-template <typename acc_t, bool kMax>
-struct RowFold<ExtremumOp<acc_t, kMax>> {
-  static constexpr int64_t kTile = 64;
-  template <class Load>
-  static void run(int64_t beg, int64_t end, int64_t C, const Load& load,
-                  typename ExtremumOp<acc_t, kMax>::State* st) {
-    acc_t best[kTile];
-    int32_t first[kTile];  // offset of the winning edge within the row
-    for (int64_t c0 = 0; c0 < C; c0 += kTile) {
-      const int64_t n = std::min(kTile, C - c0);
-      if (beg == end) {
-        for (int64_t j = 0; j < n; ++j) st[c0 + j] = ExtremumOp<acc_t, kMax>::init();
-        continue;
-      }
-      for (int64_t j = 0; j < n; ++j) {
-        best[j] = load(beg, c0 + j);
-        first[j] = 0;
-      }
-      for (int64_t e = beg + 1; e < end; ++e) {
-        for (int64_t j = 0; j < n; ++j) {
-          const acc_t x = load(e, c0 + j);
-          const bool better = (kMax ? x > best[j] : x < best[j]) || x != x;
-          best[j] = better && best[j] == best[j] ? x : best[j];
-        }
-      }
-      // Backwards, so the last hit written is the first edge; 32-bit offsets
-      // keep the select the same width as float so the loop vectorises.
-      for (int64_t e = end - 1; e >= beg; --e) {
-        const int32_t offset = static_cast<int32_t>(e - beg);
-        for (int64_t j = 0; j < n; ++j) {
-          const acc_t x = load(e, c0 + j);
-          const bool hit = x == best[j] || (x != x && best[j] != best[j]);
-          first[j] = hit ? offset : first[j];
-        }
-      }
-      for (int64_t j = 0; j < n; ++j) st[c0 + j] = {best[j], beg + first[j]};
-    }
-  }
-};
 
 class CsrEngine {
  public:

@@ -63,14 +63,14 @@ struct AccStore {  // raw accumulator of a SumOp, kept in acc_t
 };
 
 template <typename scalar_t>
-struct ExtremumStore {  // out[r, c] = max/min (0 for empty rows), arg[r, c] = edge or -1
+struct ExtremumStore {  // out[r, c] = max/min (0 for empty rows), arg[r, c] = edge or -1 (if arg)
   scalar_t* out;
-  int64_t* arg;
+  int64_t* arg;  // null when the winning edges are not wanted
   int64_t C;
   template <class State>
   PYE_HD void operator()(int64_t r, int64_t c, const State& s, int64_t) const {
     out[r * C + c] = s.arg >= 0 ? static_cast<scalar_t>(s.v) : static_cast<scalar_t>(0);
-    arg[r * C + c] = s.arg;
+    if (arg) arg[r * C + c] = s.arg;
   }
 };
 

@@ -35,7 +35,7 @@ at::Tensor check_row_values(const at::Tensor& values, const at::Tensor& row_ptr,
 
 #define PYE_SEGMENT_DECLARE(DEV)                                                                                      \
   std::tuple<at::Tensor, at::Tensor> segment_reduce_##DEV(const at::Tensor& src, const at::Tensor& row_ptr,           \
-                                                          c10::string_view reduce);                                   \
+                                                          c10::string_view reduce, bool need_arg);                    \
   at::Tensor segment_reduce_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& row_ptr,                     \
                                            const at::Tensor& arg, c10::string_view reduce, int64_t num_edges);        \
   at::Tensor segment_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr);                              \

@@ -11,8 +11,8 @@ namespace pyengine::segment {
 using Engine = cpu::CsrEngine;
 
 std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, const at::Tensor& row_ptr,
-                                                      c10::string_view reduce) {
-  return segment_reduce_impl<Engine>(src, row_ptr, reduce);
+                                                      c10::string_view reduce, bool need_arg) {
+  return segment_reduce_impl<Engine>(src, row_ptr, reduce, need_arg);
 }
 at::Tensor segment_reduce_backward_cpu(const at::Tensor& grad_out, const at::Tensor& row_ptr, const at::Tensor& arg,
                                        c10::string_view reduce, int64_t num_edges) {

@@ -17,32 +17,40 @@ at::Tensor empty_acc(int64_t rows, int64_t cols, const at::Tensor& like) {
   return at::empty({rows, cols}, like.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
 }
 
+template <class T>
+struct OpTag {
+  using type = T;
+};
+
 template <class Engine>
 std::tuple<at::Tensor, at::Tensor> segment_reduce_impl(const at::Tensor& src_in, const at::Tensor& row_ptr_in,
-                                                       c10::string_view reduce_name) {
+                                                       c10::string_view reduce_name, bool need_arg) {
   const Reduce reduce = parse_reduce(reduce_name);
   const SegmentArgs a = check_segment_args(src_in, row_ptr_in, "src");
   const int64_t C = a.channels;
+  const bool track_arg = need_arg && is_extremum(reduce);
   auto out = at::empty({a.num_rows, C}, a.src.options());
-  auto arg = is_extremum(reduce) ? at::empty({a.num_rows, C}, a.src.options().dtype(at::kLong))
-                                 : at::empty({0}, a.src.options().dtype(at::kLong));
+  auto arg = track_arg ? at::empty({a.num_rows, C}, a.src.options().dtype(at::kLong))
+                       : at::empty({0}, a.src.options().dtype(at::kLong));
   const Engine engine(a.row_ptr, a.num_edges);
   PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_reduce", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const DenseLoad<scalar_t, acc_t> load{a.src.const_data_ptr<scalar_t>(), C};
     scalar_t* o = out.data_ptr<scalar_t>();
+    const auto extremum = [&](auto tag) {
+      using Op = typename decltype(tag)::type;
+      engine.template reduce<Op>(C, load, ExtremumStore<scalar_t>{o, track_arg ? arg.data_ptr<int64_t>() : nullptr, C});
+    };
     switch (reduce) {
       case Reduce::Sum:
       case Reduce::Mean:
         engine.template reduce<SumOp<acc_t>>(C, load, SumStore<scalar_t, acc_t>{o, C, reduce == Reduce::Mean});
         break;
       case Reduce::Max:
-        engine.template reduce<ExtremumOp<acc_t, true>>(C, load,
-                                                        ExtremumStore<scalar_t>{o, arg.data_ptr<int64_t>(), C});
+        track_arg ? extremum(OpTag<ExtremumOp<acc_t, true>>{}) : extremum(OpTag<ExtremumValueOp<acc_t, true>>{});
         break;
       case Reduce::Min:
-        engine.template reduce<ExtremumOp<acc_t, false>>(C, load,
-                                                         ExtremumStore<scalar_t>{o, arg.data_ptr<int64_t>(), C});
+        track_arg ? extremum(OpTag<ExtremumOp<acc_t, false>>{}) : extremum(OpTag<ExtremumValueOp<acc_t, false>>{});
         break;
     }
   });

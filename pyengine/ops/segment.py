@@ -51,20 +51,22 @@ def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum") -> Tensor:
     if reduce not in _REDUCTIONS:
         raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
     flat = _flatten_features(src, "src")
-    out, _ = _ops.segment_reduce(flat, row_ptr, reduce)
+    # The winning edges are only needed for backward; finding them costs a second pass on the CPU.
+    need_arg = torch.is_grad_enabled() and src.requires_grad
+    out, _ = _ops.segment_reduce(flat, row_ptr, reduce, need_arg)
     return out.reshape((out.shape[0],) + tuple(src.shape[1:]))
 
 
 @torch.library.register_fake("pyengine::segment_reduce")
-def _segment_reduce_fake(src, row_ptr, reduce):
+def _segment_reduce_fake(src, row_ptr, reduce, need_arg=True):
     num_rows = row_ptr.shape[0] - 1
     out = src.new_empty((num_rows, src.shape[1]))
-    arg_shape = (num_rows, src.shape[1]) if reduce in ("max", "min") else (0,)
+    arg_shape = (num_rows, src.shape[1]) if need_arg and reduce in ("max", "min") else (0,)
     return out, src.new_empty(arg_shape, dtype=torch.long)
 
 
 def _segment_reduce_setup(ctx, inputs, output):
-    src, row_ptr, reduce = inputs
+    src, row_ptr, reduce = inputs[:3]
     ctx.reduce = reduce
     ctx.num_edges = src.shape[0]
     ctx.save_for_backward(row_ptr, output[1])
@@ -72,8 +74,14 @@ def _segment_reduce_setup(ctx, inputs, output):
 
 def _segment_reduce_backward(ctx, grad_out, _grad_arg):
     row_ptr, arg = ctx.saved_tensors
+    if ctx.reduce in ("max", "min") and arg.dim() == 1 and grad_out.numel() > 0:
+        raise RuntimeError(
+            f"segment_reduce(reduce={ctx.reduce!r}) was run with need_arg=False, so it kept no winning "
+            "edges to route the gradient to; call it with need_arg=True (pyengine.ops.segment_reduce "
+            "does this whenever src requires grad)"
+        )
     grad_src = _ops.segment_reduce_backward(grad_out.contiguous(), row_ptr, arg, ctx.reduce, ctx.num_edges)
-    return grad_src, None, None
+    return grad_src, None, None, None
 
 
 torch.library.register_autograd(

@@ -1,0 +1,61 @@
+"""Max/min specifics: the CPU folds rows in cache-sized spans of 256 edges and
+skips the arg search when no gradient is needed (need_arg=False)."""
+
+import pytest
+import torch
+
+from pyengine import ops
+
+_raw = torch.ops.pyengine.segment_reduce
+
+
+def _one_row(length):
+    return torch.tensor([0, length], dtype=torch.long)
+
+
+@pytest.mark.parametrize("reduce", ["max", "min"])
+def test_ties_and_nan_across_spans(reduce):
+    n, C = 1000, 3
+    sign = 1.0 if reduce == "max" else -1.0
+    src = torch.zeros(n, C)
+    src[300, 0] = src[700, 0] = 5.0 * sign  # tie in different spans: the first wins
+    src[600, 1] = float("nan")
+    src[900, 1] = float("nan")  # first NaN wins
+    src[:, 2] = -torch.inf * sign  # all equal to the identity-like value
+    out, arg = _raw(src, _one_row(n), reduce, True)
+    assert out[0, 0] == 5.0 * sign and torch.isnan(out[0, 1]) and out[0, 2] == -torch.inf * sign
+    assert arg[0].tolist() == [300, 600, 0]
+
+
+@pytest.mark.parametrize("reduce", ["max", "min"])
+@pytest.mark.parametrize("lengths", [[0, 3, 257, 0, 513, 1], [5000], [1] * 50])
+def test_value_only_path_matches_tracked_path(reduce, lengths):
+    torch.manual_seed(0)
+    row_ptr = torch.zeros(len(lengths) + 1, dtype=torch.long)
+    row_ptr[1:] = torch.cumsum(torch.tensor(lengths), 0)
+    src = torch.randn(int(row_ptr[-1]), 70)
+    src[::97] = float("nan")
+    with_arg, arg = _raw(src, row_ptr, reduce, True)
+    values_only, no_arg = _raw(src, row_ptr, reduce, False)
+    assert no_arg.shape == (0,) and arg.shape == with_arg.shape
+    torch.testing.assert_close(values_only, with_arg, equal_nan=True, rtol=0, atol=0)
+    # the recorded winners hold the reduced values
+    nonempty = arg >= 0
+    picked = torch.gather(src, 0, arg.clamp(min=0))
+    torch.testing.assert_close(picked[nonempty], with_arg[nonempty], equal_nan=True, rtol=0, atol=0)
+
+
+def test_public_api_tracks_arg_only_when_grad_is_needed():
+    row_ptr = _one_row(4)
+    src = torch.tensor([[1.0], [3.0], [3.0], [2.0]], requires_grad=True)
+    ops.segment_reduce(src, row_ptr, "max").sum().backward()
+    assert src.grad.flatten().tolist() == [0.0, 1.0, 0.0, 0.0]
+    with torch.no_grad():
+        assert ops.segment_reduce(src, row_ptr, "max").item() == 3.0
+
+
+def test_backward_without_arg_raises_clearly():
+    src = torch.randn(4, 2, requires_grad=True)
+    out, _ = _raw(src, _one_row(4), "max", False)
+    with pytest.raises(RuntimeError, match="need_arg=False"):
+        out.sum().backward()
