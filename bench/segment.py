@@ -12,7 +12,8 @@ it times, in the same run on the same inputs:
 * ``segment_reduce`` sum  vs ``zeros(M, C).index_add_(0, index, src)`` and
   ``torch.segment_reduce(src, "sum", offsets=row_ptr)``;
 * ``segment_reduce`` mean / max vs ``zeros(M, C).scatter_reduce(0, index.expand, src,
-  "mean" / "amax", include_self=False)``;
+  "mean" / "amax", include_self=False)``; "max" is the inference path (no gradient, values
+  only), "max+arg" the training path that also records the winning edges for backward;
 * ``segment_softmax`` (H = 4 heads) vs ``torch_geometric.utils.softmax`` given ``ptr``
   and given ``index`` (skipped if torch_geometric does not import);
 * ``spmm`` (with edge values, x of N = E / degree rows) vs the gather-scatter
@@ -206,6 +207,16 @@ class Bench:
                              0, index_c, src, peer_reduce, include_self=False),
                          ref64=lambda: segment_reduce(src.double(), row_ptr, reduce))
             del ours
+
+        # ---- max as in training: also records the winning edge per (row, channel) for backward
+        raw = torch.ops.pyengine.segment_reduce
+        ours = raw(src, row_ptr, "max", True)[0]
+        t = self.time(lambda: raw(src, row_ptr, "max", True))
+        self.compare(case, "max+arg", t, ours, "scatter_reduce(amax)",
+                     lambda: torch.zeros(M, C, device=dev, dtype=src.dtype).scatter_reduce(
+                         0, index_c, src, "amax", include_self=False),
+                     ref64=lambda: segment_reduce(src.double(), row_ptr, "max"))
+        del ours
 
         # ---- softmax
         ours = segment_softmax(scores, row_ptr)
