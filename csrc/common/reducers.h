@@ -56,12 +56,6 @@ struct ExtremumOp {
   }
 };
 
-// Max/min when the winning edge is not needed (no gradient). Same state and
-// rules; the CPU fold skips the search for the edge, so arg only tells empty
-// rows (-1) from the others.
-template <typename acc_t, bool kMax>
-struct ExtremumValueOp : ExtremumOp<acc_t, kMax> {};
-
 // Running (max m, sum of exp(x - m)): the online-softmax state. -inf inputs
 // contribute nothing; a row of only -inf ends with s == 0.
 template <typename acc_t>

@@ -17,11 +17,6 @@ at::Tensor empty_acc(int64_t rows, int64_t cols, const at::Tensor& like) {
   return at::empty({rows, cols}, like.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
 }
 
-template <class T>
-struct OpTag {
-  using type = T;
-};
-
 template <class Engine>
 std::tuple<at::Tensor, at::Tensor> segment_reduce_impl(const at::Tensor& src_in, const at::Tensor& row_ptr_in,
                                                        c10::string_view reduce_name, bool need_arg) {
@@ -37,20 +32,18 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_impl(const at::Tensor& src_in,
     using acc_t = at::opmath_type<scalar_t>;
     const DenseLoad<scalar_t, acc_t> load{a.src.const_data_ptr<scalar_t>(), C};
     scalar_t* o = out.data_ptr<scalar_t>();
-    const auto extremum = [&](auto tag) {
-      using Op = typename decltype(tag)::type;
-      engine.template reduce<Op>(C, load, ExtremumStore<scalar_t>{o, track_arg ? arg.data_ptr<int64_t>() : nullptr, C});
-    };
+    // Without need_arg the winners are still found (it is free in the fold) but not written.
+    const ExtremumStore<scalar_t> extremum_store{o, track_arg ? arg.data_ptr<int64_t>() : nullptr, C};
     switch (reduce) {
       case Reduce::Sum:
       case Reduce::Mean:
         engine.template reduce<SumOp<acc_t>>(C, load, SumStore<scalar_t, acc_t>{o, C, reduce == Reduce::Mean});
         break;
       case Reduce::Max:
-        track_arg ? extremum(OpTag<ExtremumOp<acc_t, true>>{}) : extremum(OpTag<ExtremumValueOp<acc_t, true>>{});
+        engine.template reduce<ExtremumOp<acc_t, true>>(C, load, extremum_store);
         break;
       case Reduce::Min:
-        track_arg ? extremum(OpTag<ExtremumOp<acc_t, false>>{}) : extremum(OpTag<ExtremumValueOp<acc_t, false>>{});
+        engine.template reduce<ExtremumOp<acc_t, false>>(C, load, extremum_store);
         break;
     }
   });

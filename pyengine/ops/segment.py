@@ -51,7 +51,7 @@ def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum") -> Tensor:
     if reduce not in _REDUCTIONS:
         raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
     flat = _flatten_features(src, "src")
-    # The winning edges are only needed for backward; finding them costs a second pass on the CPU.
+    # The winning edges are kept (an (M, *F) int64 tensor) only when backward will need them.
     need_arg = torch.is_grad_enabled() and src.requires_grad
     out, _ = _ops.segment_reduce(flat, row_ptr, reduce, need_arg)
     return out.reshape((out.shape[0],) + tuple(src.shape[1:]))
