@@ -9,14 +9,37 @@
 namespace pyengine::cpu {
 
 // Generic: Op::push in edge order, channel loop innermost so sums vectorise.
+// A single channel has no channel loop to vectorise, so it folds the row into
+// kLanes interleaved partial states (independent chains the CPU overlaps)
+// merged at the end; Op::merge is associative, so only rounding order changes.
 template <class Op>
 struct RowFold {
+  static constexpr int64_t kLanes = 8;
+
   template <class Load>
   static void run(int64_t beg, int64_t end, int64_t C, const Load& load, typename Op::State* st) {
+    if (C == 1) {
+      st[0] = fold_one_channel(beg, end, load);
+      return;
+    }
     for (int64_t c = 0; c < C; ++c) st[c] = Op::init();
     for (int64_t e = beg; e < end; ++e) {
       for (int64_t c = 0; c < C; ++c) Op::push(st[c], load(e, c), e);
     }
+  }
+
+ private:
+  template <class Load>
+  static typename Op::State fold_one_channel(int64_t beg, int64_t end, const Load& load) {
+    typename Op::State lane[kLanes];
+    for (int64_t k = 0; k < kLanes; ++k) lane[k] = Op::init();
+    int64_t e = beg;
+    for (; e + kLanes <= end; e += kLanes) {
+      for (int64_t k = 0; k < kLanes; ++k) Op::push(lane[k], load(e + k, 0), e + k);
+    }
+    for (; e < end; ++e) Op::push(lane[0], load(e, 0), e);
+    for (int64_t k = 1; k < kLanes; ++k) Op::merge(lane[0], lane[k]);
+    return lane[0];
   }
 };
 
