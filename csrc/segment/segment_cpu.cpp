@@ -8,30 +8,7 @@
 
 namespace pyengine::segment {
 
-using Engine = cpu::CsrEngine;
-
-std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, const at::Tensor& row_ptr,
-                                                      c10::string_view reduce, bool need_arg) {
-  return segment_reduce_impl<Engine>(src, row_ptr, reduce, need_arg);
-}
-at::Tensor segment_reduce_backward_cpu(const at::Tensor& grad_out, const at::Tensor& row_ptr, const at::Tensor& arg,
-                                       c10::string_view reduce, int64_t num_edges) {
-  return segment_reduce_backward_impl<Engine>(grad_out, row_ptr, arg, reduce, num_edges);
-}
-at::Tensor segment_softmax_cpu(const at::Tensor& scores, const at::Tensor& row_ptr) {
-  return segment_softmax_impl<Engine>(scores, row_ptr);
-}
-at::Tensor segment_softmax_backward_cpu(const at::Tensor& grad_out, const at::Tensor& out,
-                                        const at::Tensor& row_ptr) {
-  return segment_softmax_backward_impl<Engine>(grad_out, out, row_ptr);
-}
-at::Tensor spmm_cpu(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,
-                    const at::Tensor& x) {
-  return spmm_impl<Engine>(row_ptr, col, values, x);
-}
-at::Tensor csr_sddmm_cpu(const at::Tensor& row_ptr, const at::Tensor& col, const at::Tensor& a, const at::Tensor& b) {
-  return csr_sddmm_impl<Engine>(row_ptr, col, a, b);
-}
+PYE_SEGMENT_DEFINE(cpu, cpu::CsrEngine)
 
 // Stable counting sort by column: O(E + N), edges of a column keep row order.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_transpose_cpu(const at::Tensor& row_ptr_in,

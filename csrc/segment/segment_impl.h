@@ -171,4 +171,31 @@ inline void check_transpose_args(const at::Tensor& row_ptr, const at::Tensor& co
   check_col(col, col.size(0), num_cols, "col", "num_cols");
 }
 
+// Defines the entry points declared in segment.h for one device (DEV = cpu or
+// cuda) from the templates above, instantiated with that device's ENGINE.
+#define PYE_SEGMENT_DEFINE(DEV, ENGINE)                                                                              \
+  std::tuple<at::Tensor, at::Tensor> segment_reduce_##DEV(const at::Tensor& src, const at::Tensor& row_ptr,          \
+                                                          c10::string_view reduce, bool need_arg) {                  \
+    return segment_reduce_impl<ENGINE>(src, row_ptr, reduce, need_arg);                                              \
+  }                                                                                                                  \
+  at::Tensor segment_reduce_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& row_ptr,                    \
+                                           const at::Tensor& arg, c10::string_view reduce, int64_t num_edges) {      \
+    return segment_reduce_backward_impl<ENGINE>(grad_out, row_ptr, arg, reduce, num_edges);                          \
+  }                                                                                                                  \
+  at::Tensor segment_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr) {                             \
+    return segment_softmax_impl<ENGINE>(scores, row_ptr);                                                            \
+  }                                                                                                                  \
+  at::Tensor segment_softmax_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& out,                       \
+                                            const at::Tensor& row_ptr) {                                             \
+    return segment_softmax_backward_impl<ENGINE>(grad_out, out, row_ptr);                                            \
+  }                                                                                                                  \
+  at::Tensor spmm_##DEV(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,   \
+                        const at::Tensor& x) {                                                                       \
+    return spmm_impl<ENGINE>(row_ptr, col, values, x);                                                               \
+  }                                                                                                                  \
+  at::Tensor csr_sddmm_##DEV(const at::Tensor& row_ptr, const at::Tensor& col, const at::Tensor& a,                  \
+                             const at::Tensor& b) {                                                                  \
+    return csr_sddmm_impl<ENGINE>(row_ptr, col, a, b);                                                               \
+  }
+
 }  // namespace pyengine::segment

@@ -220,6 +220,13 @@ def _spmm_fake(row_ptr, col, values, x):
     return x.new_empty((row_ptr.shape[0] - 1, x.shape[1]))
 
 
+def _spmm_transposed(row_ptr, col, num_cols, edge_values, dense):
+    """``A^T @ dense`` for the CSR pattern ``(row_ptr, col)`` with edge weights ``edge_values`` (or ones)."""
+    row_ptr_t, col_t, perm = _ops.csr_transpose(row_ptr, col, num_cols)
+    values_t = None if edge_values is None else edge_values.index_select(0, perm)
+    return _ops.spmm(row_ptr_t, col_t, values_t, dense)
+
+
 def _spmm_setup(ctx, inputs, output):
     row_ptr, col, values, x = inputs
     ctx.num_cols = x.shape[0]
@@ -233,9 +240,7 @@ def _spmm_backward(ctx, grad_out):
     if values is not None and ctx.needs_input_grad[2]:
         grad_values = _ops.csr_sddmm(row_ptr, col, grad_out, x)
     if ctx.needs_input_grad[3]:
-        row_ptr_t, col_t, perm = _ops.csr_transpose(row_ptr, col, ctx.num_cols)
-        values_t = None if values is None else values.index_select(0, perm)
-        grad_x = _ops.spmm(row_ptr_t, col_t, values_t, grad_out)
+        grad_x = _spmm_transposed(row_ptr, col, ctx.num_cols, values, grad_out)
     return None, None, grad_values, grad_x
 
 
@@ -274,8 +279,7 @@ def _csr_sddmm_backward(ctx, grad_out):
     if ctx.needs_input_grad[2]:
         grad_a = _ops.spmm(row_ptr, col, grad_out, b)
     if ctx.needs_input_grad[3]:
-        row_ptr_t, col_t, perm = _ops.csr_transpose(row_ptr, col, ctx.num_cols)
-        grad_b = _ops.spmm(row_ptr_t, col_t, grad_out.index_select(0, perm), a)
+        grad_b = _spmm_transposed(row_ptr, col, ctx.num_cols, grad_out, a)
     return None, None, grad_a, grad_b
 
 
