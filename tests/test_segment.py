@@ -23,30 +23,20 @@ import torch
 
 from pyengine import ops
 
+from segment_helpers import COMMON_CASES, FLOATS, INDEX_DTYPES, K_SUM, REDUCES, Layouts, dtype_id, heads_id
+from segment_helpers import acc_unit, out_unit, random_col, random_scores, random_src, softmax_rel_tol, subnormal
+
 P = torch.ops.pyengine
 
-FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-REDUCES = ["sum", "mean", "max", "min"]
-INDEX_DTYPES = [torch.int64, torch.int32]
 CHANNELS = [1, 3, 33, 64]
-# Safety factor of the summation error model. Observed: <= 3 for zero-mean terms, ~25 when
-# thousands of identical terms are added (spmm without values into a hub column), where
-# rounding errors are correlated; float64 runs of the same tests catch logic errors.
-K_SUM = 128
-
-
-def _name(x):
-    return str(x).replace("torch.", "")
 
 
 # Non-empty CSR layouts of awkward sizes. The huge ones have rows longer than the
 # CPU engine's split threshold (max(E / num_blocks + 1, 4096) edges), so those rows
 # are cut into pieces that are reduced in parallel and merged.
 CASES = {
-    "M1": dict(M=1, max_deg=7, empty_frac=0.0),
-    "37rows": dict(M=37, max_deg=9, empty_frac=0.25),
-    "1000rows_30pct_empty": dict(M=1000, max_deg=12, empty_frac=0.3),
+    **COMMON_CASES,
     "one_huge_row": dict(M=1, pattern="huge", huge=30_000),
     "huge_among_small": dict(M=300, pattern="one_huge", huge=20_000, empty_frac=0.3),
     "two_huge": dict(M=50, pattern="two_huge", huge=10_000),
@@ -60,10 +50,8 @@ CASE_CHANNELS = [
     ("two_huge", 3), ("split_boundaries", 1), ("37rows", 130),  # C > 64: several channel tiles
 ]  # fmt: skip
 
-
-def csr(make_csr, case):
-    row_ptr = make_csr(**CASES[case])
-    return row_ptr, row_ptr.numel() - 1, int(row_ptr[-1])
+LAYOUTS = Layouts(CASES, HUGE_CASES)
+csr, csr_and_col, num_cols_for = LAYOUTS.csr, LAYOUTS.csr_and_col, LAYOUTS.num_cols_for
 
 
 def cpu_split_threshold(row_ptr):
@@ -213,21 +201,6 @@ def ref_spmm_grads(row_ptr, col, values, x, grad_out):
 # --------------------------------------------------------------------------- comparison helpers
 
 
-def acc_unit(dtype):
-    """Unit roundoff of the accumulator (float64 for float64, float32 otherwise)."""
-    return 2.0**-53 if dtype == torch.float64 else 2.0**-24
-
-
-def out_unit(dtype):
-    """Unit roundoff of the stored result."""
-    return torch.finfo(dtype).eps / 2
-
-
-def subnormal(dtype):
-    """Spacing of the subnormal numbers of dtype: the absolute rounding error near 0."""
-    return torch.finfo(dtype).tiny * torch.finfo(dtype).eps
-
-
 def sum_tol(ref, scale, dtype):
     """Rounding to dtype (2 half-ulps) + K_SUM * u_acc * scale of the accumulated sum."""
     return 2 * out_unit(dtype) * np.abs(ref) + K_SUM * acc_unit(dtype) * scale + subnormal(dtype)
@@ -257,17 +230,6 @@ def assert_within(got, ref, tol, what="result"):
 
 def assert_exact(got, ref, what="result"):
     assert_within(got, ref, 0.0, what)
-
-
-def random_src(shape, dtype):
-    return torch.randn(shape, dtype=torch.float64).to(dtype)
-
-
-def random_col(num_edges, num_cols, dtype):
-    """Random columns, every fourth edge sent to column 0 (a hub) so the transpose has a long row."""
-    col = torch.randint(0, num_cols, (num_edges,))
-    col[::4] = 0
-    return col.to(dtype)
 
 
 # --------------------------------------------------------------------------- guards on the test data
@@ -303,7 +265,7 @@ def test_reference_sanity():
 # --------------------------------------------------------------------------- segment_reduce
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 @pytest.mark.parametrize("reduce", REDUCES)
 @pytest.mark.parametrize("case,C", CASE_CHANNELS)
 def test_segment_reduce_matches_reference(make_csr, case, C, reduce, dtype):
@@ -344,7 +306,7 @@ def test_segment_reduce_raw_op_arg(make_csr, reduce):
         assert arg.numel() == 0
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=_name)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
 @pytest.mark.parametrize("reduce", REDUCES)
 @pytest.mark.parametrize("case", ["37rows", "split_boundaries"])
 def test_segment_reduce_trailing_dims(make_csr, case, reduce, dtype):
@@ -405,7 +367,7 @@ def test_segment_reduce_small_exact(reduce):
     assert torch.equal(g, torch.tensor(expected_grad))
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 @pytest.mark.parametrize("reduce", ["max", "min"])
 def test_extremum_ties_go_to_lowest_edge(reduce, dtype):
     # row 0 small; row 1 huge (split into pieces) with its extremum repeated in several
@@ -428,7 +390,7 @@ def test_extremum_ties_go_to_lowest_edge(reduce, dtype):
     assert torch.equal(g, expected)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_name)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 @pytest.mark.parametrize("reduce", ["max", "min"])
 def test_extremum_wide_channels_huge_rows(make_csr, reduce, dtype):
     """Many channels (several tiles of the CPU max/min fold) on split rows, with ties and NaN."""
@@ -445,7 +407,7 @@ def test_extremum_wide_channels_huge_rows(make_csr, reduce, dtype):
     assert_exact(g, ref_reduce_grad(grad_out, row_ptr, reduce, arg))
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 @pytest.mark.parametrize("reduce", ["max", "min"])
 def test_extremum_nan_propagates(reduce, dtype):
     row_ptr = torch.tensor([0, 4, 8, 30_008])
@@ -462,7 +424,7 @@ def test_extremum_nan_propagates(reduce, dtype):
     assert int((g != 0).sum()) == 6
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 def test_extremum_of_infinite_rows(dtype):
     inf = float("inf")
     row_ptr = torch.tensor([0, 3, 3, 5, 20_005])  # row 1 empty; row 3 huge
@@ -497,26 +459,18 @@ def test_segment_reduce_thread_count_independent(make_csr):
 # --------------------------------------------------------------------------- segment_softmax
 
 
-def softmax_rel_tol(lens, dtype):
-    """Relative error of exp(x - max) / sum: output rounding + exp + a sum of `lens` positive terms.
-
-    For positive terms sqrt(sum_k S_k^2) / S_n is about sqrt(lens / 3), the summation model of sum_tol.
-    """
-    return 2 * out_unit(dtype) + acc_unit(dtype) * (64 + K_SUM * np.sqrt(lens / 3))
-
-
 SOFTMAX_CASES = [
     ("M1", None), ("37rows", None), ("37rows", 4), ("1000rows_30pct_empty", 33), ("1000rows_30pct_empty", None),
     ("one_huge_row", None), ("huge_among_small", 4), ("two_huge", 1), ("split_boundaries", None),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
-@pytest.mark.parametrize("case,heads", SOFTMAX_CASES, ids=lambda v: "1d" if v is None else str(v))
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
+@pytest.mark.parametrize("case,heads", SOFTMAX_CASES, ids=heads_id)
 def test_segment_softmax_matches_reference(make_csr, case, heads, dtype):
     row_ptr, M, E = csr(make_csr, case)
     shape = (E,) if heads is None else (E, heads)
-    scores = (3 * random_src(shape, torch.float64)).to(dtype).requires_grad_()
+    scores = random_scores(shape, dtype).requires_grad_()
     out = ops.segment_softmax(scores, row_ptr)
     assert out.dtype == dtype and out.shape == shape
     ref, lens = ref_softmax(scores, row_ptr)
@@ -534,7 +488,7 @@ def test_segment_softmax_matches_reference(make_csr, case, heads, dtype):
         assert_within(grad, grad_ref, 2 * rel * scale, "softmax grad vs float64 reference")
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 @pytest.mark.parametrize("case", ["1000rows_30pct_empty", "two_huge"])
 def test_segment_softmax_rows_sum_to_one(make_csr, case, dtype):
     row_ptr, M, E = csr(make_csr, case)
@@ -548,7 +502,7 @@ def test_segment_softmax_rows_sum_to_one(make_csr, case, dtype):
     assert bool((out >= 0).all()) and bool((out <= 1).all())
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 def test_segment_softmax_large_magnitude_scores(dtype):
     row_ptr = torch.tensor([0, 3, 7, 7, 20_007])
     scores = torch.empty(20_007, dtype=torch.float64)
@@ -567,7 +521,7 @@ def test_segment_softmax_large_magnitude_scores(dtype):
         assert_within(out[:3], expected, 4 * out_unit(dtype) * expected)
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 def test_segment_softmax_masked_rows(dtype):
     inf = float("inf")
     # row 0: fully masked; row 1: partly masked; row 2: empty;
@@ -589,7 +543,7 @@ def test_segment_softmax_masked_rows(dtype):
     assert not bool(g[:3].any()) and not bool(g[6:10_006].any())  # fully masked rows: zero gradient
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 def test_segment_softmax_nan_propagates(dtype):
     row_ptr = torch.tensor([0, 4, 8, 8, 25_008])
     scores = random_src((25_008, 2), dtype)
@@ -612,10 +566,6 @@ def test_segment_softmax_non_contiguous(make_csr, case):
 
 
 # --------------------------------------------------------------------------- spmm
-
-
-def num_cols_for(case):
-    return 97 if case in HUGE_CASES else 41
 
 
 def spmm_check(row_ptr, col, values, x, dtype):
@@ -641,7 +591,7 @@ def spmm_check(row_ptr, col, values, x, dtype):
         assert_within(grads[1], gv, sum_tol(gv, gv_scale, dtype), "spmm grad values")
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 @pytest.mark.parametrize("with_values", [True, False], ids=["values", "no_values"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_spmm_matches_reference(make_csr, case, with_values, dtype):
@@ -653,14 +603,13 @@ def test_spmm_matches_reference(make_csr, case, with_values, dtype):
     spmm_check(row_ptr, random_col(E, N, col_dtype), values, random_src((N, C), dtype), dtype)
 
 
-@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=_name)
+@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("C", CHANNELS)
 @pytest.mark.parametrize("case", ["1000rows_30pct_empty", "huge_among_small"])
 def test_spmm_channels_and_index_dtypes(make_csr, case, C, col_dtype):
-    row_ptr, M, E = csr(make_csr, case)
-    N = num_cols_for(case)
+    row_ptr, M, E, N, col = csr_and_col(make_csr, case, col_dtype)
     dtype = torch.float32
-    spmm_check(row_ptr, random_col(E, N, col_dtype), random_src((E,), dtype), random_src((N, C), dtype), dtype)
+    spmm_check(row_ptr, col, random_src((E,), dtype), random_src((N, C), dtype), dtype)
 
 
 @pytest.mark.parametrize("case", ["37rows", "two_huge"])
@@ -701,13 +650,11 @@ def test_spmm_small_exact():
 # --------------------------------------------------------------------------- sddmm
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
-@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
+@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case,C", CASE_CHANNELS)
 def test_sddmm_matches_reference(make_csr, case, C, col_dtype, dtype):
-    row_ptr, M, E = csr(make_csr, case)
-    N = num_cols_for(case)
-    col = random_col(E, N, col_dtype)
+    row_ptr, M, E, N, col = csr_and_col(make_csr, case, col_dtype)
     a = random_src((M, C), dtype).requires_grad_()
     b = random_src((N, C), dtype).requires_grad_()
     out = ops.sddmm(row_ptr, col, a, b)
@@ -751,11 +698,10 @@ def test_sddmm_small_exact():
 
 
 @pytest.mark.parametrize("extra_cols", [0, 5])
-@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=_name)
+@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case", list(CASES))
 def test_csr_transpose_matches_reference(make_csr, case, col_dtype, extra_cols):
-    row_ptr, M, E = csr(make_csr, case)
-    col = random_col(E, num_cols_for(case), col_dtype)
+    row_ptr, M, E, _, col = csr_and_col(make_csr, case, col_dtype)
     num_cols = int(col.max()) + 1 + extra_cols
     got = ops.csr_transpose(row_ptr, col, num_cols)
     for g, r, name in zip(got, ref_transpose(row_ptr, col, num_cols), ("row_ptr_t", "col_t", "perm")):
@@ -773,7 +719,7 @@ def test_csr_transpose_small_exact():
     assert perm.tolist() == [1, 4, 0, 2, 3]  # stable: equal columns keep the edge order
 
 
-@pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=_name)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case", ["M1", "37rows", "1000rows_30pct_empty", "two_huge"])
 def test_index_to_row_ptr_matches_reference(make_csr, case, index_dtype):
     row_ptr, M, E = csr(make_csr, case)
@@ -887,7 +833,7 @@ def test_gradcheck_segment_softmax(heads):
     assert torch.autograd.gradcheck(lambda s: ops.segment_softmax(s, row_ptr), (scores,))
 
 
-@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=_name)
+@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=dtype_id)
 def test_gradcheck_spmm(col_dtype):
     row_ptr = small_csr()
     col = torch.tensor(SMALL_COL, dtype=col_dtype)

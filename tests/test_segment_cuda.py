@@ -20,26 +20,20 @@ import torch
 
 from pyengine import ops
 
+from segment_helpers import COMMON_CASES, FLOATS, INDEX_DTYPES, K_SUM, REDUCES, Layouts, dtype_id, heads_id
+from segment_helpers import acc_unit, out_unit, random_scores, random_src, softmax_rel_tol, subnormal
+
 pytestmark = pytest.mark.cuda
 
 P = torch.ops.pyengine
 DEV = torch.device("cuda")
-FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-REDUCES = ["sum", "mean", "max", "min"]
-INDEX_DTYPES = [torch.int64, torch.int32]
-K_SUM = 128
-
-
-def _name(x):
-    return str(x).replace("torch.", "")
 
 
 # Layouts. The CUDA engine cuts rows longer than kChunk = 1024 edges into pieces
 # reduced by separate warps and merged by a second kernel (the split-row path).
+# Of the common ones, 1000rows_30pct_empty has E > 1024 but no row > 1024.
 CASES = {
-    "M1": dict(M=1, max_deg=7, empty_frac=0.0),
-    "37rows": dict(M=37, max_deg=9, empty_frac=0.25),
-    "1000rows_30pct_empty": dict(M=1000, max_deg=12, empty_frac=0.3),  # E > 1024, no row > 1024
+    **COMMON_CASES,
     "huge_100k": dict(M=1, pattern="huge", huge=100_000),
     "huge_among_small": dict(M=400, pattern="one_huge", huge=50_000, empty_frac=0.3),
     "chunk_boundaries": dict(lens=[1023, 1024, 0, 1025, 2047, 2048, 2049, 1, 0, 5000, 3]),
@@ -49,44 +43,25 @@ CASE_CHANNELS = [
     ("M1", 1), ("37rows", 3), ("37rows", 64), ("1000rows_30pct_empty", 33), ("1000rows_30pct_empty", 1),
     ("huge_100k", 1), ("huge_100k", 33), ("huge_among_small", 3), ("huge_among_small", 64), ("chunk_boundaries", 5),
 ]  # fmt: skip
+# (case, heads) pairs of the softmax tests; heads None: 1-D scores
+SOFTMAX_CASES = [
+    ("M1", None), ("37rows", 4), ("1000rows_30pct_empty", None), ("1000rows_30pct_empty", 33),
+    ("huge_100k", None), ("huge_100k", 8), ("huge_among_small", 1), ("chunk_boundaries", 3),
+]  # fmt: skip
 
-
-def csr(make_csr, case):
-    row_ptr = make_csr(**CASES[case])
-    return row_ptr, row_ptr.numel() - 1, int(row_ptr[-1])
+LAYOUTS = Layouts(CASES, HUGE_CASES)
+csr, csr_and_col = LAYOUTS.csr, LAYOUTS.csr_and_col
 
 
 def dev(t, requires_grad=None):
-    """A CUDA copy of t (a new leaf; requires_grad as t unless given)."""
+    """A copy of t on DEV (a new leaf; requires_grad as t unless given)."""
     if t is None:
         return None
     rg = t.requires_grad if requires_grad is None else requires_grad
     return t.detach().to(DEV).requires_grad_(rg)
 
 
-def random_src(shape, dtype):
-    return torch.randn(shape, dtype=torch.float64).to(dtype)
-
-
-def random_col(num_edges, num_cols, dtype):
-    col = torch.randint(0, num_cols, (num_edges,))
-    col[::4] = 0  # a hub column: a long row in the transpose (spmm's x gradient)
-    return col.to(dtype)
-
-
 # --------------------------------------------------------------------------- tolerance helpers (CPU, float64)
-
-
-def acc_unit(dtype):
-    return 2.0**-53 if dtype == torch.float64 else 2.0**-24
-
-
-def out_unit(dtype):
-    return torch.finfo(dtype).eps / 2
-
-
-def subnormal(dtype):
-    return torch.finfo(dtype).tiny * torch.finfo(dtype).eps
 
 
 def edge_rows(row_ptr):
@@ -126,8 +101,8 @@ def parity_tol(cpu, scale, dtype):
 
 
 def assert_parity(got, cpu, tol=0.0, what="result"):
-    """got (CUDA) matches cpu (CPU) elementwise within tol; NaN / inf patterns must match exactly."""
-    assert got.device.type == "cuda", f"{what}: result on {got.device}, expected cuda"
+    """got (on DEV) matches cpu (CPU) elementwise within tol; NaN / inf patterns must match exactly."""
+    assert got.device.type == DEV.type, f"{what}: result on {got.device}, expected {DEV.type}"
     assert got.dtype == cpu.dtype, f"{what}: dtype {got.dtype} != {cpu.dtype}"
     assert got.shape == cpu.shape, f"{what}: shape {tuple(got.shape)} != {tuple(cpu.shape)}"
     g, c = flat64(got), flat64(cpu)
@@ -140,20 +115,21 @@ def assert_parity(got, cpu, tol=0.0, what="result"):
         i = tuple(bad.nonzero()[0].tolist())
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {c.numel()} entries differ; first at {list(i)}: "
-            f"cuda {g[i].item()!r}, cpu {c[i].item()!r}, tol {tol[i].item():.3g}"
+            f"{DEV.type} {g[i].item()!r}, cpu {c[i].item()!r}, tol {tol[i].item():.3g}"
         )
 
 
 # --------------------------------------------------------------------------- segment_reduce
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 @pytest.mark.parametrize("reduce", REDUCES)
 @pytest.mark.parametrize("case,C", CASE_CHANNELS)
 def test_segment_reduce_parity(make_csr, case, C, reduce, dtype):
     row_ptr, M, E = csr(make_csr, case)
-    src = random_src((E, C), dtype).requires_grad_()
+    src = random_src((E, C), dtype)
     grad_out = random_src((M, C), dtype)
+    src.requires_grad_()
     out = ops.segment_reduce(src, row_ptr, reduce)
     (grad,) = torch.autograd.grad(out, src, grad_out)
 
@@ -185,7 +161,7 @@ def test_segment_reduce_trailing_dims_cuda(make_csr, reduce):
     assert_parity(out_d, out, 1e-12 * (1 + flat64(out).abs()) * math.sqrt(E))
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 @pytest.mark.parametrize("reduce", ["max", "min"])
 def test_extremum_ties_and_nan_cuda(reduce, dtype):
     # a 100k-edge row (many pieces) with its extremum tied across pieces, a NaN row, an all-tied row
@@ -214,7 +190,7 @@ def test_extremum_ties_and_nan_cuda(reduce, dtype):
     assert_parity(out_d, out_cpu, 0.0)
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 def test_extremum_of_infinite_rows_cuda(dtype):
     inf = float("inf")
     row_ptr = torch.tensor([0, 3, 3, 5, 5000], device=DEV)
@@ -227,22 +203,12 @@ def test_extremum_of_infinite_rows_cuda(dtype):
 # --------------------------------------------------------------------------- segment_softmax
 
 
-def softmax_rel_tol(lens, dtype):
-    return 2 * out_unit(dtype) + acc_unit(dtype) * (64 + K_SUM * (lens / 3).sqrt())
-
-
-SOFTMAX_CASES = [
-    ("M1", None), ("37rows", 4), ("1000rows_30pct_empty", None), ("1000rows_30pct_empty", 33),
-    ("huge_100k", None), ("huge_100k", 8), ("huge_among_small", 1), ("chunk_boundaries", 3),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
-@pytest.mark.parametrize("case,heads", SOFTMAX_CASES, ids=lambda v: "1d" if v is None else str(v))
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
+@pytest.mark.parametrize("case,heads", SOFTMAX_CASES, ids=heads_id)
 def test_segment_softmax_parity(make_csr, case, heads, dtype):
     row_ptr, M, E = csr(make_csr, case)
     shape = (E,) if heads is None else (E, heads)
-    scores = (3 * random_src(shape, torch.float64)).to(dtype)
+    scores = random_scores(shape, dtype)
     scores[::7] = -float("inf")  # partly masked rows
     scores.requires_grad_()
     grad_out = random_src(shape, dtype)
@@ -262,7 +228,7 @@ def test_segment_softmax_parity(make_csr, case, heads, dtype):
     assert_parity(grad_d, grad, 4 * rel * scale + 2 * subnormal(dtype), "softmax grad")
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 def test_segment_softmax_edge_cases_cuda(dtype):
     inf, nan = float("inf"), float("nan")
     n = 100_000
@@ -289,19 +255,13 @@ def test_segment_softmax_edge_cases_cuda(dtype):
 # --------------------------------------------------------------------------- spmm / sddmm / transpose
 
 
-def num_cols_for(case):
-    return 97 if case in HUGE_CASES else 41
-
-
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
 @pytest.mark.parametrize("with_values", [True, False], ids=["values", "no_values"])
-@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=_name)
+@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case", list(CASES))
 def test_spmm_parity(make_csr, case, col_dtype, with_values, dtype):
-    row_ptr, M, E = csr(make_csr, case)
-    N = num_cols_for(case)
+    row_ptr, M, E, N, col = csr_and_col(make_csr, case, col_dtype)
     C = 3 if case in HUGE_CASES else 33
-    col = random_col(E, N, col_dtype)
     values = random_src((E,), dtype).requires_grad_() if with_values else None
     x = random_src((N, C), dtype).requires_grad_()
     grad_out = random_src((M, C), dtype)
@@ -326,13 +286,11 @@ def test_spmm_parity(make_csr, case, col_dtype, with_values, dtype):
         assert_parity(grads_d[1], grads[1], parity_tol(grads[1], gv_scale[:, None], dtype), "spmm grad values")
 
 
-@pytest.mark.parametrize("dtype", FLOATS, ids=_name)
-@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=_name)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
+@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case,C", CASE_CHANNELS)
 def test_sddmm_parity(make_csr, case, C, col_dtype, dtype):
-    row_ptr, M, E = csr(make_csr, case)
-    N = num_cols_for(case)
-    col = random_col(E, N, col_dtype)
+    row_ptr, M, E, N, col = csr_and_col(make_csr, case, col_dtype)
     a, b = random_src((M, C), dtype), random_src((N, C), dtype)
     out = ops.sddmm(row_ptr, col, a, b)
     out_d = ops.sddmm(dev(row_ptr), dev(col), dev(a), dev(b))
@@ -340,25 +298,24 @@ def test_sddmm_parity(make_csr, case, C, col_dtype, dtype):
     assert_parity(out_d, out, parity_tol(out, scale[:, None], dtype), "sddmm")
 
 
-@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=_name)
+@pytest.mark.parametrize("col_dtype", INDEX_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case", list(CASES))
 def test_csr_transpose_parity(make_csr, case, col_dtype):
-    row_ptr, M, E = csr(make_csr, case)
-    col = random_col(E, num_cols_for(case), col_dtype)
+    row_ptr, M, E, _, col = csr_and_col(make_csr, case, col_dtype)
     num_cols = int(col.max()) + 4  # some trailing empty columns
     expected = ops.csr_transpose(row_ptr, col, num_cols)
     got = ops.csr_transpose(dev(row_ptr), dev(col), num_cols)
     for g, e, name in zip(got, expected, ("row_ptr_t", "col_t", "perm")):
-        assert g.device.type == "cuda" and g.dtype == torch.int64, name
+        assert g.device.type == DEV.type and g.dtype == torch.int64, name
         assert torch.equal(g.cpu(), e), name
 
 
-@pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=_name)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=dtype_id)
 def test_index_to_row_ptr_cuda(make_csr, index_dtype):
     row_ptr, M, E = csr(make_csr, "huge_among_small")
     index = edge_rows(row_ptr).to(index_dtype)
     got = ops.index_to_row_ptr(index.to(DEV), M + 2)
-    assert got.device.type == "cuda" and got.dtype == torch.int64
+    assert got.device.type == DEV.type and got.dtype == torch.int64
     assert torch.equal(got.cpu(), torch.cat([row_ptr, row_ptr[-1:], row_ptr[-1:]]))
 
 
@@ -371,9 +328,9 @@ def test_zero_edges_cuda(M):
     for reduce in REDUCES:
         src = torch.empty(0, 3, device=DEV, requires_grad=True)
         out = ops.segment_reduce(src, row_ptr, reduce)
-        assert out.device.type == "cuda" and torch.equal(out.cpu(), torch.zeros(M, 3))
+        assert out.device.type == DEV.type and torch.equal(out.cpu(), torch.zeros(M, 3))
         (g,) = torch.autograd.grad(out, src, torch.ones_like(out))
-        assert g.shape == (0, 3) and g.device.type == "cuda"
+        assert g.shape == (0, 3) and g.device.type == DEV.type
     scores = torch.empty(0, 2, device=DEV, requires_grad=True)
     out = ops.segment_softmax(scores, row_ptr)
     assert out.shape == (0, 2)
