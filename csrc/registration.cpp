@@ -13,4 +13,16 @@ TORCH_LIBRARY(pyengine, m) {
   m.def("spmm(Tensor row_ptr, Tensor col, Tensor? values, Tensor x) -> Tensor");
   m.def("csr_sddmm(Tensor row_ptr, Tensor col, Tensor a, Tensor b) -> Tensor");
   m.def("csr_transpose(Tensor row_ptr, Tensor col, int num_cols) -> (Tensor row_ptr_t, Tensor col_t, Tensor perm)");
+
+  // neighbors: k-d tree over points (N, d), d in {2, 3}. A tree is four tensors:
+  //   perm (N,) int64      points in tree order
+  //   nodes (K, 4) int64   per node: begin, end (range of perm), left, right child (-1 for leaves)
+  //   bounds (K, 2, d)     tight bounding box per node (min row, max row), dtype of points
+  //   roots (B,) int64     root node of each batch (points sorted by batch, batch_ptr (B+1,))
+  // Queries are sorted by batch too (query_ptr (B+1,)); neighbors never cross batches.
+  // Radius results are CSR over queries, each row sorted by point index.
+  m.def("kdtree_build(Tensor points, Tensor batch_ptr, int leaf_size) -> (Tensor perm, Tensor nodes, Tensor bounds, Tensor roots)");
+  m.def("kdtree_radius(Tensor points, Tensor perm, Tensor nodes, Tensor bounds, Tensor roots, Tensor queries, Tensor query_ptr, Tensor radius, int max_neighbors) -> (Tensor row_ptr, Tensor col)");
+  m.def("kdtree_radius_multi(Tensor points, Tensor perm, Tensor nodes, Tensor bounds, Tensor roots, Tensor queries, Tensor query_ptr, float[] radii, int max_neighbors) -> Tensor[]");
+  m.def("kdtree_knn(Tensor points, Tensor perm, Tensor nodes, Tensor bounds, Tensor roots, Tensor queries, Tensor query_ptr, int k) -> (Tensor dist, Tensor idx)");
 }

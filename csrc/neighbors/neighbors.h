@@ -1,0 +1,52 @@
+#pragma once
+// Neighbor search op family: a k-d tree over points (N, d), d in {2, 3}, built
+// once and queried for fixed-radius and k-nearest neighbors. The tree is four
+// plain tensors (see registration.cpp), so it can be saved, moved and traced
+// like any other tensor; this header declares the checks every device shares
+// and the entry points that registration binds.
+#include <ATen/ATen.h>
+
+#include <tuple>
+#include <vector>
+
+namespace pyengine::neighbors {
+
+// points (N, d): float32 or float64 (the search compares squared distances in
+// this dtype), d in {2, 3}. Returns d.
+int64_t check_points(const at::Tensor& points, const char* name);
+
+// Shapes, dtypes and devices of a tree and a query batch, checked before any
+// kernel reads them; returned contiguous. Data-dependent checks (node ranges,
+// child ids, perm values, finite queries) are the kernels' business because
+// they read the data anyway.
+struct TreeArgs {
+  at::Tensor points, perm, nodes, bounds, roots, queries, query_ptr;
+  int64_t num_points, num_nodes, num_batches, num_queries, dim;
+};
+TreeArgs check_tree_args(const at::Tensor& points, const at::Tensor& perm, const at::Tensor& nodes,
+                         const at::Tensor& bounds, const at::Tensor& roots, const at::Tensor& queries,
+                         const at::Tensor& query_ptr);
+
+// max_neighbors: -1 (unlimited) or >= 1.
+void check_max_neighbors(int64_t max_neighbors);
+
+#define PYE_NEIGHBORS_DECLARE(DEV)                                                                                   \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kdtree_build_##DEV(                                     \
+      const at::Tensor& points, const at::Tensor& batch_ptr, int64_t leaf_size);                                     \
+  std::tuple<at::Tensor, at::Tensor> kdtree_radius_##DEV(                                                            \
+      const at::Tensor& points, const at::Tensor& perm, const at::Tensor& nodes, const at::Tensor& bounds,           \
+      const at::Tensor& roots, const at::Tensor& queries, const at::Tensor& query_ptr, const at::Tensor& radius,     \
+      int64_t max_neighbors);                                                                                        \
+  std::vector<at::Tensor> kdtree_radius_multi_##DEV(                                                                 \
+      const at::Tensor& points, const at::Tensor& perm, const at::Tensor& nodes, const at::Tensor& bounds,           \
+      const at::Tensor& roots, const at::Tensor& queries, const at::Tensor& query_ptr, at::ArrayRef<double> radii,   \
+      int64_t max_neighbors);                                                                                        \
+  std::tuple<at::Tensor, at::Tensor> kdtree_knn_##DEV(const at::Tensor& points, const at::Tensor& perm,              \
+                                                      const at::Tensor& nodes, const at::Tensor& bounds,             \
+                                                      const at::Tensor& roots, const at::Tensor& queries,            \
+                                                      const at::Tensor& query_ptr, int64_t k);
+
+PYE_NEIGHBORS_DECLARE(cpu)
+#undef PYE_NEIGHBORS_DECLARE
+
+}  // namespace pyengine::neighbors
