@@ -25,13 +25,14 @@
 namespace pyengine::neighbors {
 namespace {
 
-using cpu::Cand;
 using cpu::KnnScratch;
 using cpu::Tree;
 
-// Leaf scans read a copy of the points in tree order when there are enough
-// queries to repay the O(N) gather: one query reads a few leaves.
-constexpr int64_t kGatherPointsPerQuery = 8;
+// Leaf scans read a copy of the points in tree order (each leaf contiguous)
+// when there are enough queries to repay its O(N) gather; with fewer than one
+// query per 32 points (measured crossover ~1/50 at N = 1e6..1e7) they read
+// the points through perm instead.
+constexpr int64_t kGatherPointsPerQuery = 32;
 
 // Node ranges in [0, N], child ids both -1 (leaf) or both in [0, K), roots in
 // [-1, K): whatever else is wrong with a tree, the walks then stay in bounds.
@@ -120,7 +121,6 @@ void dispatch_dim(int64_t d, const F& f) {
 template <class T>
 struct RadiusScratch {
   std::vector<int64_t> stack, hist, ids;
-  std::vector<std::pair<int64_t, int>> cands;  // point index, rank
   KnnScratch<T> knn;
 };
 
@@ -180,24 +180,25 @@ struct FillOne {
   }
 };
 
-// Fill pass of several radii: (id, rank) of the points inside the largest
-// (len of them, buf has len + 1 slots), distributed to the radii afterwards.
+// Fill pass of several radii: the points inside the largest (len of them,
+// buf has len + 1 slots) as keys id << bits | rank, so that one sort of plain
+// integers orders them by id for every radius at once.
 struct FillRanks {
   const int64_t* perm;
-  std::pair<int64_t, int>* buf;
+  int64_t* buf;
   int64_t len;
-  int R;
+  int R, bits;
   int64_t n = 0;
   bool done() const { return false; }
   void all(int64_t begin, int64_t end) {
-    for (int64_t pos = begin; pos < end; ++pos) buf[std::min(n++, len)] = {perm[pos], 0};
+    for (int64_t pos = begin; pos < end; ++pos) buf[std::min(n++, len)] = perm[pos] << bits;
   }
   template <class Rank>
   void scan(int64_t begin, int64_t end, const Rank& rank) {
     int64_t m = n;
     for (int64_t pos = begin; pos < end; ++pos) {
       const int t = rank(pos);
-      buf[std::min(m, len)] = {perm[pos], t};
+      buf[std::min(m, len)] = perm[pos] << bits | t;
       m += t < R;
     }
     n = m;
@@ -222,6 +223,11 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
   const int64_t* roots = a.roots.const_data_ptr<int64_t>();
   const bool cover = cap < 0;
   const auto order = cpu::spatial_order<T, D>(tree, queries, qp, roots, B, M);
+  // Several radii pack (point index, rank) in one int64 (FillRanks).
+  int rank_bits = 1;
+  while ((int64_t(1) << rank_bits) < R) ++rank_bits;
+  TORCH_CHECK_VALUE(a.num_points < (int64_t(1) << (62 - rank_bits)), "too many points (", a.num_points,
+                    ") for ", R, " radii in one search");
   std::vector<at::Tensor> row_ptr(R);
   std::vector<int64_t*> rp(R);
   for (int s = 0; s < R; ++s) {
@@ -282,21 +288,23 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
       std::sort(out, out + len);
     } else {
       const int64_t len = rp[R - 1][i + 1] - rp[R - 1][i];
-      if (int64_t(s.cands.size()) < len + 1) s.cands.resize(len + 1);
-      FillRanks vis{tree.perm, s.cands.data(), len, R};
+      if (int64_t(s.ids.size()) < 2 * (len + 1)) s.ids.resize(2 * (len + 1));
+      int64_t* keys = s.ids.data();
+      int64_t* tmp = keys + len + 1;
+      FillRanks vis{tree.perm, keys, len, R, rank_bits};
       cpu::radius_walk<kR, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
       TORCH_INTERNAL_ASSERT(vis.n == len, "kdtree radius: fill found ", vis.n, " neighbors, counted ", len);
-      std::sort(s.cands.begin(), s.cands.begin() + len);
+      std::sort(keys, keys + len);
+      const int64_t mask = (int64_t(1) << rank_bits) - 1;
       for (int t = 0; t < R; ++t) {
-        int64_t* out = cl[t] + rp[t][i];
-        const int64_t* out_end = cl[t] + rp[t][i + 1];
+        // Keys of rank <= t, in id order; compacted without a branch.
+        int64_t m = 0;
         for (int64_t j = 0; j < len; ++j) {
-          if (s.cands[j].second <= t) {
-            TORCH_INTERNAL_ASSERT(out < out_end, "kdtree radius: fill found more neighbors than counted");
-            *out++ = s.cands[j].first;
-          }
+          tmp[m] = keys[j] >> rank_bits;
+          m += (keys[j] & mask) <= t;
         }
-        TORCH_INTERNAL_ASSERT(out == out_end, "kdtree radius: fill found fewer neighbors than counted");
+        TORCH_INTERNAL_ASSERT(m == rp[t][i + 1] - rp[t][i], "kdtree radius: fill disagrees with the count");
+        std::copy_n(tmp, m, cl[t] + rp[t][i]);
       }
     }
   });
