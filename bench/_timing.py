@@ -29,6 +29,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
+import argparse
 from typing import Callable, Sequence
 
 import torch
@@ -270,3 +271,21 @@ def busy_cpus(seconds: float = 0.5) -> float | None:
     if dt <= 0:
         return None
     return (1.0 - (idle1 - idle0) / dt) * (os.cpu_count() or 1)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """The options every bench script shares: device, time budget, seed, quick and markdown modes."""
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="time budget per op for timed calls, at least 3 calls (default: 3 s cpu, none cuda)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table for bench/RESULTS.md")
+
+
+def parse_common(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse argv; refuse --device cuda without a usable CUDA device."""
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda requested but torch.cuda.is_available() is False")
+    return args

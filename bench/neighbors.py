@@ -60,10 +60,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     Row,
+    add_common_args,
     busy_cpus,
     format_count,
     machine_description,
     measure,
+    parse_common,
     parse_count,
     print_table,
 )
@@ -392,10 +394,8 @@ class Bench:
 
 
 def parse_args(argv=None):
-    cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if cuda else "cpu")
     p.add_argument("--sizes", default=None,
                    help="comma list of N (default: cpu 10k,100k,200k (+1M with --large); cuda 10k,100k,1M)")
     p.add_argument("--large", action="store_true", help="CPU: add N = 1M")
@@ -404,18 +404,12 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU); scipy gets as many")
     p.add_argument("--repeat", type=int, default=None, help="timed calls per op (default 10 cuda, 5 cpu; 2 --quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 1)")
-    p.add_argument("--max-seconds", type=float, default=None,
-                   help="time budget per op for timed calls, at least 3 calls (default: 3 s cpu, none cuda)")
     p.add_argument("--chunk-mb", type=int, default=1024, help="cuda peer: MiB of distances per cdist chunk")
     p.add_argument("--brute-max-pairs", type=parse_count, default=parse_count("2e10"),
                    help="cuda peer: above N*M pairs run it on the first queries and scale (default 2e10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    p.add_argument("--markdown", action="store_true", help="print a markdown table for bench/RESULTS.md")
-    args = p.parse_args(argv)
+    add_common_args(p)
+    args = parse_common(p, argv)
     on_cuda = args.device == "cuda"
-    if on_cuda and not cuda:
-        p.error("--device cuda requested but torch.cuda.is_available() is False")
     if args.sizes is None:
         sizes = ["10k", "30k"] if args.quick else (["10k", "100k", "1M"] if on_cuda else ["10k", "100k", "200k"])
         if args.large and not on_cuda and not args.quick:

@@ -46,11 +46,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     Row,
+    add_common_args,
     busy_cpus,
     format_count,
     machine_description,
     max_abs_diff,
     measure,
+    parse_common,
     parse_count,
     print_table,
 )
@@ -260,10 +262,8 @@ def _import_pyg_softmax():
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if cuda else "cpu")
     p.add_argument("--edges", type=parse_count, default=None,
                    help="number of edges E, e.g. 4M (default: 32M on cuda, 4M on cpu)")
     p.add_argument("--channels", type=int, default=64, help="feature channels C (default 64)")
@@ -272,20 +272,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=None,
                    help="timed calls per op (default: 20 cuda, 10 cpu; 3 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default: 3; 1 with --quick)")
-    p.add_argument("--max-seconds", type=float, default=None,
-                   help="time budget per op for timed calls, at least 3 calls (default: 3 s cpu, none cuda)")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma list from {CASES}")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--peak-gbps", type=float, default=3350.0,
                    help="peak memory bandwidth for the %% peak column on cuda (default 3350, H100 SXM)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    p.add_argument("--markdown", action="store_true", help="print a markdown table for bench/RESULTS.md")
-    args = p.parse_args(argv)
-
+    add_common_args(p)
+    args = parse_common(p, argv)
     on_cuda = args.device == "cuda"
-    if on_cuda and not cuda:
-        p.error("--device cuda requested but torch.cuda.is_available() is False")
     if args.edges is None:
         args.edges = (2 * 10**6 if on_cuda else 2 * 10**5) if args.quick else (32 * 10**6 if on_cuda else 4 * 10**6)
     if args.repeat is None:
