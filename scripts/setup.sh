@@ -23,7 +23,8 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 # Everything else; none of these depends on torch, so no other torch is pulled.
 "$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja "numpy>=1.24" "tqdm>=4.60" \
-  "pytest>=7" "scipy>=1.10" "torch-geometric>=2.4"
+  "pytest>=7" "scipy>=1.10" "torch-geometric>=2.4" "trimesh>=4.0" "meshio>=5.3" "gmsh>=4.11" \
+  "scikit-fem>=9.0" "matplotlib>=3.7" "pyyaml>=6.0" "finufft>=2.2"
 
 echo "setup: building pyengine against torch $("$PY" -c 'import torch; print(torch.__version__)')"
 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
