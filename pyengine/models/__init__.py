@@ -1,0 +1,17 @@
+"""Model families on one interface: ``build(name, in_channels, out_channels, coord_dim, **config)``.
+
+Every model maps ``(points (N, d), features (N, C_in), queries (M, d)) -> (M, C_out)``
+for one geometry; ``forward_samples`` runs a list of :class:`pyengine.data.Sample`.
+"""
+
+from .base import GraphCache, OperatorModel
+from .gaot import GAOT, GAOTConfig
+from .gino import GINO, GINOConfig
+from .gno import GNO, GNOConfig
+from .registry import available, build, make_config
+from .rigno import RIGNO, RIGNOConfig
+
+__all__ = [
+    "GAOT", "GAOTConfig", "GINO", "GINOConfig", "GNO", "GNOConfig", "GraphCache", "OperatorModel", "RIGNO",
+    "RIGNOConfig", "available", "build", "make_config",
+]

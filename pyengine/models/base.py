@@ -1,0 +1,104 @@
+"""What every model family shares: the forward contract, input checks, batching and graph caching.
+
+Neighbor graphs depend only on the geometry (points, queries) and the radii,
+never on the weights, so they are computed once per geometry and reused for
+every training step: :class:`GraphCache` keys them by a content hash of the
+coordinates and the graph's parameters.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..data.cache import content_hash
+
+__all__ = ["GraphCache", "OperatorModel"]
+
+
+class GraphCache:
+    """A small in-memory LRU of per-geometry structures (CSR graphs, latent grids, subsamples).
+
+    Args:
+        max_entries: how many structures to keep; the least recently used is dropped first.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max_entries
+        self._store: OrderedDict[str, Any] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, kind: str, tensors: tuple[Tensor, ...], params: tuple, compute: Callable[[], Any]) -> Any:
+        """The cached result of ``compute()`` for these coordinates and parameters."""
+        key = content_hash(kind, tuple(t.detach() for t in tensors), params, str(tensors[0].device))
+        if key in self._store:
+            self._store.move_to_end(key)
+            self.hits += 1
+            return self._store[key]
+        self.misses += 1
+        value = compute()
+        self._store[key] = value
+        while len(self._store) > self.max_entries:
+            self._store.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+class OperatorModel(nn.Module):
+    """Base class of the model families: ``forward(points, features, queries) -> (M, C_out)``.
+
+    Subclasses implement :meth:`_forward` for one geometry. The base checks the
+    inputs, supplies ``queries = points`` when omitted, and runs batches.
+    """
+
+    family: str = ""
+
+    def __init__(self, in_channels: int, out_channels: int, coord_dim: int, config: Any) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.coord_dim = in_channels, out_channels, coord_dim
+        self.config = config
+        self.graphs = GraphCache()
+
+    def _forward(self, points: Tensor, features: Tensor, queries: Tensor, **kwargs) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, points: Tensor, features: Tensor | None = None, queries: Tensor | None = None,
+                **kwargs) -> Tensor:
+        """Predict fields at ``queries``.
+
+        Args:
+            points: (N, d) input point coordinates (same units as the radii in the config).
+            features: (N, C_in) per-point inputs, or None when ``in_channels == 0``.
+            queries: (M, d) output locations; defaults to ``points``.
+            **kwargs: family-specific conditioning (e.g. ``time`` for the time-dependent variants).
+
+        Returns: (M, C_out).
+        """
+        d = self.coord_dim
+        if points.dim() != 2 or points.shape[1] != d:
+            raise ValueError(f"points must be (N, {d}), got {tuple(points.shape)}")
+        if points.shape[0] == 0:
+            raise ValueError("points is empty")
+        if features is None:
+            if self.in_channels:
+                raise ValueError(f"this model needs features of shape (N, {self.in_channels})")
+            features = points.new_zeros(points.shape[0], 0)
+        if features.dim() != 2 or features.shape != (points.shape[0], self.in_channels):
+            raise ValueError(f"features must be ({points.shape[0]}, {self.in_channels}), got {tuple(features.shape)}")
+        queries = points if queries is None else queries
+        if queries.dim() != 2 or queries.shape[1] != d:
+            raise ValueError(f"queries must be (M, {d}), got {tuple(queries.shape)}")
+        if not (bool(torch.isfinite(points).all()) and bool(torch.isfinite(queries).all())):
+            raise ValueError("points or queries contain NaN or Inf")
+        dtype = next(self.parameters()).dtype
+        return self._forward(points.to(dtype), features.to(dtype), queries.to(dtype), **kwargs)
+
+    def forward_samples(self, samples, **kwargs) -> list[Tensor]:
+        """Predictions for a sequence of :class:`~pyengine.data.Sample` (one per geometry)."""
+        return [self(s.points, s.features, s.query_points, **kwargs) for s in samples]

@@ -1,0 +1,176 @@
+"""GAOT, the Geometry Aware Operator Transformer.
+
+    points --MAGNO encoder--> latent tokens --ViT processor--> tokens --MAGNO decoder--> queries
+
+* Encoder (multiscale attentional GNO): the tokens sit on a regular grid over the
+  geometry's (padded) bounding box. For every radius scale, each token attends
+  over the input points in its ball (fused CSR attention,
+  :class:`pyengine.nn.AttentionAggregation`) and receives an embedding of its
+  neighborhood's geometry (point count, offset statistics, local PCA); a learned
+  per-token softmax fuses the scales.
+* Processor: a patching vision transformer (:class:`pyengine.nn.transformer.ViTProcessor`),
+  conditioned on time and lead time through adaptive LayerNorm in the
+  time-dependent variant.
+* Decoder: each query attends over the tokens in its ball (same layer), then an MLP.
+
+Radii are given in grid spacings, so one configuration serves geometries of any
+size. Graphs and neighborhood embeddings are cached per geometry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..geometry import neighborhood_embedding
+from ..nn import AttentionAggregation
+from ..nn.transformer import ViTProcessor, sinusoidal_embedding
+from ..ops import radius_search
+from .base import OperatorModel
+from .common import bounding_box, mlp, regular_grid
+from .registry import register
+
+__all__ = ["GAOT", "GAOTConfig"]
+
+
+@dataclass
+class GAOTConfig:
+    """GAOT settings.
+
+    Attributes:
+        hidden: token width.
+        grid: latent token grid (coord_dim entries, each divisible by ``patch``).
+        radii_cells: encoder radius scales, in units of the largest grid spacing.
+        decoder_radius_cells: decoder radius in grid spacings (> 0.5 * sqrt(d) so every query sees a token).
+        heads: attention heads of the encoder and decoder.
+        max_neighbors: per-token neighbor cap per scale (nearest kept; None: all).
+        geometry_embedding: add neighborhood-geometry statistics to each token.
+        dim, depth, vit_heads, patch: transformer width, blocks, heads and patch size.
+        padding: bounding-box padding as a fraction of the extent.
+        time_conditioned: condition the processor on ``time`` and ``lead_time`` (adaptive LayerNorm).
+    """
+
+    hidden: int = 64
+    grid: tuple[int, ...] = (8, 8, 8)
+    radii_cells: tuple[float, ...] = (1.0, 2.0)
+    decoder_radius_cells: float = 1.5
+    heads: int = 4
+    max_neighbors: int | None = 64
+    geometry_embedding: bool = True
+    dim: int = 128
+    depth: int = 4
+    vit_heads: int = 4
+    patch: int = 2
+    padding: float = 0.05
+    time_conditioned: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.radii_cells or min(self.radii_cells) <= 0:
+            raise ValueError(f"radii_cells must be positive scales, got {self.radii_cells}")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+
+
+class _Encoder(nn.Module):
+    """Multiscale attentional GNO from points to tokens."""
+
+    def __init__(self, in_channels: int, hidden: int, coord_dim: int, c: GAOTConfig) -> None:
+        super().__init__()
+        self.attn = nn.ModuleList(AttentionAggregation(in_channels, hidden, coord_dim, heads=c.heads)
+                                  for _ in c.radii_cells)
+        geo = neighborhood_embedding.num_features(coord_dim) if c.geometry_embedding else 0
+        self.geo = nn.ModuleList(mlp([geo, hidden, hidden]) for _ in c.radii_cells) if geo else None
+        self.fuse = mlp([hidden * len(c.radii_cells), hidden, len(c.radii_cells)]) if len(c.radii_cells) > 1 else None
+
+    def forward(self, points: Tensor, f: Tensor, tokens: Tensor, graphs: list, embeddings: list) -> Tensor:
+        scales = []
+        for s, (attn, (row_ptr, col)) in enumerate(zip(self.attn, graphs)):
+            h = attn(points, tokens, row_ptr, col, f)
+            if self.geo is not None:
+                h = h + self.geo[s](embeddings[s])
+            scales.append(h)
+        if self.fuse is None:
+            return scales[0]
+        w = torch.softmax(self.fuse(torch.cat(scales, dim=1)), dim=1)  # (T, S)
+        return torch.einsum("ts,stc->tc", w, torch.stack(scales))
+
+
+@register("gaot", GAOTConfig)
+class GAOT(OperatorModel):
+    def __init__(self, in_channels: int, out_channels: int, coord_dim: int, config: GAOTConfig) -> None:
+        super().__init__(in_channels, out_channels, coord_dim, config)
+        c = config
+        if len(c.grid) != coord_dim:
+            raise ValueError(f"grid {c.grid} must have coord_dim={coord_dim} axes")
+        if c.decoder_radius_cells <= 0.5 * math.sqrt(coord_dim):
+            raise ValueError(f"decoder_radius_cells must exceed {0.5 * math.sqrt(coord_dim):.3f} so that every "
+                             f"query has a token in reach, got {c.decoder_radius_cells}")
+        self.lift = mlp([in_channels + coord_dim, c.hidden, c.hidden])
+        self.encoder = _Encoder(c.hidden, c.hidden, coord_dim, c)
+        cond = c.dim if c.time_conditioned else None
+        self.processor = ViTProcessor(c.grid, c.hidden, dim=c.dim, depth=c.depth, heads=c.vit_heads, patch=c.patch,
+                                      cond_dim=cond)
+        self.time_embed = mlp([2 * 32, c.dim, c.dim]) if c.time_conditioned else None
+        self.decoder = AttentionAggregation(c.hidden, c.hidden, coord_dim, heads=c.heads)
+        self.project = mlp([c.hidden + coord_dim, c.hidden, out_channels])
+
+    def _latent(self, points: Tensor, queries: Tensor):
+        c = self.config
+
+        def compute():
+            lo, hi = bounding_box(points, queries, padding=c.padding)
+            tokens = regular_grid(lo, hi, c.grid)
+            spacing = float(((hi - lo) / torch.tensor(c.grid, dtype=lo.dtype, device=lo.device)).max())
+            radii = [r * spacing for r in c.radii_cells]
+            enc = [radius_search(points, tokens, r, max_neighbors=c.max_neighbors) for r in radii]
+            emb = []
+            if c.geometry_embedding:
+                emb = [neighborhood_embedding(points, tokens, rp, col, r) for (rp, col), r in zip(enc, radii)]
+            dec = radius_search(tokens, queries, c.decoder_radius_cells * spacing, max_neighbors=c.max_neighbors)
+            return tokens, enc, emb, dec, lo, hi
+
+        return self.graphs.get("gaot-latent", (points, queries),
+                               (c.grid, c.radii_cells, c.decoder_radius_cells, c.max_neighbors, c.padding,
+                                c.geometry_embedding), compute)
+
+    def _condition(self, time, lead_time, dtype, device) -> Tensor | None:
+        if self.time_embed is None:
+            if time is not None or lead_time is not None:
+                raise ValueError("time/lead_time given to a GAOT built with time_conditioned=False")
+            return None
+        if time is None or lead_time is None:
+            raise ValueError("this GAOT is time-conditioned: pass time= and lead_time=")
+        t = torch.as_tensor(time, dtype=dtype, device=device).reshape(1)
+        lt = torch.as_tensor(lead_time, dtype=dtype, device=device).reshape(1)
+        emb = torch.cat([sinusoidal_embedding(t * 1000, 32), sinusoidal_embedding(lt * 1000, 32)], dim=-1)
+        return self.time_embed(emb.to(dtype))
+
+    def _forward(self, points: Tensor, features: Tensor, queries: Tensor, time=None, lead_time=None) -> Tensor:
+        tokens, enc, emb, (dec_ptr, dec_col), lo, hi = self._latent(points, queries)
+        # coordinates enter the MLPs normalised to the box, so weights transfer across geometry sizes
+        unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
+        f = self.lift(torch.cat([features, unit(points)], dim=1))
+        z = self.encoder(unit(points), f, unit(tokens), enc, emb)
+        cond = self._condition(time, lead_time, z.dtype, z.device)
+        z = self.processor(z.unsqueeze(0), cond).squeeze(0)
+        u = self.decoder(unit(tokens), unit(queries), dec_ptr, dec_col, z)
+        return self.project(torch.cat([u, unit(queries)], dim=1))
+
+    @torch.no_grad()
+    def rollout(self, points: Tensor, state: Tensor, steps: int, lead_time: float, *, static: Tensor | None = None,
+                time: float = 0.0) -> list[Tensor]:
+        """Autoregressive prediction: ``state_{k+1} = model([state_k, static], time_k, lead_time)``.
+
+        Requires ``out_channels == in_channels - static channels`` and queries = points.
+        Returns the ``steps`` predicted states, each (N, out_channels).
+        """
+        states, t = [], float(time)
+        for _ in range(steps):
+            feats = state if static is None else torch.cat([state, static], dim=1)
+            state = self(points, feats, points, time=t, lead_time=lead_time)
+            states.append(state)
+            t += lead_time
+        return states

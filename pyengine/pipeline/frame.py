@@ -1,0 +1,95 @@
+"""The canonical frame every geometry is mapped into before a model sees it.
+
+Training and prediction place each geometry in the same frame: centred on its
+bounding-box centre and scaled so the largest box side is 2 (coordinates in
+[-1, 1] along that axis). Orientation is kept: flow-aligned fields depend on it,
+so meshes are expected in the training's axis convention. The frame statistics
+of the training set (sizes and aspect ratios) are stored in the checkpoint, and
+:func:`check_in_distribution` warns when a new geometry lies far outside them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..data import Sample
+
+__all__ = ["Frame", "FrameStats", "check_in_distribution", "to_unit_frame"]
+
+
+@dataclass
+class Frame:
+    """``unit = (x - center) / scale``; ``center (d,)``, ``scale`` a positive float (length units)."""
+
+    center: Tensor
+    scale: float
+
+    @classmethod
+    def of(cls, points: Tensor) -> "Frame":
+        lo, hi = points.min(dim=0).values, points.max(dim=0).values
+        scale = float((hi - lo).max()) / 2
+        if not scale > 0:
+            raise ValueError("geometry has zero extent: all points coincide")
+        return cls((lo + hi) / 2, scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.center.to(x)) / self.scale
+
+    def inverse(self, u: Tensor) -> Tensor:
+        return u * self.scale + self.center.to(u)
+
+
+def to_unit_frame(sample: Sample) -> tuple[Sample, Frame]:
+    """The sample with points and queries mapped into the unit frame, and that frame."""
+    frame = Frame.of(sample.points)
+    moved = Sample(points=frame.forward(sample.points), features=sample.features,
+                   queries=None if sample.queries is None else frame.forward(sample.queries),
+                   fields=dict(sample.fields), cells=dict(sample.cells),
+                   metadata={**sample.metadata, "frame_center": frame.center.tolist(), "frame_scale": frame.scale})
+    return moved, frame
+
+
+def _descriptor(points: Tensor) -> tuple[float, Tensor]:
+    ext = points.max(dim=0).values - points.min(dim=0).values
+    return float(ext.max()), (ext / ext.max()).double()
+
+
+@dataclass
+class FrameStats:
+    """Ranges of size (largest box side) and aspect (box sides / largest side) over a training set."""
+
+    size_min: float
+    size_max: float
+    aspect_min: list[float]
+    aspect_max: list[float]
+
+    @classmethod
+    def of(cls, samples) -> "FrameStats":
+        sizes, aspects = zip(*(_descriptor(s.points) for s in samples))
+        a = torch.stack(aspects)
+        return cls(min(sizes), max(sizes), a.min(0).values.tolist(), a.max(0).values.tolist())
+
+
+def check_in_distribution(points: Tensor, stats: FrameStats | dict | None, tolerance: float = 0.25,
+                          name: str = "geometry") -> list[str]:
+    """Warn (and return the reasons) when ``points`` lie outside the training range by more than ``tolerance``."""
+    if stats is None:
+        return []
+    if isinstance(stats, dict):
+        stats = FrameStats(**stats)
+    size, aspect = _descriptor(points)
+    reasons = []
+    if size < stats.size_min / (1 + tolerance) or size > stats.size_max * (1 + tolerance):
+        reasons.append(f"size {size:.4g} outside the training range [{stats.size_min:.4g}, {stats.size_max:.4g}]")
+    lo, hi = torch.tensor(stats.aspect_min), torch.tensor(stats.aspect_max)
+    bad = (aspect < lo - tolerance) | (aspect > hi + tolerance)
+    if bool(bad.any()):
+        reasons.append(f"aspect ratios {[round(v, 3) for v in aspect.tolist()]} outside the training range "
+                       f"{[round(v, 3) for v in lo.tolist()]}..{[round(v, 3) for v in hi.tolist()]}")
+    for r in reasons:
+        warnings.warn(f"{name}: {r}; predictions may be unreliable", stacklevel=2)
+    return reasons
