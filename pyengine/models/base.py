@@ -53,8 +53,9 @@ class GraphCache:
 class OperatorModel(nn.Module):
     """Base class of the model families: ``forward(points, features, queries) -> (M, C_out)``.
 
-    Subclasses implement :meth:`_forward` for one geometry. The base checks the
-    inputs, supplies ``queries = points`` when omitted, and runs batches.
+    Subclasses implement :meth:`encode` (points and features to a latent state)
+    and :meth:`decode` (latent state to fields at any queries). The base checks
+    the inputs, supplies ``queries = points`` when omitted, and runs batches.
     """
 
     family: str = ""
@@ -65,24 +66,29 @@ class OperatorModel(nn.Module):
         self.config = config
         self.graphs = GraphCache()
 
-    def _forward(self, points: Tensor, features: Tensor, queries: Tensor, **kwargs) -> Tensor:
+    def encode(self, points: Tensor, features: Tensor, **kwargs) -> Any:
+        """The geometry's latent state (depends on the input points only, never on the queries)."""
         raise NotImplementedError
 
-    def forward(self, points: Tensor, features: Tensor | None = None, queries: Tensor | None = None,
-                **kwargs) -> Tensor:
-        """Predict fields at ``queries``.
+    def decode(self, state: Any, queries: Tensor) -> Tensor:
+        """Fields at ``queries (M, d)`` from a latent state: ``(M, C_out)``.
+
+        Rows are independent, so decoding queries in chunks gives the same values
+        as one pass; :func:`pyengine.pipeline.predict` relies on it for large meshes.
+        """
+        raise NotImplementedError
+
+    def latent(self, points: Tensor, features: Tensor | None = None, **kwargs) -> Any:
+        """Checked :meth:`encode`: the latent state of one geometry.
 
         Args:
             points: (N, d) input point coordinates (same units as the radii in the config).
             features: (N, C_in) per-point inputs, or None when ``in_channels == 0``.
-            queries: (M, d) output locations; defaults to ``points``.
-            **kwargs: family-specific conditioning (e.g. ``time`` for the time-dependent variants).
-
-        Returns: (M, C_out).
+            **kwargs: family-specific conditioning (e.g. ``time`` and ``lead_time``).
         """
         d = self.coord_dim
-        if points.dim() != 2 or points.shape[1] != d:
-            raise ValueError(f"points must be (N, {d}), got {tuple(points.shape)}")
+        if not isinstance(points, Tensor) or points.dim() != 2 or points.shape[1] != d:
+            raise ValueError(f"points must be a (N, {d}) tensor, got {getattr(points, 'shape', type(points))}")
         if points.shape[0] == 0:
             raise ValueError("points is empty")
         if features is None:
@@ -91,13 +97,29 @@ class OperatorModel(nn.Module):
             features = points.new_zeros(points.shape[0], 0)
         if features.dim() != 2 or features.shape != (points.shape[0], self.in_channels):
             raise ValueError(f"features must be ({points.shape[0]}, {self.in_channels}), got {tuple(features.shape)}")
-        queries = points if queries is None else queries
-        if queries.dim() != 2 or queries.shape[1] != d:
-            raise ValueError(f"queries must be (M, {d}), got {tuple(queries.shape)}")
-        if not (bool(torch.isfinite(points).all()) and bool(torch.isfinite(queries).all())):
-            raise ValueError("points or queries contain NaN or Inf")
+        if not bool(torch.isfinite(points).all()):
+            raise ValueError("points contain NaN or Inf")
         dtype = next(self.parameters()).dtype
-        return self._forward(points.to(dtype), features.to(dtype), queries.to(dtype), **kwargs)
+        return self.encode(points.to(dtype), features.to(dtype), **kwargs)
+
+    def predict_at(self, state: Any, queries: Tensor) -> Tensor:
+        """Checked :meth:`decode`: ``(M, C_out)`` at ``queries (M, d)``."""
+        d = self.coord_dim
+        if not isinstance(queries, Tensor) or queries.dim() != 2 or queries.shape[1] != d:
+            raise ValueError(f"queries must be a (M, {d}) tensor, got {getattr(queries, 'shape', type(queries))}")
+        if not bool(torch.isfinite(queries).all()):
+            raise ValueError("queries contain NaN or Inf")
+        return self.decode(state, queries.to(next(self.parameters()).dtype))
+
+    def forward(self, points: Tensor, features: Tensor | None = None, queries: Tensor | None = None,
+                **kwargs) -> Tensor:
+        """Predict fields at ``queries`` (default: the input points) for one geometry.
+
+        Shapes: ``points (N, d)``, ``features (N, C_in)`` (None if C_in = 0), ``queries (M, d)``
+        -> ``(M, C_out)``. ``kwargs`` carry conditioning such as ``time`` / ``lead_time``.
+        """
+        state = self.latent(points, features, **kwargs)
+        return self.predict_at(state, points if queries is None else queries)
 
     def forward_samples(self, samples, **kwargs) -> list[Tensor]:
         """Predictions for a sequence of :class:`~pyengine.data.Sample` (one per geometry)."""

@@ -19,7 +19,6 @@ size. Graphs and neighborhood embeddings are cached per geometry.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 from ..geometry import neighborhood_embedding
 from ..nn import AttentionAggregation
 from ..nn.transformer import ViTProcessor, sinusoidal_embedding
-from ..ops import radius_search
+from ..ops import knn, radius_search
 from .base import OperatorModel
 from .common import bounding_box, mlp, regular_grid
 from .registry import register
@@ -44,7 +43,7 @@ class GAOTConfig:
         hidden: token width.
         grid: latent token grid (coord_dim entries, each divisible by ``patch``).
         radii_cells: encoder radius scales, in units of the largest grid spacing.
-        decoder_radius_cells: decoder radius in grid spacings (> 0.5 * sqrt(d) so every query sees a token).
+        decoder_radius_cells: decoder radius in grid spacings (widened per query to reach its nearest token).
         heads: attention heads of the encoder and decoder.
         max_neighbors: per-token neighbor cap per scale (nearest kept; None: all).
         geometry_embedding: add neighborhood-geometry statistics to each token.
@@ -105,9 +104,6 @@ class GAOT(OperatorModel):
         c = config
         if len(c.grid) != coord_dim:
             raise ValueError(f"grid {c.grid} must have coord_dim={coord_dim} axes")
-        if c.decoder_radius_cells <= 0.5 * math.sqrt(coord_dim):
-            raise ValueError(f"decoder_radius_cells must exceed {0.5 * math.sqrt(coord_dim):.3f} so that every "
-                             f"query has a token in reach, got {c.decoder_radius_cells}")
         self.lift = mlp([in_channels + coord_dim, c.hidden, c.hidden])
         self.encoder = _Encoder(c.hidden, c.hidden, coord_dim, c)
         cond = c.dim if c.time_conditioned else None
@@ -117,11 +113,12 @@ class GAOT(OperatorModel):
         self.decoder = AttentionAggregation(c.hidden, c.hidden, coord_dim, heads=c.heads)
         self.project = mlp([c.hidden + coord_dim, c.hidden, out_channels])
 
-    def _latent(self, points: Tensor, queries: Tensor):
+    def _tokens(self, points: Tensor):
+        """Token grid over the padded box of the points, encoder graphs and embeddings (cached)."""
         c = self.config
 
         def compute():
-            lo, hi = bounding_box(points, queries, padding=c.padding)
+            lo, hi = bounding_box(points, padding=c.padding)
             tokens = regular_grid(lo, hi, c.grid)
             spacing = float(((hi - lo) / torch.tensor(c.grid, dtype=lo.dtype, device=lo.device)).max())
             radii = [r * spacing for r in c.radii_cells]
@@ -129,12 +126,23 @@ class GAOT(OperatorModel):
             emb = []
             if c.geometry_embedding:
                 emb = [neighborhood_embedding(points, tokens, rp, col, r) for (rp, col), r in zip(enc, radii)]
-            dec = radius_search(tokens, queries, c.decoder_radius_cells * spacing, max_neighbors=c.max_neighbors)
-            return tokens, enc, emb, dec, lo, hi
+            return tokens, enc, emb, spacing, lo, hi
 
-        return self.graphs.get("gaot-latent", (points, queries),
-                               (c.grid, c.radii_cells, c.decoder_radius_cells, c.max_neighbors, c.padding,
-                                c.geometry_embedding), compute)
+        return self.graphs.get("gaot-tokens", (points,), (c.grid, c.radii_cells, c.max_neighbors, c.padding,
+                                                          c.geometry_embedding), compute)
+
+    def _decoder_graph(self, tokens: Tensor, queries: Tensor, spacing: float):
+        """Each query's ball over the tokens: the decoder radius, widened where a query lies
+        outside the token box so that it still reaches its nearest token."""
+        c = self.config
+
+        def compute():
+            nearest = knn(tokens, queries, 1)[0][:, 0]
+            r = torch.clamp(nearest * 1.001, min=c.decoder_radius_cells * spacing)
+            return radius_search(tokens, queries, r, max_neighbors=c.max_neighbors)
+
+        return self.graphs.get("gaot-decoder", (tokens, queries), (c.decoder_radius_cells, spacing, c.max_neighbors),
+                               compute)
 
     def _condition(self, time, lead_time, dtype, device) -> Tensor | None:
         if self.time_embed is None:
@@ -148,15 +156,21 @@ class GAOT(OperatorModel):
         emb = torch.cat([sinusoidal_embedding(t * 1000, 32), sinusoidal_embedding(lt * 1000, 32)], dim=-1)
         return self.time_embed(emb.to(dtype))
 
-    def _forward(self, points: Tensor, features: Tensor, queries: Tensor, time=None, lead_time=None) -> Tensor:
-        tokens, enc, emb, (dec_ptr, dec_col), lo, hi = self._latent(points, queries)
-        # coordinates enter the MLPs normalised to the box, so weights transfer across geometry sizes
+    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None):
+        tokens, enc, emb, spacing, lo, hi = self._tokens(points)
+        # coordinates enter the layers normalised to the token box, so weights transfer across sizes
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         f = self.lift(torch.cat([features, unit(points)], dim=1))
         z = self.encoder(unit(points), f, unit(tokens), enc, emb)
         cond = self._condition(time, lead_time, z.dtype, z.device)
         z = self.processor(z.unsqueeze(0), cond).squeeze(0)
-        u = self.decoder(unit(tokens), unit(queries), dec_ptr, dec_col, z)
+        return tokens, z, spacing, lo, hi
+
+    def decode(self, state, queries: Tensor) -> Tensor:
+        tokens, z, spacing, lo, hi = state
+        row_ptr, col = self._decoder_graph(tokens, queries, spacing)
+        unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
+        u = self.decoder(unit(tokens), unit(queries), row_ptr, col, z)
         return self.project(torch.cat([u, unit(queries)], dim=1))
 
     @torch.no_grad()

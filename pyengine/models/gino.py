@@ -1,7 +1,9 @@
 """GINO: GNO encoder to a latent regular grid, an FNO on the grid, GNO decoder to the queries.
 
-The latent grid covers the bounding box of each geometry's points and queries
-(padded), so the operator sees every geometry at the same latent resolution.
+The latent grid covers the padded bounding box of each geometry's input points,
+so the operator sees every geometry at the same latent resolution; queries
+should lie in that box (a query with no grid node within the radius gets only
+the projection of a zero integral).
 The encoder radius and decoder radius default to ``radius_cells`` grid
 spacings, so they scale with the geometry. The ``"points"`` variant skips the
 grid and applies NUFFT spectral convolutions (:class:`pyengine.nn.SpectralConvPoints`)
@@ -70,7 +72,7 @@ class GINO(OperatorModel):
             raise ValueError(f"grid {c.grid} must have coord_dim={coord_dim} axes")
         self.lift = mlp([in_channels + coord_dim, c.hidden, c.hidden], c.activation)
         if c.variant == "grid":
-            self.encode = GNOIntegral(c.hidden, coord_dim, hidden=c.kernel_hidden, reduction="mean",
+            self.encode_integral = GNOIntegral(c.hidden, coord_dim, hidden=c.kernel_hidden, reduction="mean",
                                       activation=c.activation)
             self.blocks = nn.ModuleList(FNOBlock(c.hidden, c.modes) for _ in range(c.fno_layers))
         else:
@@ -80,46 +82,49 @@ class GINO(OperatorModel):
                                           for _ in range(c.fno_layers))
             self.pointwise = nn.ModuleList(nn.Linear(c.hidden, c.hidden) for _ in range(c.fno_layers))
             self.act = nn.GELU()
-        self.decode = GNOIntegral(c.hidden, coord_dim, hidden=c.kernel_hidden, reduction="mean",
+        self.decode_integral = GNOIntegral(c.hidden, coord_dim, hidden=c.kernel_hidden, reduction="mean",
                                   activation=c.activation)
         self.project = mlp([c.hidden, c.hidden, out_channels], c.activation)
 
-    def _latent(self, points: Tensor, queries: Tensor):
-        """Grid nodes, the encoder and decoder graphs, and the radius, cached per geometry."""
+    def _radius(self, lo: Tensor, hi: Tensor) -> float:
+        c = self.config
+        return c.radius_cells * float(((hi - lo) / torch.tensor(c.grid, dtype=lo.dtype, device=lo.device)).max())
+
+    def _grid(self, points: Tensor):
+        """Grid nodes over the padded box of the points, the encoder graph and the radius (cached)."""
         c = self.config
 
         def compute():
-            lo, hi = bounding_box(points, queries, padding=c.padding)
+            lo, hi = bounding_box(points, padding=c.padding)
             nodes = regular_grid(lo, hi, c.grid)
-            r = c.radius_cells * float(((hi - lo) / torch.tensor(c.grid, dtype=lo.dtype, device=lo.device)).max())
-            enc = radius_search(points, nodes, r, max_neighbors=c.max_neighbors)
-            dec = radius_search(nodes, queries, r, max_neighbors=c.max_neighbors)
-            return nodes, enc, dec, lo, hi
+            r = self._radius(lo, hi)
+            return nodes, radius_search(points, nodes, r, max_neighbors=c.max_neighbors), r, lo, hi
 
-        return self.graphs.get("gino-latent", (points, queries), (c.grid, c.padding, c.radius_cells,
-                                                                   c.max_neighbors), compute)
+        return self.graphs.get("gino-grid", (points,), (c.grid, c.padding, c.radius_cells, c.max_neighbors), compute)
 
-    def _forward(self, points: Tensor, features: Tensor, queries: Tensor) -> Tensor:
+    def _decoder_graph(self, sources: Tensor, queries: Tensor, r: float):
+        c = self.config
+        return self.graphs.get("gino-decoder", (sources, queries), (r, c.max_neighbors),
+                               lambda: radius_search(sources, queries, r, max_neighbors=c.max_neighbors))
+
+    def encode(self, points: Tensor, features: Tensor):
         c = self.config
         h = self.lift(torch.cat([features, points], dim=1))
         if c.variant == "points":
-            return self._forward_points(points, h, queries)
-        nodes, (enc_ptr, enc_col), (dec_ptr, dec_col), _, _ = self._latent(points, queries)
-        g = self.encode(points, nodes, enc_ptr, enc_col, h)  # (G, hidden)
+            lo, hi = bounding_box(points, padding=c.padding)
+            # NUFFT coordinates are 2*pi-periodic: the padded box maps into [-pi, pi)
+            x = (points - lo) / (hi - lo) * (2 * math.pi) - math.pi
+            for spectral, pointwise in zip(self.spectral, self.pointwise):
+                h = self.act(spectral(x, h) + pointwise(h))
+            return points, h, self._radius(lo, hi)
+        nodes, (row_ptr, col), r, _, _ = self._grid(points)
+        g = self.encode_integral(points, nodes, row_ptr, col, h)  # (G, hidden), row-major grid order
         g = g.T.reshape(1, c.hidden, *c.grid)
         for block in self.blocks:
             g = block(g)
-        g = g.reshape(c.hidden, -1).T
-        return self.project(self.decode(nodes, queries, dec_ptr, dec_col, g))
+        return nodes, g.reshape(c.hidden, -1).T, r
 
-    def _forward_points(self, points: Tensor, h: Tensor, queries: Tensor) -> Tensor:
-        c = self.config
-        lo, hi = bounding_box(points, queries, padding=c.padding)
-        # NUFFT coordinates are 2*pi-periodic: map the padded box onto [-pi, pi)
-        x = (points - lo) / (hi - lo) * (2 * math.pi) - math.pi
-        for spectral, pointwise in zip(self.spectral, self.pointwise):
-            h = self.act(spectral(x, h) + pointwise(h))
-        r = c.radius_cells * float(((hi - lo) / torch.tensor(c.grid, dtype=lo.dtype, device=lo.device)).max())
-        row_ptr, col = self.graphs.get("radius", (points, queries), (r, c.max_neighbors),
-                                       lambda: radius_search(points, queries, r, max_neighbors=c.max_neighbors))
-        return self.project(self.decode(points, queries, row_ptr, col, h))
+    def decode(self, state, queries: Tensor) -> Tensor:
+        sources, h, r = state
+        row_ptr, col = self._decoder_graph(sources, queries, r)
+        return self.project(self.decode_integral(sources, queries, row_ptr, col, h))

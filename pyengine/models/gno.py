@@ -67,7 +67,7 @@ class GNO(OperatorModel):
         self.integrals = nn.ModuleList(integral() for _ in range(c.layers))
         self.skips = nn.ModuleList(nn.Linear(c.hidden, c.hidden) for _ in range(c.layers))
         self.act = activation(c.activation)()
-        self.decode = integral()
+        self.decode_integral = integral()
         self.project = mlp([c.hidden, c.hidden, out_channels], c.activation)
 
     def _graph(self, points: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
@@ -75,11 +75,15 @@ class GNO(OperatorModel):
         return self.graphs.get("radius", (points, queries), (c.radius, c.max_neighbors),
                                lambda: radius_search(points, queries, c.radius, max_neighbors=c.max_neighbors))
 
-    def _forward(self, points: Tensor, features: Tensor, queries: Tensor) -> Tensor:
+    def encode(self, points: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         h = self.lift(torch.cat([features, points], dim=1))
         if len(self.integrals):
             row_ptr, col = self._graph(points, points)
             for integral, skip in zip(self.integrals, self.skips):
                 h = self.act(integral(points, points, row_ptr, col, h) + skip(h))
+        return points, h
+
+    def decode(self, state: tuple[Tensor, Tensor], queries: Tensor) -> Tensor:
+        points, h = state
         row_ptr, col = self._graph(points, queries)
-        return self.project(self.decode(points, queries, row_ptr, col, h))
+        return self.project(self.decode_integral(points, queries, row_ptr, col, h))

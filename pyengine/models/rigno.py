@@ -106,8 +106,8 @@ class RIGNO(OperatorModel):
         self.project = mlp([c.hidden, c.hidden, out_channels])
         self.time_embed = mlp([64, c.hidden, c.hidden]) if c.time_conditioned else None
 
-    def _structure(self, points: Tensor, queries: Tensor):
-        """Regional subsample, radii and the three graphs, cached per geometry."""
+    def _regional(self, points: Tensor):
+        """Regional subsample, its density radii, encoder and processor graphs (cached per geometry)."""
         c = self.config
 
         def compute():
@@ -117,25 +117,30 @@ class RIGNO(OperatorModel):
             reg_idx = torch.randperm(n, generator=g)[:n_reg].sort().values.to(points.device)
             regional = points[reg_idx]
             k = min(c.density_k + 1, n_reg)  # +1: a node is its own nearest neighbor
-            spacing = knn(regional, regional, k)[0][:, -1].clamp_min(1e-12)
-            r_reg = c.radius_factor * spacing
+            r_reg = c.radius_factor * knn(regional, regional, k)[0][:, -1].clamp_min(1e-12)
             enc = radius_search(points, regional, r_reg, max_neighbors=c.max_neighbors)
             graphs = [radius_search(regional, regional, s * r_reg, max_neighbors=c.max_neighbors)
                       for s in c.processor_scales]
-            proc = _merge_scales(graphs, n_reg)
-            kq = min(c.density_k, n_reg)
-            r_q = c.radius_factor * knn(regional, queries, kq)[0][:, -1].clamp_min(1e-12)
-            dec = radius_search(regional, queries, r_q, max_neighbors=c.max_neighbors)
-            return reg_idx, r_reg, enc, proc, r_q, dec
+            return reg_idx, r_reg, enc, _merge_scales(graphs, n_reg)
 
-        return self.graphs.get("rigno", (points, queries),
-                               (c.regional_ratio, c.density_k, c.radius_factor, c.processor_scales,
-                                c.max_neighbors, c.seed), compute)
+        return self.graphs.get("rigno-regional", (points,), (c.regional_ratio, c.density_k, c.radius_factor,
+                                                             c.processor_scales, c.max_neighbors, c.seed), compute)
 
-    def _forward(self, points: Tensor, features: Tensor, queries: Tensor, time=None, lead_time=None) -> Tensor:
+    def _decoder_graph(self, regional: Tensor, queries: Tensor):
         c = self.config
-        reg_idx, r_reg, (e_ptr, e_col), (p_ptr, p_col, p_scale), r_q, (d_ptr, d_col) = self._structure(points, queries)
-        lo, hi = bounding_box(points, queries)
+
+        def compute():
+            k = min(c.density_k, regional.shape[0])
+            r_q = c.radius_factor * knn(regional, queries, k)[0][:, -1].clamp_min(1e-12)
+            return r_q, radius_search(regional, queries, r_q, max_neighbors=c.max_neighbors)
+
+        return self.graphs.get("rigno-decoder", (regional, queries), (c.density_k, c.radius_factor, c.max_neighbors),
+                               compute)
+
+    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None):
+        c = self.config
+        reg_idx, r_reg, (e_ptr, e_col), (p_ptr, p_col, p_scale) = self._regional(points)
+        lo, hi = bounding_box(points)
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         regional = points[reg_idx]
         n_reg, n = regional.shape[0], points.shape[0]
@@ -148,7 +153,7 @@ class RIGNO(OperatorModel):
             h_reg = h_reg + self.time_embed(sinusoidal_embedding(t * 1000, 32).reshape(1, 64))
         elif time is not None or lead_time is not None:
             raise ValueError("time/lead_time given to a RIGNO built with time_conditioned=False")
-        # encoder: regional nodes (receivers) + physical nodes (senders) in one graph
+        # encoder: regional nodes (receivers) and physical nodes (senders) in one graph
         e = self.enc_edges(_edge_features(regional, points, e_ptr, e_col, r_reg))
         rp, col = _union_edges(e_ptr, e_col, n_reg, n, n_reg)
         h = self.encoder(torch.cat([h_reg, h_phys]), rp, col, e)[0][:n_reg]
@@ -157,8 +162,13 @@ class RIGNO(OperatorModel):
         e = self.proc_edges(_edge_features(regional, regional, p_ptr, p_col, r_reg, onehot))
         for step in self.processor:
             h, e = step(h, p_ptr, p_col, e)
-        # decoder: queries (receivers) + regional nodes (senders)
-        m = queries.shape[0]
+        return regional, h, lo, hi
+
+    def decode(self, state, queries: Tensor) -> Tensor:
+        regional, h, lo, hi = state
+        r_q, (d_ptr, d_col) = self._decoder_graph(regional, queries)
+        unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
+        m, n_reg = queries.shape[0], regional.shape[0]
         e = self.dec_edges(_edge_features(queries, regional, d_ptr, d_col, r_q))
         rp, col = _union_edges(d_ptr, d_col, m, n_reg, m)
         hq = self.decoder(torch.cat([self.node_embed(unit(queries)), h]), rp, col, e)[0][:m]
