@@ -1,118 +1,115 @@
-"""Command line: ``pyengine info`` and ``pyengine demo``.
+"""Command line: ``pyengine demo | train | predict | bench | info``.
 
-``demo`` is the main job the README runs. Until the demo pipeline lands (training
-a surrogate on generated meshes), it prints the build facts and demonstrates the
-first kernel family on a message-passing workload, checked against plain PyTorch.
+``demo`` is the main job the README runs: it builds (or reuses from the disk
+cache) a dataset of parametric CAD bodies with potential-flow pressure, trains
+GAOT on it, evaluates on held-out shapes and writes metrics, the checkpoint,
+``.vtu`` predictions and a figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
-import time
+from pathlib import Path
 
 import torch
 
 
-def _time(fn, repeat: int = 5) -> float:
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+def _device(name: str | None) -> str:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("pyengine: --device cuda requested but no CUDA device is available")
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _random_graph(num_nodes: int, degree: int, device: torch.device, generator: torch.Generator):
-    """CSR graph with Poisson-distributed degrees (some nodes isolated), sorted by row."""
-    deg = torch.poisson(torch.full((num_nodes,), float(degree)), generator=generator).long()
-    row_ptr = torch.zeros(num_nodes + 1, dtype=torch.long)
-    torch.cumsum(deg, 0, out=row_ptr[1:])
-    col = torch.randint(0, num_nodes, (int(row_ptr[-1]),), generator=generator)
-    return row_ptr.to(device), col.to(device)
-
-
-def run_segment_demo(device: str = "cpu", num_nodes: int = 100_000, degree: int = 16, channels: int = 64) -> dict:
-    """Mean-aggregation message passing and attention weights on a random graph.
-
-    Returns a dict of timings (seconds) and max errors against a float64 PyTorch reference.
-    """
-    from . import ops
-
-    dev = torch.device(device)
-    gen = torch.Generator().manual_seed(0)
-    row_ptr, col = _random_graph(num_nodes, degree, dev, gen)
-    num_edges = col.numel()
-    x = torch.randn(num_nodes, channels, generator=gen).to(dev)
-    scores = torch.randn(num_edges, 4, generator=gen).to(dev)
-    row = torch.repeat_interleave(torch.arange(num_nodes, device=dev), row_ptr.diff())
-    deg = row_ptr.diff().clamp(min=1).to(x.dtype)
-    weights = 1.0 / deg[row]
-
-    def engine_mean():
-        return ops.spmm(row_ptr, col, weights, x)
-
-    def torch_mean():
-        return torch.zeros_like(x).index_add_(0, row, weights[:, None] * x[col])
-
-    def engine_softmax():
-        return ops.segment_softmax(scores, row_ptr)
-
-    ref_mean = torch.zeros(num_nodes, channels, dtype=torch.float64, device=dev).index_add_(
-        0, row, weights.double()[:, None] * x.double()[col])
-    shifted = scores.double() - scores.double().max()
-    expd = shifted.exp()
-    denom = torch.zeros(num_nodes, 4, dtype=torch.float64, device=dev).index_add_(0, row, expd)
-    ref_softmax = expd / denom[row]
-    return {
-        "edges": num_edges,
-        "spmm_mean_s": _time(engine_mean),
-        "torch_gather_scatter_s": _time(torch_mean),
-        "spmm_max_err": float((engine_mean().double() - ref_mean).abs().max()),
-        "softmax_s": _time(engine_softmax),
-        "softmax_max_err": float((engine_softmax().double() - ref_softmax).abs().max()),
-    }
-
-
-def _demo(args) -> int:
+def _cmd_info(args) -> int:
     from .info import info
 
     info()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    nodes = 20_000 if args.quick else 200_000
-    print(f"\nmessage passing on a random graph: {nodes} nodes, ~16 neighbors each, 64 channels, {device}")
-    r = run_segment_demo(device, num_nodes=nodes)
-    print(f"  edges                           {r['edges']}")
-    print(f"  pyengine spmm (mean aggregation) {r['spmm_mean_s'] * 1e3:8.2f} ms   max |err| vs float64 {r['spmm_max_err']:.2e}")
-    print(f"  torch gather + index_add_        {r['torch_gather_scatter_s'] * 1e3:8.2f} ms   "
-          f"(pyengine is {r['torch_gather_scatter_s'] / r['spmm_mean_s']:.1f}x faster)")
-    print(f"  pyengine segment_softmax (4 heads) {r['softmax_s'] * 1e3:6.2f} ms   max |err| vs float64 {r['softmax_max_err']:.2e}")
-    ok = r["spmm_max_err"] < 1e-4 and r["softmax_max_err"] < 1e-5
-    print("\ndemo " + ("passed" if ok else "FAILED: results differ from the reference"))
-    return 0 if ok else 1
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .pipeline.demo import run_demo
+
+    device = _device(args.device)
+    quick = args.quick or (device == "cpu" and not args.full)
+    if quick and not args.quick:
+        print("pyengine demo: no GPU, so the quick configuration runs (pass --full to force the GPU-sized one)")
+    result = run_demo(out=Path(args.out), quick=quick, device=device, workers=args.workers)
+    return 0 if result["passed"] else 1
+
+
+def _cmd_train(args) -> int:
+    from .pipeline.run import train_from_config
+
+    result = train_from_config(args.config, device=args.device, out=args.out)
+    return 0 if result.get("finite", True) else 1
+
+
+def _cmd_predict(args) -> int:
+    from .pipeline.run import predict_file
+
+    predict_file(args.checkpoint, args.mesh, args.out, device=_device(args.device), chunk_size=args.chunk_size)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    if not bench.is_dir():
+        raise SystemExit(f"pyengine bench: the bench/ scripts are not next to this installation ({bench}); "
+                         "run it from a source checkout")
+    scripts = [s for s in ("segment", "neighbors", "nufft", "integral", "attention", "models")
+               if (bench / f"{s}.py").exists() and (not args.only or s in args.only)]
+    status = 0
+    for s in scripts:
+        cmd = [sys.executable, str(bench / f"{s}.py"), "--device", _device(args.device)]
+        if args.quick:
+            cmd.append("--quick")
+        print(f"\n$ {' '.join(cmd[1:])}", flush=True)
+        status |= subprocess.call(cmd, cwd=bench)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyengine", description="Geometry-aware neural-operator engine.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="print version, torch, CUDA and OpenMP facts")
-    demo = sub.add_parser("demo", help="run the main demonstration")
-    demo.add_argument("--quick", action="store_true", help="small sizes (seconds on a laptop CPU)")
-    demo.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
-    args = parser.parse_args(argv)
-    if args.command == "info":
-        from .info import info
+    sub.add_parser("info", help="print version, torch, CUDA and OpenMP facts").set_defaults(fn=_cmd_info)
 
-        info()
-        return 0
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda requested but no CUDA device is available")
-    return _demo(args)
+    demo = sub.add_parser("demo", help="generate bodies, train GAOT, evaluate, export (the main job)")
+    demo.add_argument("--quick", action="store_true", help="CPU-sized run (under 10 minutes on 2 cores)")
+    demo.add_argument("--full", action="store_true", help="GPU-sized run even without a GPU")
+    demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    demo.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    demo.add_argument("--workers", type=int, default=None, help="dataset worker processes (default: CPU count)")
+    demo.set_defaults(fn=_cmd_demo)
+
+    train = sub.add_parser("train", help="train from a YAML config (dataset, model, trainer)")
+    train.add_argument("--config", required=True, help="YAML file; see pyengine.pipeline.run_config")
+    train.add_argument("--out", default=None, help="override the config's output directory")
+    train.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override the config's device")
+    train.set_defaults(fn=_cmd_train)
+
+    pred = sub.add_parser("predict", help="predict fields on a mesh file with a trained checkpoint")
+    pred.add_argument("--checkpoint", required=True, help="model.pt written by demo or train")
+    pred.add_argument("--mesh", required=True, help="input mesh (STL, OBJ, PLY, OFF, GLB, VTU, VTK, MSH, ...)")
+    pred.add_argument("--out", required=True, help="output mesh with the predicted fields (e.g. out.vtu)")
+    pred.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    pred.add_argument("--chunk-size", type=int, default=200_000, help="queries decoded at once (memory bound)")
+    pred.set_defaults(fn=_cmd_predict)
+
+    bench = sub.add_parser("bench", help="run the kernel and model benchmarks (ratio tables vs peers)")
+    bench.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    bench.add_argument("--quick", action="store_true", help="small sizes")
+    bench.add_argument("--only", nargs="+", default=None, help="subset: segment neighbors nufft integral ...")
+    bench.set_defaults(fn=_cmd_bench)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
+        print(f"pyengine {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

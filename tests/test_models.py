@@ -1,0 +1,124 @@
+"""Model families: interface, batching, caching, determinism, chunked prediction, conditioning."""
+
+import pytest
+import torch
+
+from pyengine.data import Sample
+from pyengine.models import available, build
+from pyengine.pipeline.predict import predict_chunked
+
+SMALL = {
+    "gno": dict(hidden=16, layers=2, radius=0.35, kernel_hidden=(16,), max_neighbors=12),
+    "gino": dict(hidden=8, grid=(8, 8, 8), modes=(3, 3, 3), fno_layers=1, kernel_hidden=(16,), max_neighbors=12),
+    "gaot": dict(hidden=16, grid=(4, 4, 4), radii_cells=(1.0, 2.0), heads=2, dim=32, depth=1, vit_heads=2, patch=2,
+                 max_neighbors=16),
+    "rigno": dict(hidden=16, edge_dim=8, regional_ratio=0.3, processor_steps=1, max_neighbors=12),
+}
+
+
+def _small(name, d):
+    cfg = dict(SMALL[name])
+    for key in ("grid", "modes"):
+        if key in cfg:
+            cfg[key] = cfg[key][:d]
+    return cfg
+
+
+def _cloud(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    pts = torch.rand(n, d, generator=g) * 2 - 1
+    return pts, torch.randn(n, 2, generator=g)
+
+
+def test_registry_lists_the_four_families():
+    assert available() == ["gaot", "gino", "gno", "rigno"]
+    with pytest.raises(ValueError, match="unknown model"):
+        build("fno9000", 1, 1, 3)
+    with pytest.raises(ValueError, match="unknown gaot config"):
+        build("gaot", 1, 1, 3, hiden=3)
+    with pytest.raises(ValueError, match="coord_dim"):
+        build("gno", 1, 1, 4)
+
+
+@pytest.mark.parametrize("name", ["gno", "gino", "gaot", "rigno"])
+@pytest.mark.parametrize("d", [2, 3])
+def test_shapes_queries_and_determinism(name, d):
+    points, feats = _cloud(157, d, 0)
+    queries = torch.rand(61, d) * 1.6 - 0.8  # a different sampling than the inputs
+    torch.manual_seed(3)
+    m1 = build(name, 2, 3, d, **_small(name, d))
+    torch.manual_seed(3)
+    m2 = build(name, 2, 3, d, **_small(name, d))
+    out = m1(points, feats, queries)
+    assert out.shape == (61, 3) and torch.isfinite(out).all()
+    torch.testing.assert_close(out, m2(points, feats, queries), rtol=0, atol=0)
+    assert m1(points, feats).shape == (157, 3)
+    out.sum().backward()
+    grads = [p.grad for p in m1.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", ["gno", "gaot", "rigno", "gino"])
+def test_graphs_are_cached_per_geometry(name):
+    points, feats = _cloud(120, 3, 1)
+    model = build(name, 2, 1, 3, **_small(name, 3))
+    model(points, feats)
+    misses = model.graphs.misses
+    model(points.clone(), feats * 2)  # same geometry, new features: no new graphs
+    assert model.graphs.misses == misses and model.graphs.hits > 0
+    model(points + 0.01, feats)
+    assert model.graphs.misses > misses
+
+
+@pytest.mark.parametrize("name", ["gno", "gaot", "rigno", "gino"])
+def test_chunked_prediction_equals_one_pass(name):
+    points, feats = _cloud(200, 3, 2)
+    queries = torch.rand(333, 3) * 1.8 - 0.9
+    model = build(name, 2, 2, 3, **_small(name, 3)).eval()
+    with torch.no_grad():
+        full = model(points, feats, queries)
+    chunked = predict_chunked(model, points, feats, queries, chunk_size=50)
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_samples_matches_per_geometry():
+    model = build("gaot", 2, 1, 3, **_small("gaot", 3))
+    samples = [Sample(*_cloud(n, 3, n)) for n in (90, 130)]
+    outs = model.forward_samples(samples)
+    for s, o in zip(samples, outs):
+        torch.testing.assert_close(o, model(s.points, s.features))
+
+
+@pytest.mark.parametrize("name", ["gaot", "rigno"])
+def test_time_conditioning_and_rollout(name):
+    points, _ = _cloud(100, 2, 4)
+    state = torch.randn(100, 1)
+    model = build(name, 2, 1, 2, time_conditioned=True, **_small(name, 2))
+    static = torch.randn(100, 1)
+    a = model(points, torch.cat([state, static], 1), time=0.0, lead_time=0.1)
+    b = model(points, torch.cat([state, static], 1), time=0.5, lead_time=0.1)
+    assert a.shape == (100, 1)
+    if name == "rigno":  # the time embedding enters additively at init, so outputs differ at once
+        assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="time"):
+        model(points, torch.cat([state, static], 1))
+    if name == "gaot":
+        states = model.rollout(points, state, steps=3, lead_time=0.1, static=static)
+        assert len(states) == 3 and states[-1].shape == (100, 1)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = build("gno", 2, 1, 3, **_small("gno", 3))
+    points, feats = _cloud(50, 3, 5)
+    with pytest.raises(ValueError, match="points must be"):
+        model(points[:, :2], feats)
+    with pytest.raises(ValueError, match="features must be"):
+        model(points, feats[:10])
+    with pytest.raises(ValueError, match="needs features"):
+        model(points, None)
+    bad = points.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model(bad, feats)
+    with pytest.raises(ValueError, match="queries must be"):
+        model(points, feats, torch.rand(5, 2))
