@@ -26,3 +26,12 @@ TORCH_LIBRARY(pyengine, m) {
   m.def("kdtree_radius_multi(Tensor points, Tensor perm, Tensor nodes, Tensor bounds, Tensor roots, Tensor queries, Tensor query_ptr, float[] radii, int max_neighbors) -> Tensor[]");
   m.def("kdtree_knn(Tensor points, Tensor perm, Tensor nodes, Tensor bounds, Tensor roots, Tensor queries, Tensor query_ptr, int k) -> (Tensor dist, Tensor idx)");
 }
+
+// integral (GNO): fused kernel integral out_i = reduce_{e in row i} k(x_i, y_j[, f_j]) * f_j * w_j with the
+// kernel MLP k evaluated per edge inside the kernel. params: every Linear's weight (row-major) then bias, flat;
+// dims = [in, hidden..., out]. Backward recomputes the MLP; need = which of (y, x, f_y, weights) get gradients
+// (the others come back empty); grad_params is always computed.
+TORCH_LIBRARY_FRAGMENT(pyengine, m) {
+  m.def("gno_integral(Tensor y, Tensor x, Tensor row_ptr, Tensor col, Tensor? f_y, Tensor? weights, Tensor params, int[] dims, str activation, str transform, str reduction) -> Tensor");
+  m.def("gno_integral_backward(Tensor grad_out, Tensor y, Tensor x, Tensor row_ptr, Tensor col, Tensor? f_y, Tensor? weights, Tensor params, int[] dims, str activation, str transform, str reduction, bool[4] need) -> (Tensor grad_y, Tensor grad_x, Tensor grad_f_y, Tensor grad_weights, Tensor grad_params)");
+}

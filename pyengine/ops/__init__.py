@@ -25,3 +25,8 @@ __all__ = [
     "set_input_checks",
     "spmm",
 ]
+
+# integral (GNO): fused kernel integral
+from .integral import gno_integral, pack_mlp  # noqa: E402
+
+__all__ += ["gno_integral", "pack_mlp"]
