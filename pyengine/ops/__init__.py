@@ -25,3 +25,9 @@ __all__ = [
     "set_input_checks",
     "spmm",
 ]
+
+# integral: fused CSR attention and local (DISCO-style) basis sums
+from .attention import csr_attention  # noqa: E402
+from .local_kernel import local_basis_aggregate  # noqa: E402
+
+__all__ += ["csr_attention", "local_basis_aggregate"]
