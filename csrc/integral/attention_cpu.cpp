@@ -1,11 +1,9 @@
 // CPU kernels of the fused CSR attention (see attention.h for the math).
 //
-// Work is split into blocks of rows of balanced cost (rows + edges, the same
-// merge-path split as common/csr_engine_cpu.h). The engine's reduce() cannot
-// be reused here: its loads see only (edge, channel), while a score needs the
-// whole query row, and the state (max, sum, Dv accumulators) is per head. A
-// single huge row is handled by one thread (no split-row merging yet).
-#include <ATen/Parallel.h>
+// Rows are processed in cost-balanced blocks (attention_rows_cpu.h). The CSR
+// engine's reduce() does not fit: its loads see only (edge, channel), while a
+// score needs the whole query row and the state (max, sum, Dv accumulators) is
+// per head.
 #include <torch/library.h>
 
 #include <algorithm>
@@ -15,38 +13,12 @@
 
 #include "common/dispatch.h"
 #include "integral/attention.h"
+#include "integral/attention_rows_cpu.h"
 
 namespace pyengine::attention {
 namespace {
 
-// Smallest row r in [0, M] with r + row_ptr[r] >= target.
-int64_t merge_path(const int64_t* row_ptr, int64_t M, int64_t target) {
-  int64_t lo = 0, hi = M;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (mid + row_ptr[mid] < target) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
-
-// fn(r0, r1) over blocks of consecutive rows with about equal rows + edges.
-template <class Fn>
-void for_row_blocks(const int64_t* row_ptr, int64_t M, const Fn& fn) {
-  if (M == 0) return;
-  const int64_t work = M + row_ptr[M];
-  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(int64_t(at::get_num_threads()) * 8, work / 1024 + 1));
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t r0 = merge_path(row_ptr, M, work * b / blocks);
-      const int64_t r1 = merge_path(row_ptr, M, work * (b + 1) / blocks);
-      if (r1 > r0) fn(r0, r1);
-    }
-  });
-}
+using integral_cpu::for_row_blocks;
 
 template <typename acc_t, typename scalar_t>
 inline acc_t dot(const acc_t* a, const scalar_t* b, int64_t n) {

@@ -1,7 +1,8 @@
 #pragma once
-// Device-independent bodies of the local basis-integral ops, templated over a
-// CSR engine (cpu::CsrEngine or cuda::CsrEngine, same reduce/map interface),
-// so local_cpu.cpp and local_cuda.cu only instantiate and register them.
+// Bodies of the local basis-integral ops over a CSR engine's reduce/map
+// interface, instantiated with cuda::CsrEngine in local_cuda.cu (warp per row
+// or row piece, long rows split and merged). The CPU has hand-written row
+// loops in local_cpu.cpp (vectorised B x C accumulators) instead.
 #include <ATen/ATen.h>
 
 #include "common/dispatch.h"
