@@ -202,3 +202,12 @@ class TestBadInputs:
             self.call(q=self.q[:, 0])
         with pytest.raises(TypeError, match="q must be a torch.Tensor"):
             self.call(q=[1.0])
+
+
+def test_double_backward_raises_clearly(make_csr):
+    row_ptr = make_csr(lens=[2, 3])
+    q, k, v, col, _ = make_inputs(row_ptr, 4, 1, 2, 2)
+    q, k, v = leaves(q, k, v)
+    (gq,) = torch.autograd.grad(ops.csr_attention(q, k, v, row_ptr, col).sum(), q, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        gq.sum().backward()

@@ -263,3 +263,13 @@ def test_refinement_converges_to_the_continuous_integral():
     assert errs[-1] < 5e-3, errs
     assert errs[-1] < errs[1] / 3 and errs[2] < errs[0], errs
     assert errs_mc[-1] < 2e-2 and errs_mc[-1] < errs_mc[0], errs_mc
+
+
+def test_op_double_backward_raises_clearly(make_csr):
+    row_ptr = make_csr(lens=[2, 3])
+    psi, f, w, col = op_inputs(row_ptr, 4, 2, 3)
+    f.requires_grad_(True)
+    (gf,) = torch.autograd.grad(ops.local_basis_aggregate(psi, f, row_ptr, col, w).square().sum(), f,
+                                create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        gf.sum().backward()

@@ -105,3 +105,12 @@ torch.library.register_autograd("pyengine::csr_attention", _csr_attention_backwa
 def _csr_attention_backward_fake(grad_out, row_ptr, col, row_ptr_t, col_t, perm, q, k, v, bias, lse, delta, scale):
     gb = torch.empty_like(bias) if bias is not None else q.new_empty((0,))
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), gb
+
+
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError("double backward (create_graph=True) through csr_attention is not supported")
+
+
+# Registered so that differentiating the backward raises instead of silently giving zeros.
+torch.library.register_autograd("pyengine::csr_attention_backward", _no_double_backward,
+                                setup_context=lambda ctx, inputs, output: None)

@@ -73,3 +73,12 @@ def _local_backward_fake(grad_out, row_ptr, col, row_ptr_t, col_t, perm, psi, f,
         f.new_empty((f.shape[0] if need_f else 0, f.shape[1])),
         f.new_empty((f.shape[0] if need_weights else 0,)),
     )
+
+
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError("double backward (create_graph=True) through local_basis_aggregate is not supported")
+
+
+# Registered so that differentiating the backward raises instead of silently giving zeros.
+torch.library.register_autograd("pyengine::local_basis_aggregate_backward", _no_double_backward,
+                                setup_context=lambda ctx, inputs, output: None)
