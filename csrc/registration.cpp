@@ -35,3 +35,15 @@ TORCH_LIBRARY_FRAGMENT(pyengine, m) {
   m.def("gno_integral(Tensor y, Tensor x, Tensor row_ptr, Tensor col, Tensor? f_y, Tensor? weights, Tensor params, int[] dims, str activation, str transform, str reduction) -> Tensor");
   m.def("gno_integral_backward(Tensor grad_out, Tensor y, Tensor x, Tensor row_ptr, Tensor col, Tensor? f_y, Tensor? weights, Tensor params, int[] dims, str activation, str transform, str reduction, bool[4] need) -> (Tensor grad_y, Tensor grad_x, Tensor grad_f_y, Tensor grad_weights, Tensor grad_params)");
 }
+
+// integral / attention: fused CSR attention over per-source keys and values,
+// q (M, H, Dk), k (N, H, Dk), v (N, H, Dv), optional additive score bias (E, H).
+// lse (M, H) is the per-row log-sum-exp (float32, or float64 for float64 inputs).
+// Backward takes the transposed CSR (csr_transpose) and delta = <grad_out, out> - grad_lse.
+// integral / local: per-row basis-weighted sums a[i, b, :] = sum_e psi[e, b] * w[col_e] * f[col_e, :].
+TORCH_LIBRARY_FRAGMENT(pyengine, m) {
+  m.def("csr_attention(Tensor row_ptr, Tensor col, Tensor q, Tensor k, Tensor v, Tensor? bias, float scale) -> (Tensor out, Tensor lse)");
+  m.def("csr_attention_backward(Tensor grad_out, Tensor row_ptr, Tensor col, Tensor row_ptr_t, Tensor col_t, Tensor perm, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor lse, Tensor delta, float scale) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v, Tensor grad_bias)");
+  m.def("local_basis_aggregate(Tensor row_ptr, Tensor col, Tensor psi, Tensor f, Tensor? weights) -> Tensor");
+  m.def("local_basis_aggregate_backward(Tensor grad_out, Tensor row_ptr, Tensor col, Tensor row_ptr_t, Tensor col_t, Tensor perm, Tensor psi, Tensor f, Tensor? weights, bool need_psi, bool need_f, bool need_weights) -> (Tensor grad_psi, Tensor grad_f, Tensor grad_weights)");
+}

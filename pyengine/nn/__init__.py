@@ -1,6 +1,13 @@
 """Neural-operator layers built on :mod:`pyengine.ops` and torch."""
 
+from .attention import AttentionAggregation
+from .fno import FNOBlock, SpectralConvGrid
 from .integral import GNOIntegral
+from .local import LocalBasis, LocalIntegral
 from .message_passing import MessagePassing
+from .transformer import ViTProcessor
 
-__all__ = ["GNOIntegral", "MessagePassing"]
+__all__ = [
+    "AttentionAggregation", "FNOBlock", "GNOIntegral", "LocalBasis", "LocalIntegral", "MessagePassing",
+    "SpectralConvGrid", "ViTProcessor",
+]

@@ -30,3 +30,9 @@ __all__ = [
 from .integral import gno_integral, pack_mlp  # noqa: E402
 
 __all__ += ["gno_integral", "pack_mlp"]
+
+# integral: fused CSR attention and local (DISCO-style) basis sums
+from .attention import csr_attention  # noqa: E402
+from .local_kernel import local_basis_aggregate  # noqa: E402
+
+__all__ += ["csr_attention", "local_basis_aggregate"]

@@ -1,0 +1,111 @@
+"""Attention aggregation over a neighbor graph (GAOT's attentional GNO, "MAGNO").
+
+For query points ``x`` (M, d), source points ``y`` (N, d) with features ``f_y``
+(N, C_in), and a CSR neighbor structure (row ``i`` lists the sources near ``x_i``,
+e.g. from :func:`pyengine.ops.radius_search`)::
+
+    q_i   = MLP([x_i, g_i])                        per head: (H, D)
+    k_ij  = W_k [y_j - x_i, f_j] + b_k             per head: (H, D)
+    v_ij  = W_v [y_j - x_i, f_j] + b_v             per head: (H, D)
+    a_ij  = softmax_j(<q_i, k_ij> / sqrt(D))       over i's neighbors, per head
+    out_i = W_o concat_h(sum_j a_ij v_ij) + b_o    (M, C_out)
+
+Because ``k_ij`` and ``v_ij`` are linear in the relative position, they split into a
+per-source part and a per-query part: ``k_ij = K_j - W_k^pos x_i`` with
+``K_j = W_k [y_j, f_j] + b_k``. The per-query part of the key adds the same amount to
+every score of row ``i`` and cancels in the softmax; the value's per-query part
+comes out of the sum as ``-W_v^pos x_i`` (the weights sum to 1). So the layer runs
+the fused :func:`pyengine.ops.csr_attention` on per-source keys and values and never
+forms an ``E x H x D`` tensor. This is exact algebra, not an approximation; with
+coordinates far from the origin, centre them first to keep float32 scores accurate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..ops.attention import csr_attention
+
+
+class AttentionAggregation(nn.Module):
+    """Multi-head softmax attention of each query point over its neighbors.
+
+    Args:
+        in_channels: ``C_in``, features per source point.
+        out_channels: ``C_out``, features per query point.
+        coord_dim: ``d``, the dimension of the point coordinates.
+        heads: number of attention heads ``H``.
+        head_dim: channels per head ``D`` (default ``max(1, out_channels // heads)``).
+        query_channels: optional features per query point ``g`` (0: none).
+        query_hidden: width of the query MLP's hidden layer.
+
+    Shapes (``forward(y, x, row_ptr, col, f_y, f_x=None)``):
+        y: ``(N, d)`` source points; x: ``(M, d)`` query points.
+        row_ptr: ``(M + 1,)`` int64; col: ``(E,)`` int64/int32 in ``[0, N)``.
+        f_y: ``(N, C_in)``; f_x: ``(M, query_channels)`` or None.
+        returns ``(M, C_out)``. A query without neighbors gets ``W_o 0 + b_o``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, coord_dim: int, heads: int = 4,
+                 head_dim: int | None = None, query_channels: int = 0, query_hidden: int = 64):
+        super().__init__()
+        for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("coord_dim", coord_dim),
+                          ("heads", heads), ("query_hidden", query_hidden)):
+            if not isinstance(val, int) or val < 1:
+                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        if not isinstance(query_channels, int) or query_channels < 0:
+            raise ValueError(f"query_channels must be an int >= 0, got {query_channels!r}")
+        head_dim = max(1, out_channels // heads) if head_dim is None else head_dim
+        if not isinstance(head_dim, int) or head_dim < 1:
+            raise ValueError(f"head_dim must be a positive int, got {head_dim!r}")
+        self.in_channels, self.out_channels, self.coord_dim = in_channels, out_channels, coord_dim
+        self.heads, self.head_dim, self.query_channels = heads, head_dim, query_channels
+        width = heads * head_dim
+        self.query = nn.Sequential(nn.Linear(coord_dim + query_channels, query_hidden), nn.GELU(),
+                                   nn.Linear(query_hidden, width))
+        # Input layout of key and value: [relative position (d), source features (C_in)].
+        self.key = nn.Linear(coord_dim + in_channels, width)
+        self.value = nn.Linear(coord_dim + in_channels, width)
+        self.out = nn.Linear(width, out_channels)
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim)
+
+    def _check(self, y, x, row_ptr, col, f_y, f_x):
+        for name, t in (("y", y), ("x", x), ("row_ptr", row_ptr), ("col", col), ("f_y", f_y)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        d = self.coord_dim
+        if y.dim() != 2 or y.shape[1] != d:
+            raise ValueError(f"y must have shape (N, {d}), got {tuple(y.shape)}")
+        if x.dim() != 2 or x.shape[1] != d:
+            raise ValueError(f"x must have shape (M, {d}), got {tuple(x.shape)}")
+        if f_y.dim() != 2 or f_y.shape != (y.shape[0], self.in_channels):
+            raise ValueError(f"f_y must have shape (N, in_channels) = ({y.shape[0]}, {self.in_channels}), "
+                             f"got {tuple(f_y.shape)}")
+        if row_ptr.dim() != 1 or row_ptr.shape[0] != x.shape[0] + 1:
+            raise ValueError(f"row_ptr must have shape (M + 1,) = ({x.shape[0] + 1},), got {tuple(row_ptr.shape)}")
+        if self.query_channels:
+            if f_x is None or f_x.shape != (x.shape[0], self.query_channels):
+                raise ValueError(f"f_x must have shape (M, query_channels) = ({x.shape[0]}, {self.query_channels}), "
+                                 f"got {None if f_x is None else tuple(f_x.shape)}")
+        elif f_x is not None:
+            raise ValueError("f_x given but the layer was built with query_channels=0")
+
+    def forward(self, y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, f_y: Tensor,
+                f_x: Tensor | None = None) -> Tensor:
+        self._check(y, x, row_ptr, col, f_y, f_x)
+        M, N, H, D, d = x.shape[0], y.shape[0], self.heads, self.head_dim, self.coord_dim
+        q = self.query(x if f_x is None else torch.cat([x, f_x], 1)).view(M, H, D)
+        src = torch.cat([y, f_y], 1)
+        k = self.key(src).view(N, H, D)  # K_j; the -W_k^pos x_i part cancels in the softmax
+        v = self.value(src).view(N, H, D)
+        agg = csr_attention(q, k, v, row_ptr, col, scale=self.scale).reshape(M, H * D)
+        # The value's per-query part, -W_v^pos x_i, applies only where the weights sum to 1.
+        has_edges = (row_ptr[1:] > row_ptr[:-1]).to(agg.dtype).unsqueeze(1)
+        agg = agg - has_edges * (x @ self.value.weight[:, :d].t())
+        return self.out(agg)
