@@ -3,8 +3,9 @@
 // passed by value to kernels (dimensions padded to 3 with leading size-1 ones),
 // the per-point kernel evaluation, and the host-side Horner table upload.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "nufft/es_kernel.h"
 #include "nufft/nufft.h"

@@ -136,7 +136,7 @@ void launch_spread(const SpreadArgs& a, const Geo& g, at::Tensor& out) {
                     " need ", smem, " bytes of shared memory per tile, more than 48 KiB");
   TORCH_CHECK_VALUE(a.B <= 65535, "nufft_spread (CUDA): at most 65535 channels per call, got ", a.B);
   const dim3 grid(unsigned(tiles), unsigned(a.B));
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   spread_tiles_kernel<T, D, W><<<grid, cuda::kThreads, smem, stream>>>(
       a.points.const_data_ptr<T>(), reinterpret_cast<const T*>(a.data.const_data_ptr<c10::complex<T>>()),
       a.perm.const_data_ptr<int64_t>(), a.bin_ptr.const_data_ptr<int64_t>(), coeffs.const_data_ptr<T>(), g, a.M,
@@ -188,7 +188,7 @@ std::tuple<at::Tensor, at::Tensor> nufft_sort_cuda(const at::Tensor& points_in, 
   auto keys = at::empty({M}, points.options().dtype(at::kLong));
   if (M > 0) {
     const unsigned blocks = unsigned((M + cuda::kThreads - 1) / cuda::kThreads);
-    auto stream = at::cuda::getCurrentCUDAStream();
+    auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "nufft_sort_cuda", [&] {
       bin_keys_kernel<scalar_t><<<blocks, cuda::kThreads, 0, stream>>>(points.const_data_ptr<scalar_t>(), M, dim, g,
                                                                        keys.data_ptr<int64_t>());

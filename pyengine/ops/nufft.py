@@ -73,17 +73,15 @@ def _kernel_width(eps: float) -> tuple[int, float]:
     return width, beta_per_width * width
 
 
-def _bins(dim: int, width: int, real_dtype: torch.dtype, device_type: str) -> tuple[int, ...]:
+def _bins(dim: int, device_type: str) -> tuple[int, ...]:
+    """Bin sizes (fine-grid nodes per dimension; the last dimension is contiguous).
+
+    On the CPU a bin is the unit of the point sort behind the spreading subproblems;
+    on CUDA it is also the output tile one thread block accumulates in shared
+    memory (2 * prod(bins) reals: 8 KiB for 8^3 complex64), so one choice serves both.
+    """
     if device_type == "cuda":
-        # Tiles of the output-driven CUDA spreader: the padded tile
-        # prod(bins + width) must fit in shared memory (see spread_cuda.cu).
-        item = 16 if real_dtype == torch.float64 else 8
-        candidates = {1: [(1024,), (512,), (256,)], 2: [(32, 32), (16, 32), (16, 16), (8, 16)],
-                      3: [(8, 8, 8), (4, 8, 8), (4, 4, 8), (2, 4, 8), (2, 2, 8)]}[dim]
-        for bins in candidates:
-            if math.prod(b + width for b in bins) * item <= 48 * 1024:
-                return bins
-        return candidates[-1]
+        return {1: (1024,), 2: (32, 32), 3: (8, 8, 8)}[dim]
     return {1: (256,), 2: (8, 32), 3: (4, 4, 16)}[dim]
 
 
@@ -91,7 +89,7 @@ def _bins(dim: int, width: int, real_dtype: torch.dtype, device_type: str) -> tu
 def _geometry(n_modes: tuple[int, ...], eps: float, real_dtype: torch.dtype, device_type: str) -> _Geometry:
     width, beta = _kernel_width(eps)
     grid = tuple(_next_smooth_even(max(2 * n, 2 * width)) for n in n_modes)
-    return _Geometry(n_modes, grid, _bins(len(n_modes), width, real_dtype, device_type), width, beta)
+    return _Geometry(n_modes, grid, _bins(len(n_modes), device_type), width, beta)
 
 
 @functools.lru_cache(maxsize=256)
