@@ -76,9 +76,9 @@ def _kernel_width(eps: float) -> tuple[int, float]:
 def _bins(dim: int, device_type: str) -> tuple[int, ...]:
     """Bin sizes (fine-grid nodes per dimension; the last dimension is contiguous).
 
-    On the CPU a bin is the unit of the point sort behind the spreading subproblems;
-    on CUDA it is also the output tile one thread block accumulates in shared
-    memory (2 * prod(bins) reals: 8 KiB for 8^3 complex64), so one choice serves both.
+    On the CPU a bin is the unit of the point sort the spreading subproblems are cut
+    from; on CUDA a bin is also the output tile one thread block accumulates in
+    shared memory (2 * prod(bins) reals: 8 KiB for 8^3 complex64).
     """
     if device_type == "cuda":
         return {1: (1024,), 2: (32, 32), 3: (8, 8, 8)}[dim]
