@@ -47,3 +47,19 @@ TORCH_LIBRARY_FRAGMENT(pyengine, m) {
   m.def("local_basis_aggregate(Tensor row_ptr, Tensor col, Tensor psi, Tensor f, Tensor? weights) -> Tensor");
   m.def("local_basis_aggregate_backward(Tensor grad_out, Tensor row_ptr, Tensor col, Tensor row_ptr_t, Tensor col_t, Tensor perm, Tensor psi, Tensor f, Tensor? weights, bool need_psi, bool need_f, bool need_weights) -> (Tensor grad_psi, Tensor grad_f, Tensor grad_weights)");
 }
+
+// nufft: non-uniform FFT types 1 and 2 (pyengine/ops/nufft.py). Points (M, d) real,
+// 2*pi-periodic, d in {1, 2, 3}; values / fine grids complex (B, ...), same precision.
+// grid: fine-grid size per dimension; bins: bin size (nodes) per dimension; perm and
+// bin_ptr (int64, (M,) and (prod(ceil(grid / bins)) + 1,)) come from nufft_sort.
+// width, beta: the ES kernel exp(beta * (sqrt(1 - z^2) - 1)) over width nodes.
+TORCH_LIBRARY_FRAGMENT(pyengine, m) {
+  m.def("nufft_sort(Tensor points, int[] grid, int[] bins) -> (Tensor perm, Tensor bin_ptr)");
+  m.def("nufft_spread(Tensor points, Tensor values, Tensor perm, Tensor bin_ptr, int[] grid, int[] bins, int width, float beta) -> Tensor");
+  m.def("nufft_interp(Tensor points, Tensor fine, Tensor perm, Tensor bin_ptr, int[] bins, int width, float beta) -> Tensor");
+  // Kernel Fourier transform at frequencies -n_modes//2 .. (n_modes-1)//2 on a grid of nf nodes (float64, CPU).
+  m.def("nufft_kernel_ft(int n_modes, int nf, int width, float beta) -> Tensor");
+  // The transforms (implemented in Python over the ops above and torch.fft; autograd there too).
+  m.def("nufft1(Tensor points, Tensor values, Tensor perm, Tensor bin_ptr, int[] n_modes, float eps, int isign) -> Tensor");
+  m.def("nufft2(Tensor points, Tensor modes, Tensor perm, Tensor bin_ptr, float eps, int isign) -> Tensor");
+}

@@ -5,9 +5,10 @@ from .fno import FNOBlock, SpectralConvGrid
 from .integral import GNOIntegral
 from .local import LocalBasis, LocalIntegral
 from .message_passing import MessagePassing
+from .spectral import SpectralConvPoints
 from .transformer import ViTProcessor
 
 __all__ = [
     "AttentionAggregation", "FNOBlock", "GNOIntegral", "LocalBasis", "LocalIntegral", "MessagePassing",
-    "SpectralConvGrid", "ViTProcessor",
+    "SpectralConvGrid", "SpectralConvPoints", "ViTProcessor",
 ]

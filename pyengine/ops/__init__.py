@@ -7,16 +7,20 @@ fake (meta) kernels used by ``torch.compile`` and the autograd formulas.
 from ._checks import input_checks, set_input_checks
 from .neighbors import KDTree, knn, radius_search, radius_search_multi
 from .partition import Partition, kd_partition
+from .nufft import NUFFTPlan, nufft1, nufft2
 from .segment import csr_transpose, index_to_row_ptr, sddmm, segment_reduce, segment_softmax, spmm
 
 __all__ = [
     "KDTree",
+    "NUFFTPlan",
     "Partition",
     "csr_transpose",
     "index_to_row_ptr",
     "input_checks",
     "kd_partition",
     "knn",
+    "nufft1",
+    "nufft2",
     "radius_search",
     "radius_search_multi",
     "sddmm",
