@@ -17,7 +17,7 @@ import torch
 
 from .. import __version__
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "rewrite_checkpoint"]
 
 FORMAT = 1
 
@@ -48,6 +48,12 @@ def save_checkpoint(path: str | os.PathLike, model, *, normalizer=None, fields: 
         "train_state": train_state,
         "extra": dict(extra or {}),
     }
+    return rewrite_checkpoint(path, payload)
+
+
+def rewrite_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Atomically (re)write a checkpoint dictionary: temporary file in the same directory, fsync, rename."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

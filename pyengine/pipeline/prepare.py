@@ -1,0 +1,51 @@
+"""Turning raw samples (surface meshes with fields) into model inputs, the same way in training and prediction.
+
+The recipe is stored in the checkpoint, so ``pyengine predict`` rebuilds the
+inputs of a new mesh exactly as training did:
+
+* ``"normals"``: per-vertex unit normals of the surface triangles (3 channels);
+* ``"none"``: no features, coordinates only.
+
+Coordinates go into the unit frame (:mod:`pyengine.pipeline.frame`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import Sample
+from .frame import Frame, to_unit_frame
+
+__all__ = ["FEATURE_RECIPES", "feature_channels", "prepare_sample"]
+
+FEATURE_RECIPES = ("normals", "none")
+
+
+def feature_channels(recipe: str, dim: int = 3) -> int:
+    """How many input channels a recipe gives."""
+    if recipe not in FEATURE_RECIPES:
+        raise ValueError(f"unknown feature recipe {recipe!r}; choose from {FEATURE_RECIPES}")
+    return dim if recipe == "normals" else 0
+
+
+def _normals(sample: Sample) -> torch.Tensor:
+    from ..geometry import Mesh, vertex_normals
+
+    tris = sample.cells.get("triangle")
+    if tris is None or tris.numel() == 0:
+        raise ValueError("the 'normals' feature recipe needs a triangle surface (cells['triangle'])")
+    mesh = Mesh(points=sample.points.double().numpy(), cells={"triangle": tris.numpy()})
+    n = vertex_normals(mesh, dtype=sample.points.dtype)
+    missing = int((n.norm(dim=1) == 0).sum())
+    if missing:
+        raise ValueError(f"{missing} vertices belong to no triangle, so they have no normal; clean the mesh first")
+    return n
+
+
+def prepare_sample(sample: Sample, recipe: str = "normals") -> tuple[Sample, Frame]:
+    """The sample in the unit frame with the recipe's features; returns it and the frame used."""
+    feature_channels(recipe, sample.dim)
+    feats = _normals(sample) if recipe == "normals" else None
+    with_feats = Sample(points=sample.points, features=feats, queries=sample.queries, fields=dict(sample.fields),
+                        cells=dict(sample.cells), metadata=dict(sample.metadata))
+    return to_unit_frame(with_feats)
