@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-__all__ = ["activation", "mlp", "bounding_box", "regular_grid"]
+__all__ = ["activation", "mlp"]
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -29,18 +28,3 @@ def mlp(sizes: Sequence[int], act: str = "gelu", last_activation: bool = False) 
         if i < len(sizes) - 2 or last_activation:
             layers.append(activation(act)())
     return nn.Sequential(*layers)
-
-
-def bounding_box(*clouds: Tensor, padding: float = 0.0) -> tuple[Tensor, Tensor]:
-    """Joint axis-aligned box ``(lo (d,), hi (d,))`` of point clouds, padded by a fraction of its extent."""
-    pts = torch.cat([c.detach() for c in clouds], dim=0)
-    lo, hi = pts.min(dim=0).values, pts.max(dim=0).values
-    ext = (hi - lo).clamp_min(1e-6 * float((hi - lo).abs().max().clamp_min(1.0)))
-    return lo - padding * ext, hi + padding * ext
-
-
-def regular_grid(lo: Tensor, hi: Tensor, shape: Sequence[int]) -> Tensor:
-    """Cell-centred nodes of a regular grid over ``[lo, hi]``: ``(prod(shape), d)``, row-major order."""
-    axes = [lo[i] + (torch.arange(n, dtype=lo.dtype, device=lo.device) + 0.5) * (hi[i] - lo[i]) / n
-            for i, n in enumerate(shape)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(shape))

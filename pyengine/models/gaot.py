@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..geometry import neighborhood_embedding
+from ..geometry import EMBEDDING_NAMES, geometry_embedding, latent_grid
 from ..nn import AttentionAggregation
 from ..nn.transformer import ViTProcessor, sinusoidal_embedding
 from ..ops import knn, radius_search
 from .base import OperatorModel
-from .common import bounding_box, mlp, regular_grid
+from .common import mlp
 from .registry import register
 
 __all__ = ["GAOT", "GAOTConfig"]
@@ -80,7 +80,7 @@ class _Encoder(nn.Module):
         super().__init__()
         self.attn = nn.ModuleList(AttentionAggregation(in_channels, hidden, coord_dim, heads=c.heads)
                                   for _ in c.radii_cells)
-        geo = neighborhood_embedding.num_features(coord_dim) if c.geometry_embedding else 0
+        geo = len(EMBEDDING_NAMES) if c.geometry_embedding else 0
         self.geo = nn.ModuleList(mlp([geo, hidden, hidden]) for _ in c.radii_cells) if geo else None
         self.fuse = mlp([hidden * len(c.radii_cells), hidden, len(c.radii_cells)]) if len(c.radii_cells) > 1 else None
 
@@ -118,14 +118,17 @@ class GAOT(OperatorModel):
         c = self.config
 
         def compute():
-            lo, hi = bounding_box(points, padding=c.padding)
-            tokens = regular_grid(lo, hi, c.grid)
+            grid = latent_grid(points, c.grid, padding=c.padding)
+            tokens, lo, hi = grid.points.to(points), grid.lower.to(points), grid.upper.to(points)
             spacing = float(((hi - lo) / torch.tensor(c.grid, dtype=lo.dtype, device=lo.device)).max())
             radii = [r * spacing for r in c.radii_cells]
             enc = [radius_search(points, tokens, r, max_neighbors=c.max_neighbors) for r in radii]
             emb = []
             if c.geometry_embedding:
-                emb = [neighborhood_embedding(points, tokens, rp, col, r) for (rp, col), r in zip(enc, radii)]
+                for r in radii:
+                    e = geometry_embedding(points, tokens, r, max_neighbors=c.max_neighbors)
+                    # counts grow with the sampling density: log scale keeps them O(1) across resolutions
+                    emb.append(torch.cat([torch.log1p(e[:, :1]), e[:, 1:]], dim=1))
             return tokens, enc, emb, spacing, lo, hi
 
         return self.graphs.get("gaot-tokens", (points,), (c.grid, c.radii_cells, c.max_neighbors, c.padding,

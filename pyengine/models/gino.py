@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..geometry import latent_grid
 from ..nn import GNOIntegral
 from ..nn.fno import FNOBlock
 from ..ops import radius_search
 from .base import OperatorModel
-from .common import bounding_box, mlp, regular_grid
+from .common import mlp
 from .registry import register
 
 __all__ = ["GINO", "GINOConfig"]
@@ -86,18 +87,14 @@ class GINO(OperatorModel):
                                   activation=c.activation)
         self.project = mlp([c.hidden, c.hidden, out_channels], c.activation)
 
-    def _radius(self, lo: Tensor, hi: Tensor) -> float:
-        c = self.config
-        return c.radius_cells * float(((hi - lo) / torch.tensor(c.grid, dtype=lo.dtype, device=lo.device)).max())
-
     def _grid(self, points: Tensor):
         """Grid nodes over the padded box of the points, the encoder graph and the radius (cached)."""
         c = self.config
 
         def compute():
-            lo, hi = bounding_box(points, padding=c.padding)
-            nodes = regular_grid(lo, hi, c.grid)
-            r = self._radius(lo, hi)
+            grid = latent_grid(points, c.grid, padding=c.padding)
+            nodes, lo, hi = grid.points.to(points), grid.lower.to(points), grid.upper.to(points)
+            r = c.radius_cells * float(grid.spacing.max())
             return nodes, radius_search(points, nodes, r, max_neighbors=c.max_neighbors), r, lo, hi
 
         return self.graphs.get("gino-grid", (points,), (c.grid, c.padding, c.radius_cells, c.max_neighbors), compute)
@@ -111,12 +108,12 @@ class GINO(OperatorModel):
         c = self.config
         h = self.lift(torch.cat([features, points], dim=1))
         if c.variant == "points":
-            lo, hi = bounding_box(points, padding=c.padding)
+            _, _, r, lo, hi = self._grid(points)
             # NUFFT coordinates are 2*pi-periodic: the padded box maps into [-pi, pi)
             x = (points - lo) / (hi - lo) * (2 * math.pi) - math.pi
             for spectral, pointwise in zip(self.spectral, self.pointwise):
                 h = self.act(spectral(x, h) + pointwise(h))
-            return points, h, self._radius(lo, hi)
+            return points, h, r
         nodes, (row_ptr, col), r, _, _ = self._grid(points)
         g = self.encode_integral(points, nodes, row_ptr, col, h)  # (G, hidden), row-major grid order
         g = g.T.reshape(1, c.hidden, *c.grid)

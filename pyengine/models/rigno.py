@@ -26,11 +26,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..geometry import regional_mesh
 from ..nn import MessagePassing
 from ..nn.transformer import sinusoidal_embedding
 from ..ops import knn, radius_search
 from .base import OperatorModel
-from .common import bounding_box, mlp
+from .common import mlp
 from .registry import register
 
 __all__ = ["RIGNO", "RIGNOConfig"]
@@ -47,7 +48,7 @@ class RIGNOConfig:
         radius_factor: support radius = radius_factor * local spacing.
         processor_scales: multiples of the support radius for the processor graph.
         processor_steps: message-passing steps on the regional graph.
-        max_neighbors: per-node neighbor cap of every graph (nearest kept).
+        max_neighbors: neighbor cap (nearest kept) of the wider processor scales and the decoder graph.
         seed: seeds the regional subsample (fixed per geometry).
         time_conditioned: add a time/lead-time embedding to the regional nodes.
     """
@@ -111,17 +112,12 @@ class RIGNO(OperatorModel):
         c = self.config
 
         def compute():
-            n = points.shape[0]
-            n_reg = max(min(n, c.density_k + 1), int(round(c.regional_ratio * n)))
-            g = torch.Generator().manual_seed(c.seed)
-            reg_idx = torch.randperm(n, generator=g)[:n_reg].sort().values.to(points.device)
-            regional = points[reg_idx]
-            k = min(c.density_k + 1, n_reg)  # +1: a node is its own nearest neighbor
-            r_reg = c.radius_factor * knn(regional, regional, k)[0][:, -1].clamp_min(1e-12)
-            enc = radius_search(points, regional, r_reg, max_neighbors=c.max_neighbors)
-            graphs = [radius_search(regional, regional, s * r_reg, max_neighbors=c.max_neighbors)
+            mesh = regional_mesh(points, c.regional_ratio, seed=c.seed, k=c.density_k, factor=c.radius_factor)
+            r_reg = mesh.radius
+            graphs = [mesh.edges if s == 1.0 else
+                      radius_search(mesh.nodes, mesh.nodes, s * r_reg, max_neighbors=c.max_neighbors)
                       for s in c.processor_scales]
-            return reg_idx, r_reg, enc, _merge_scales(graphs, n_reg)
+            return mesh.index, r_reg, mesh.encoder, _merge_scales(graphs, mesh.num_nodes)
 
         return self.graphs.get("rigno-regional", (points,), (c.regional_ratio, c.density_k, c.radius_factor,
                                                              c.processor_scales, c.max_neighbors, c.seed), compute)
@@ -138,9 +134,10 @@ class RIGNO(OperatorModel):
                                compute)
 
     def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None):
+        # the unit box of the points: node embeddings see scale-free coordinates
         c = self.config
         reg_idx, r_reg, (e_ptr, e_col), (p_ptr, p_col, p_scale) = self._regional(points)
-        lo, hi = bounding_box(points)
+        lo, hi = points.min(dim=0).values, points.max(dim=0).values
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         regional = points[reg_idx]
         n_reg, n = regional.shape[0], points.shape[0]

@@ -1,0 +1,110 @@
+"""``pyengine train`` and ``pyengine predict``: the YAML-configured run and prediction on mesh files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import load_checkpoint, load_model, rewrite_checkpoint
+from .export import write_prediction_mesh
+from .frame import FrameStats, check_in_distribution
+from .predict import predict_chunked
+from .prepare import feature_channels, prepare_sample
+from .run_config import RunConfig, load_run_config
+from .train import Trainer
+
+__all__ = ["train_from_config", "predict_file", "load_dataset"]
+
+
+def load_dataset(cfg: RunConfig, progress: bool = True):
+    """The raw samples of a run's dataset section and the feature recipe they use."""
+    from ..data.physics import build_darcy_dataset, build_flow_dataset
+
+    d = cfg.dataset
+    n = d.n_train + d.n_test
+    opts = dict(d.options)
+    if d.kind == "bodies":
+        allowed = {"body_kind", "resolution", "velocity", "workers"}
+        _check_options(opts, allowed, "bodies")
+        raw = build_flow_dataset(n, opts.pop("body_kind", "ahmed"), d.seed, progress=progress, **opts)
+        return raw, "normals"
+    _check_options(opts, {"h", "n_holes", "order", "workers"}, "darcy2d")
+    return build_darcy_dataset(n, d.seed, progress=progress, **opts), "none"
+
+
+def _check_options(opts: dict, allowed: set, kind: str) -> None:
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise ValueError(f"dataset.options: unknown key(s) {unknown} for kind {kind!r}; valid: {sorted(allowed)}")
+
+
+def train_from_config(path: str | Path, *, device: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """Build the dataset, train the model and write metrics and the checkpoint, as the YAML file says."""
+    from ..models import build
+
+    cfg = load_run_config(path)
+    device = device or cfg.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("the config asks for device 'cuda' but no CUDA device is available")
+    out = Path(out or cfg.out)
+    raw, recipe = load_dataset(cfg, progress=cfg.train.progress)
+    samples = [prepare_sample(s, recipe)[0] for s in raw]
+    fields = sorted(k for k, v in samples[0].fields.items() if k != "velocity") or sorted(samples[0].fields)
+    widths = sum(1 if samples[0].fields[f].dim() == 1 else samples[0].fields[f].shape[1] for f in fields)
+    n_train = cfg.dataset.n_train
+    torch.manual_seed(cfg.train.seed)
+    model = build(cfg.model.name, feature_channels(recipe, samples[0].dim), widths, samples[0].dim,
+                  **cfg.model.config)
+    trainer = Trainer(model, samples[:n_train], fields=fields, val=samples[n_train:], config=cfg.train,
+                      out_dir=out, device=device)
+    trainer.fit()
+    metrics = trainer.evaluate(samples[n_train:])
+    ckpt = out / "model.pt"
+    payload = load_checkpoint(ckpt)
+    payload["extra"].update({"features": recipe, "frame_stats": asdict(FrameStats.of(raw[:n_train])),
+                             "test_metrics": metrics, "config_file": str(path)})
+    rewrite_checkpoint(ckpt, payload)
+    result = {"test_metrics": metrics, "fields": fields, "finite": all(
+        v == v for m in metrics.values() for v in m.values())}
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    for f, m in metrics.items():
+        print(f"pyengine train: {f}: test rel L2 {m['rel_l2']:.4f}, rel L1 {m['rel_l1']:.4f}, max err {m['max_err']:.4g}")
+    print(f"pyengine train: wrote {ckpt} and {out / 'metrics.json'}")
+    return result
+
+
+def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | Path, *, device: str = "cpu",
+                 chunk_size: int = 200_000) -> Path:
+    """Predict the checkpoint's fields on a mesh file and write them onto its connectivity."""
+    from ..data import Normalizer, Sample
+    from ..geometry import load_mesh
+
+    payload = load_checkpoint(checkpoint)
+    model, _ = load_model(payload, device)
+    normalizer = Normalizer.from_state_dict(payload["normalizer"])
+    mesh = load_mesh(mesh_path)
+    if mesh.points.shape[0] == 0:
+        raise ValueError(f"{mesh_path}: the mesh has no points")
+    recipe = payload["extra"].get("features", "none")
+    cells = {k: torch.as_tensor(v) for k, v in mesh.cells.items()}
+    points = torch.as_tensor(mesh.points, dtype=torch.float32)
+    if model.coord_dim == 2:
+        points = points[:, :2]
+    check_in_distribution(points, payload["extra"].get("frame_stats"), name=str(mesh_path))
+    sample, _ = prepare_sample(Sample(points=points, cells=cells), recipe)
+    feats = None if sample.features is None else normalizer.normalize_features(sample.features)
+    dev = torch.device(device)
+    pred = predict_chunked(model, sample.points.to(dev), None if feats is None else feats.to(dev),
+                           chunk_size=chunk_size).float().cpu()
+    fields, start = {}, 0
+    for name, width in payload["fields"].items():
+        block = pred[:, start:start + width]
+        fields[name] = normalizer.denormalize(name, block[:, 0] if width == 1 else block)
+        start += width
+    path = write_prediction_mesh(out_path, torch.as_tensor(mesh.points), cells, None, fields)
+    print(f"pyengine predict: {len(points)} points, fields {list(fields)} -> {path}")
+    return path
