@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Run the neighbor tests against the CUDA k-d tree algorithm, executed on the host.
+
+The CUDA build and queries (csrc/neighbors/kdtree_gpu.h) are written with Thrust
+algorithms and __host__ __device__ functors. Compiled with Thrust's sequential C++
+backend (headers from the CUDA toolkit, no GPU needed), the same code runs on the CPU.
+This script builds that host version as a small extension and runs the given tests
+(default: the CPU neighbor and partition tests, which compare against scipy) with
+``pyengine.ops``'s k-d tree ops routed to it, so the GPU algorithm is checked on
+machines without a GPU. It does not replace the ``cuda`` tests: device code paths
+(rounding intrinsics, memory, the CUB primitives) only run on a GPU.
+
+Usage: python scripts/emulate_cuda_neighbors.py [pytest args...]
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_TESTS = ["tests/test_neighbors.py", "tests/test_partition.py"]
+
+
+def cccl_include() -> list[str]:
+    nvcc = shutil.which("nvcc")
+    roots = [pathlib.Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))]
+    if nvcc:
+        roots.append(pathlib.Path(nvcc).resolve().parents[1])
+    for root in roots:
+        for inc in (root / "include" / "cccl", root / "include"):
+            if (inc / "thrust" / "sort.h").exists():
+                return [str(inc)]
+    raise SystemExit("emulate_cuda_neighbors: Thrust headers not found (set CUDA_HOME to a CUDA toolkit)")
+
+
+def load_host_kdtree():
+    from torch.utils.cpp_extension import load
+
+    build = ROOT / "build" / "emulate_kdtree_gpu"
+    build.mkdir(parents=True, exist_ok=True)
+    return load(
+        name="pyengine_kdtree_gpu_host",
+        sources=[str(ROOT / "scripts/emulate/kdtree_gpu_host.cpp"), str(ROOT / "csrc/common/checks.cpp"),
+                 str(ROOT / "csrc/neighbors/neighbors_args.cpp")],
+        extra_include_paths=[str(ROOT / "csrc"), *cccl_include()],
+        extra_cflags=["-O2", "-DTHRUST_DEVICE_SYSTEM=THRUST_DEVICE_SYSTEM_CPP", "-DTHRUST_HOST_SYSTEM=THRUST_HOST_SYSTEM_CPP"],
+        build_directory=str(build),
+        verbose=False,
+    )
+
+
+class _Routed:
+    """torch.ops.pyengine with the four k-d tree ops replaced by the host-compiled GPU code."""
+
+    def __init__(self, real, host):
+        self._real, self._host = real, host
+
+    def __getattr__(self, name):
+        if name.startswith("kdtree_"):
+            return getattr(self._host, name)
+        return getattr(self._real, name)
+
+
+class RoutePlugin:
+    def __init__(self, host):
+        self.host = host
+
+    def pytest_configure(self, config):
+        from pyengine.ops import neighbors
+
+        neighbors._ops = _Routed(neighbors._ops, self.host)
+
+
+def main(argv: list[str]) -> int:
+    import pytest
+
+    host = load_host_kdtree()
+    os.chdir(ROOT)
+    args = argv or [*DEFAULT_TESTS, "-q", "-x"]
+    return pytest.main(args, plugins=[RoutePlugin(host)])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
