@@ -39,6 +39,12 @@ def cccl_include() -> list[str]:
 def load_host_kdtree():
     from torch.utils.cpp_extension import load
 
+    import hashlib
+
+    # torch rebuilds when the sources or flags change, not the headers: a digest of the
+    # headers in the flags makes a header edit rebuild too.
+    headers = sorted((ROOT / "csrc").rglob("*.h"))
+    digest = hashlib.sha1(b"".join(h.read_bytes() for h in headers)).hexdigest()[:12]
     build = ROOT / "build" / "emulate_kdtree_gpu"
     build.mkdir(parents=True, exist_ok=True)
     return load(
@@ -46,7 +52,8 @@ def load_host_kdtree():
         sources=[str(ROOT / "scripts/emulate/kdtree_gpu_host.cpp"), str(ROOT / "csrc/common/checks.cpp"),
                  str(ROOT / "csrc/neighbors/neighbors_args.cpp")],
         extra_include_paths=[str(ROOT / "csrc"), *cccl_include()],
-        extra_cflags=["-O2", "-DTHRUST_DEVICE_SYSTEM=THRUST_DEVICE_SYSTEM_CPP", "-DTHRUST_HOST_SYSTEM=THRUST_HOST_SYSTEM_CPP"],
+        extra_cflags=["-O2", "-DTHRUST_DEVICE_SYSTEM=THRUST_DEVICE_SYSTEM_CPP", "-DTHRUST_HOST_SYSTEM=THRUST_HOST_SYSTEM_CPP",
+                      f"-DPYE_HEADERS_DIGEST={digest}"],
         build_directory=str(build),
         verbose=False,
     )

@@ -157,11 +157,15 @@ struct WriteNodes {
   }
 };
 
-// Sort key of a position: its run tag, then (inside a splitting node) the
-// order bits of its coordinate on the node's split side.
+// Sort key of a position: its run tag in the top tag_bits (<= 32) bits, then
+// (inside a splitting node) the order bits of its coordinate on the node's
+// split side: all 32 of a float's, the top 64 - tag_bits of a double's (which
+// side of the median near-equal doubles land on does not matter: the boxes are
+// computed from the points themselves).
 template <class T, int D>
 struct SortKey {
   RunTag tag;
+  int tag_bits;
   const int32_t* lv_dim;
   const int64_t* splits;
   const T* xyz;
@@ -169,9 +173,9 @@ struct SortKey {
   int64_t* idx;
   PYE_HD void operator()(int64_t p) const {
     const int64_t t = tag(p);
-    uint32_t low = 0;
-    if ((t & 1) && splits[t >> 1]) low = ordered_bits32(xyz[p * D + lv_dim[t >> 1]]);
-    keys[p] = (static_cast<uint64_t>(t) << 32) | low;
+    uint64_t low = 0;
+    if ((t & 1) && splits[t >> 1]) low = ordered_bits(xyz[p * D + lv_dim[t >> 1]]) >> tag_bits;
+    keys[p] = (static_cast<uint64_t>(t) << (64 - tag_bits)) | low;
     idx[p] = p;
   }
 };
@@ -265,7 +269,10 @@ void build_levels(Backend& be, const at::Tensor& points, const std::vector<int64
 
     // Lower half of every splitting node first: one sort of all positions.
     auto* k64 = reinterpret_cast<uint64_t*>(keys.data_ptr<int64_t>());
-    for_n(be, N, SortKey<T, D>{tag, lv_dim.data_ptr<int32_t>(), splits.data_ptr<int64_t>(), xyz.data_ptr<T>(), k64,
+    int tag_bits = 1;  // tags are < 2L + 2
+    while ((int64_t(1) << tag_bits) < 2 * L + 2) ++tag_bits;
+    TORCH_INTERNAL_ASSERT(tag_bits <= 32, "kdtree_build (GPU): too many nodes on one level");
+    for_n(be, N, SortKey<T, D>{tag, tag_bits, lv_dim.data_ptr<int32_t>(), splits.data_ptr<int64_t>(), xyz.data_ptr<T>(), k64,
                                idx.data_ptr<int64_t>()});
     thrust::sort_by_key(be.policy(), k64, k64 + N, idx.data_ptr<int64_t>());
     for_n(be, N, GatherPositions<T, D>{idx.data_ptr<int64_t>(), ids.data_ptr<int64_t>(), xyz.data_ptr<T>(),
@@ -475,8 +482,8 @@ inline void check_walk_errors(const at::Tensor& err) {
   const int32_t* f = e.const_data_ptr<int32_t>();
   TORCH_CHECK_VALUE(f[kErrCycle] == 0,
                     "nodes does not describe a tree: a node is reachable twice from a root (corrupt child ids)");
-  TORCH_CHECK_VALUE(f[kErrStack] == 0, "nodes describes a tree deeper than the CUDA walks allow (", kStack,
-                    " levels); k-d trees from kdtree_build are never that deep");
+  TORCH_CHECK_VALUE(f[kErrStack] == 0, "nodes does not describe a tree the CUDA walks can follow: deeper than ",
+                    kStack, " levels or a node reachable twice (corrupt child ids); kdtree_build never makes either");
   TORCH_INTERNAL_ASSERT(f[kErrFill] == 0, "kdtree radius (CUDA): the fill pass disagrees with the count pass");
   TORCH_CHECK_VALUE(f[kErrKnn] == 0, "k is larger than the number of points of a query's batch");
 }

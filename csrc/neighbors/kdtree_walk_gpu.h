@@ -323,28 +323,26 @@ PYE_HD void sort_ids(int64_t* ids, int64_t n) {
   }
 }
 
-// Bits of a float / double as an unsigned integer that sorts like the value.
-PYE_HD uint32_t ordered_bits32(float x) {
+// Bits of a float / double as an unsigned 64-bit integer that sorts like the
+// value (a float's in the top 32 bits, the low 32 zero).
+PYE_HD uint64_t ordered_bits(float x) {
   uint32_t u;
 #ifdef __CUDA_ARCH__
   u = __float_as_uint(x);
 #else
   std::memcpy(&u, &x, sizeof u);
 #endif
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return static_cast<uint64_t>(u) << 32;
 }
-// The top 32 bits of the double's order: enough to split at a median (which
-// side exact ties fall on does not matter, the boxes are computed from the
-// points themselves).
-PYE_HD uint32_t ordered_bits32(double x) {
+PYE_HD uint64_t ordered_bits(double x) {
   uint64_t u;
 #ifdef __CUDA_ARCH__
   u = static_cast<uint64_t>(__double_as_longlong(x));
 #else
   std::memcpy(&u, &x, sizeof u);
 #endif
-  u = (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
-  return static_cast<uint32_t>(u >> 32);
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
 }
 
 }  // namespace pyengine::neighbors::gpu
