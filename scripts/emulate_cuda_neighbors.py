@@ -10,7 +10,12 @@ This script builds that host version as a small extension and runs the given tes
 machines without a GPU. It does not replace the ``cuda`` tests: device code paths
 (rounding intrinsics, memory, the CUB primitives) only run on a GPU.
 
-Usage: python scripts/emulate_cuda_neighbors.py [pytest args...]
+With ``--cuda-tests`` it runs tests/test_neighbors_cuda.py instead, on the CPU: the
+"CUDA" side of its parity helpers (``radius_both``, ``knn_both``) is the host-compiled GPU
+code and the reference side the CPU op; the other calls in that file run the CPU op on both
+sides (which still checks the test code), and the tests about real devices are deselected.
+
+Usage: python scripts/emulate_cuda_neighbors.py [--cuda-tests] [pytest args...]
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import os
 import pathlib
 import shutil
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_TESTS = ["tests/test_neighbors.py", "tests/test_partition.py"]
@@ -81,11 +88,45 @@ class RoutePlugin:
         neighbors._ops = _Routed(neighbors._ops, self.host)
 
 
-def main(argv: list[str]) -> int:
-    import pytest
+class CudaTestsPlugin:
+    """tests/test_neighbors_cuda.py on the CPU, its CUDA side routed to the host-compiled GPU code."""
 
+    def __init__(self, host):
+        self.host = host
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        import torch
+        from pyengine.ops import neighbors
+
+        import test_neighbors_cuda as t
+
+        real, host = neighbors._ops, _Routed(neighbors._ops, self.host)
+
+        def on_host(fn, *args, **kw):
+            neighbors._ops = host
+            try:
+                return fn(*args, **kw)
+            finally:
+                neighbors._ops = real
+
+        t.DEV = torch.device("cpu")
+        t.assert_on_device.__defaults__ = (t.DEV,)
+        t.radius_both = lambda p, q, r, **kw: (t.ops.radius_search(p, q, r, **kw),
+                                               on_host(t.ops.radius_search, p, q, r, **kw))
+        t.knn_both = lambda p, q, k, **kw: (t.ops.knn(p, q, k, **kw), on_host(t.ops.knn, p, q, k, **kw))
+        for item in items:  # conftest skipped them all (no GPU here)
+            item.own_markers = [m for m in item.own_markers if m.name != "skip"]
+
+
+def main(argv: list[str]) -> int:
     host = load_host_kdtree()
     os.chdir(ROOT)
+    if argv[:1] == ["--cuda-tests"]:
+        sys.path.insert(0, str(ROOT / "tests"))
+        args = ["tests/test_neighbors_cuda.py", "-q", "-x", "-k", "not device_mismatch and not partition_cuda",
+                *argv[1:]]
+        return pytest.main(args, plugins=[CudaTestsPlugin(host)])
     args = argv or [*DEFAULT_TESTS, "-q", "-x"]
     return pytest.main(args, plugins=[RoutePlugin(host)])
 
