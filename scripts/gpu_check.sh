@@ -32,4 +32,5 @@ status=0
 "$PY" -m pytest -q tests >"$OUT/pytest_all.log" 2>&1 || true
 tail -5 "$OUT/pytest_all.log"
 "$PY" bench/segment.py --device cuda --markdown 2>&1 | tee "$OUT/bench_segment.md" || true
+"$PY" bench/neighbors.py --device cuda --markdown 2>&1 | tee "$OUT/bench_neighbors.md" || true
 exit "$status"

@@ -47,6 +47,7 @@ void check_max_neighbors(int64_t max_neighbors);
                                                       const at::Tensor& query_ptr, int64_t k);
 
 PYE_NEIGHBORS_DECLARE(cpu)
+PYE_NEIGHBORS_DECLARE(cuda)  // defined only in CUDA builds (kdtree_cuda.cu)
 #undef PYE_NEIGHBORS_DECLARE
 
 }  // namespace pyengine::neighbors

@@ -59,6 +59,9 @@ def _radius_tensor(radius, queries: Tensor) -> Tensor:
             radius = radius.expand(m)
         if radius.shape != (m,):
             raise ValueError(f"radius must be a float or a tensor of shape (M,) = ({m},), got {tuple(radius.shape)}")
+        if radius.device != queries.device:  # no silent copies between devices, as for the other inputs
+            raise ValueError(f"radius is on {radius.device} but queries are on {queries.device}; "
+                             "move both to the same device")
         return radius.to(device=queries.device, dtype=queries.dtype).contiguous()
     radius = float(radius)
     if not radius >= 0.0 or radius == float("inf"):
