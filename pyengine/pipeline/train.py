@@ -84,6 +84,8 @@ class Trainer:
         if not train:
             raise ValueError("no training samples")
         self.fields = list(fields)
+        if not self.fields or len(set(self.fields)) != len(self.fields):
+            raise ValueError(f"fields must be distinct names, got {self.fields}")
         self.widths = self._field_widths(train[0])
         if sum(self.widths.values()) != model.out_channels:
             raise ValueError(f"fields {self.widths} have {sum(self.widths.values())} channels but the model "
