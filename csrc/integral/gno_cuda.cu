@@ -1,8 +1,13 @@
 // Fused GNO kernel integral on CUDA. First version: plain FP32/FP64 FMA (no
-// tensor cores yet), one warp per query row, persistent CTAs.
+// tensor cores yet), one warp per work item, persistent CTAs.
+//
+// Work items are rows, or pieces of at most cuda::kChunk (1024) edges of the
+// longer rows (the shared CSR engine's decomposition, common/csr_engine_cuda),
+// so one huge row is spread over many warps; pieces of a split row add into
+// its output with atomics, whole rows store it directly.
 //
 // Each CTA copies the MLP parameters into shared memory once; its warps then
-// take rows in a grid-stride loop and walk each row's edges 32 at a time, one
+// take items in a grid-stride loop and walk each item's edges 32 at a time, one
 // edge per lane. A lane evaluates its edge's whole MLP in a per-warp shared
 // tile laid out [feature][edge] with a row stride of 33 (so lanes reading one
 // feature of different edges, and lanes reading different features of one
@@ -24,6 +29,7 @@
 
 #include <algorithm>
 
+#include "common/csr_engine_cuda.cuh"
 #include "integral/gno.h"
 
 namespace pyengine::integral {
@@ -37,6 +43,9 @@ template <typename T, typename index_t>
 struct GnoParams {
   const T *x, *y, *f, *w, *prm, *g;
   const int64_t* rp;
+  const int64_t* item_row;    // null when items are rows
+  const int64_t* item_chunk;
+  int64_t num_items;
   const index_t* col;
   T* out;
   T *gy, *gx, *gf, *gw, *gprm;
@@ -131,8 +140,9 @@ __global__ void gno_forward_kernel(GnoParams<T, index_t> a) {
   }
   T* K = (a.L % 2 == 0) ? bufA : bufB;
 
-  for (int64_t row = int64_t(blockIdx.x) * warps + warp; row < a.M; row += int64_t(gridDim.x) * warps) {
-    const int64_t rb = a.rp[row], re = a.rp[row + 1];
+  for (int64_t item = int64_t(blockIdx.x) * warps + warp; item < a.num_items; item += int64_t(gridDim.x) * warps) {
+    const cuda::ItemRange it = cuda::decode_item(a.rp, a.item_row, a.item_chunk, item);
+    const int64_t row = it.row, rb = it.beg, re = it.end;
     T acc[kMaxCh];
 #pragma unroll
     for (int q = 0; q < kMaxCh; ++q) acc[q] = T(0);
@@ -157,11 +167,18 @@ __global__ void gno_forward_kernel(GnoParams<T, index_t> a) {
       }
       __syncwarp();
     }
-    const T scale = (a.mean && re > rb) ? T(1) / T(re - rb) : T(1);
+    const T scale = (a.mean && it.row_len > 0) ? T(1) / T(it.row_len) : T(1);
+    const bool split = it.row_len > cuda::kChunk;
 #pragma unroll
     for (int q = 0; q < kMaxCh; ++q) {
       const int c = q * 32 + lane;
-      if (c < a.C) a.out[row * a.C + c] = acc[q] * scale;
+      if (c < a.C) {
+        if (split) {
+          atomicAdd(&a.out[row * a.C + c], acc[q] * scale);
+        } else {
+          a.out[row * a.C + c] = acc[q] * scale;
+        }
+      }
     }
   }
 }
@@ -202,9 +219,10 @@ __global__ void gno_backward_kernel(GnoParams<T, index_t> a) {
   for (int i = threadIdx.x; i < a.P; i += blockDim.x) sg[i] = T(0);
   __syncthreads();
 
-  for (int64_t row = int64_t(blockIdx.x) * warps + warp; row < a.M; row += int64_t(gridDim.x) * warps) {
-    const int64_t rb = a.rp[row], re = a.rp[row + 1];
-    const T scale = (a.mean && re > rb) ? T(1) / T(re - rb) : T(1);
+  for (int64_t item = int64_t(blockIdx.x) * warps + warp; item < a.num_items; item += int64_t(gridDim.x) * warps) {
+    const cuda::ItemRange it = cuda::decode_item(a.rp, a.item_row, a.item_chunk, item);
+    const int64_t row = it.row, rb = it.beg, re = it.end;
+    const T scale = (a.mean && it.row_len > 0) ? T(1) / T(it.row_len) : T(1);
     const T* gr = a.g + row * a.C;
     for (int64_t eb = rb; eb < re; eb += 32) {
       const int n = re - eb < 32 ? int(re - eb) : 32;
@@ -274,7 +292,7 @@ __global__ void gno_backward_kernel(GnoParams<T, index_t> a) {
           if (a.gx) {
             T v = valid ? dp[k * kLd + lane] : T(0);
             for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-            if (lane == 0) a.gx[row * a.d + k] += v;  // this warp owns the row
+            if (lane == 0) atomicAdd(&a.gx[row * a.d + k], v);  // pieces of a split row share it
           }
           if (a.gy && valid) atomicAdd(&a.gy[j * a.d + k], dp[(a.d + k) * kLd + lane]);
         }
@@ -299,6 +317,9 @@ GnoParams<T, index_t> make_params(const GnoArgs& a) {
   p.prm = a.params.const_data_ptr<T>();
   p.rp = a.row_ptr.const_data_ptr<int64_t>();
   p.col = a.col.const_data_ptr<index_t>();
+  p.item_row = nullptr;
+  p.item_chunk = nullptr;
+  p.num_items = a.num_rows;
   p.M = a.num_rows;
   p.d = int(a.coord_dim);
   p.C = int(a.channels);
@@ -334,6 +355,18 @@ int pick_warps(int64_t fixed_bytes, int64_t per_warp_bytes, const char* what) {
   return warps;
 }
 
+// Rows longer than cuda::kChunk edges become several items (see the top of the file).
+template <typename T, typename index_t>
+cuda::WorkItems attach_items(const GnoArgs& a, GnoParams<T, index_t>& p) {
+  cuda::WorkItems w = cuda::make_work_items(a.row_ptr, a.num_edges);
+  p.num_items = w.num_items;
+  if (w.item_row.defined()) {
+    p.item_row = w.item_row.const_data_ptr<int64_t>();
+    p.item_chunk = w.item_chunk.const_data_ptr<int64_t>();
+  }
+  return w;  // keeps the item tensors alive until the launch is queued
+}
+
 int persistent_grid(int64_t rows, int warps, int64_t smem_bytes) {
   int dev = 0, sms = 0, smem_per_sm = 0;
   C10_CUDA_CHECK(cudaGetDevice(&dev));
@@ -347,6 +380,7 @@ int persistent_grid(int64_t rows, int warps, int64_t smem_bytes) {
 template <typename T, typename index_t>
 void launch_forward(const GnoArgs& a, at::Tensor& out) {
   auto p = make_params<T, index_t>(a);
+  const cuda::WorkItems items = attach_items(a, p);
   p.out = out.data_ptr<T>();
   const int64_t fixed = int64_t(p.P) * sizeof(T);
   const int64_t per_warp = 32 * sizeof(int64_t) + int64_t(2) * p.widest * kLd * sizeof(T);
@@ -354,7 +388,7 @@ void launch_forward(const GnoArgs& a, at::Tensor& out) {
   const int64_t smem = fixed + warps * per_warp;
   auto kernel = gno_forward_kernel<T, index_t>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const int grid = persistent_grid(a.num_rows, warps, smem);
+  const int grid = persistent_grid(p.num_items, warps, smem);
   kernel<<<grid, warps * 32, smem, c10::cuda::getCurrentCUDAStream()>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -363,6 +397,7 @@ template <typename T, typename index_t>
 void launch_backward(const GnoArgs& a, const at::Tensor& g, at::Tensor& gy, at::Tensor& gx, at::Tensor& gf,
                      at::Tensor& gw, at::Tensor& gprm) {
   auto p = make_params<T, index_t>(a);
+  const cuda::WorkItems items = attach_items(a, p);
   p.g = g.const_data_ptr<T>();
   p.gy = gy.numel() ? gy.data_ptr<T>() : nullptr;
   p.gx = gx.numel() ? gx.data_ptr<T>() : nullptr;
@@ -376,7 +411,7 @@ void launch_backward(const GnoArgs& a, const at::Tensor& g, at::Tensor& gy, at::
   const int64_t smem = fixed + warps * per_warp;
   auto kernel = gno_backward_kernel<T, index_t>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const int grid = persistent_grid(a.num_rows, warps, smem);
+  const int grid = persistent_grid(p.num_items, warps, smem);
   kernel<<<grid, warps * 32, smem, c10::cuda::getCurrentCUDAStream()>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
