@@ -342,3 +342,12 @@ def test_thread_count_does_not_change_results():
         compare_all(graph, (6,), "gelu", "nonlinear", "mean")
     finally:
         torch.set_num_threads(before)
+
+
+def test_double_backward_raises_instead_of_silently_wrong():
+    y, x, row_ptr, col, f, w, Ws, bs = _small()
+    f = f.clone().requires_grad_(True)
+    out = ops.gno_integral(y, x, row_ptr, col, f, w, Ws, bs)
+    (g,) = torch.autograd.grad(out.square().sum(), f, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()
