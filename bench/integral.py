@@ -8,7 +8,11 @@ Rows (same inputs, same run):
   forward+backward (gradients for ``f_y``, the quadrature weights and every MLP
   parameter; coordinates as constants, as in training);
 * ``MessagePassing`` (node = edge = hidden = C) vs a plain block that concatenates
-  ``[h_i, h_j, e_ij]`` per edge: forward+backward.
+  ``[h_i, h_j, e_ij]`` per edge: forward+backward (kind ``mp``; not fused: the edge
+  state is an E x C output anyway);
+* node-only ``MessagePassing`` (``edge_dim=0``, node = hidden = C), whose edge MLP and
+  aggregation run fused in the GNO kernel, vs the same block with ``fused=False``:
+  forward+backward (kind ``mp_node``).
 
 Graph: ``M = N = E / degree`` points in the unit cube, exactly ``degree`` random
 neighbors per query (the cost does not depend on which). Time: median of a few calls
@@ -104,7 +108,24 @@ def mp_inputs(E: int, degree: int, C: int, seed: int):
 
 
 def make_call(kind: str, impl: str, passes: str, E: int, degree: int, C: int, seed: int):
-    """A zero-argument callable running one cell, and the function giving its result."""
+    """A zero-argument callable running one cell (returning its main output)."""
+    if kind == "mp_node":
+        g = torch.Generator().manual_seed(seed)
+        M = max(1, E // degree)
+        h = torch.randn(M, C, generator=g).requires_grad_(passes == "fwd+bwd")
+        row_ptr = torch.arange(0, M * degree + 1, degree, dtype=torch.long)
+        col = torch.randint(0, M, (M * degree,), generator=g)
+        torch.manual_seed(seed)
+        block = MessagePassing(C, 0, hidden=C, reduction="mean", fused=impl == "fused")
+
+        def call():
+            with torch.set_grad_enabled(passes == "fwd+bwd"):
+                out, _ = block(h, row_ptr, col)
+                if passes == "fwd+bwd":
+                    out.sum().backward()
+            return out
+
+        return call
     if kind == "mp":
         mp, (h, row_ptr, col, e) = mp_inputs(E, degree, C, seed)
         block = mp if impl == "fused" else PlainMessagePassing(mp)
@@ -183,7 +204,7 @@ def main(argv=None) -> None:
     p.add_argument("--edges", default="1M", help="E, number of edges (default 1M)")
     p.add_argument("--degree", type=int, default=32)
     p.add_argument("--channels", type=int, default=64)
-    p.add_argument("--kinds", default="linear,nonlinear,linear_kernelonly,mp",
+    p.add_argument("--kinds", default="linear,nonlinear,linear_kernelonly,mp,mp_node",
                    help="comma list of GNO transforms and/or 'mp' (message passing)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-memory", action="store_true", help="skip the per-cell memory children")
@@ -207,7 +228,7 @@ def main(argv=None) -> None:
              "plain peak extra MiB (x ExC f32) | max abs diff |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for kind in args.kinds.split(","):
-        for passes in ("fwd", "fwd+bwd") if kind != "mp" else ("fwd+bwd",):
+        for passes in ("fwd", "fwd+bwd") if not kind.startswith("mp") else ("fwd+bwd",):
             fused_call = make_call(kind, "fused", passes, E, degree, C, args.seed)
             t_fused = measure(fused_call, repeat=args.repeat, warmup=1, max_seconds=args.max_seconds)
             t_plain = diff = None
@@ -226,7 +247,9 @@ def main(argv=None) -> None:
             def mem(b):
                 return "" if b is None else f"{b / 2**20:.0f} ({b / unit:.2f})"
 
-            name = "MessagePassing" if kind == "mp" else f"GNOIntegral {kind}"
+            name = {"mp": "MessagePassing (edge feats)", "mp_node": "MessagePassing node-only (fused)"}.get(
+                kind, f"GNOIntegral {kind}"
+            )
             sp = "" if t_plain is None else f"{t_plain / t_fused:.2f}x"
             lines.append(f"| {name} | {passes} | {t_fused * 1e3:.0f} | "
                          f"{'' if t_plain is None else f'{t_plain * 1e3:.0f}'} | {sp} | {mem(mem_f)} | {mem(mem_p)} | "

@@ -331,3 +331,23 @@ def test_layer_errors():
         layer(y, x, row_ptr, col, f, w)
     layer.fused = False
     assert layer(y, x, row_ptr, col, f, w).shape == (3, 3)
+
+
+def test_thread_count_does_not_change_results():
+    """One thread (no shared rows, one gradient buffer) vs the default pool (split rows, per-thread buffers)."""
+    graph = random_graph([0, 2500, 3, 0, 1800, 1], N=60, d=3, C=4, seed=9)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        compare_all(graph, (6,), "gelu", "nonlinear", "mean")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_double_backward_raises_instead_of_silently_wrong():
+    y, x, row_ptr, col, f, w, Ws, bs = _small()
+    f = f.clone().requires_grad_(True)
+    out = ops.gno_integral(y, x, row_ptr, col, f, w, Ws, bs)
+    (g,) = torch.autograd.grad(out.square().sum(), f, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()

@@ -109,3 +109,43 @@ def test_errors():
         layer(h, row_ptr, col.double(), e)
     with pytest.raises(ValueError, match="reduction"):
         MessagePassing(5, 4, reduction="max")
+
+
+def reference_node_only(layer, h, row_ptr, col, act):
+    lens = (row_ptr[1:] - row_ptr[:-1]).tolist()
+    rows = torch.tensor([i for i, n in enumerate(lens) for _ in range(n)], dtype=torch.long)
+    msg = mlp_apply(layer.edge_mlp, torch.cat([h[rows], h[col.long()]], dim=1), act)
+    agg = torch.zeros(h.shape[0], msg.shape[1], dtype=h.dtype).index_add_(0, rows, msg)
+    if layer.reduction == "mean":
+        agg = agg / torch.tensor(lens, dtype=h.dtype).clamp(min=1)[:, None]
+    return h + mlp_apply(layer.node_mlp, torch.cat([h, agg], dim=1), act)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("reduction,act,layers", [("sum", "gelu", 1), ("mean", "silu", 2), ("mean", "relu", 3)])
+@pytest.mark.parametrize("lens", [None, [0, 0, 2500, 0, 3], [0, 0]], ids=["random", "one_huge_row", "zero_edges"])
+def test_node_only_matches_reference(fused, reduction, act, layers, lens):
+    lens = lens_random(37) if lens is None else lens
+    h, row_ptr, col, _ = graph(lens)
+    layer = MessagePassing(5, 0, hidden=7, num_hidden_layers=layers, reduction=reduction, activation=act,
+                           fused=fused).double()  # fmt: skip
+    h1, h2 = h.clone().requires_grad_(True), h.clone().requires_grad_(True)
+    out, e_out = layer(h1, row_ptr, col)
+    assert e_out is None
+    ref = reference_node_only(layer, h2, row_ptr, col, act)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(ref)
+    params = list(layer.parameters())
+    for a, b in zip(torch.autograd.grad(out, [h1, *params], g), torch.autograd.grad(ref, [h2, *params], g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_node_only_gradcheck_and_errors():
+    h, row_ptr, col, e = graph([2, 0, 3, 1], node_dim=3, edge_dim=2)
+    layer = MessagePassing(3, 0, hidden=4).double()
+    assert torch.autograd.gradcheck(lambda hh: layer(hh, row_ptr, col)[0], (h.requires_grad_(True),))
+    with pytest.raises(ValueError, match="pass e=None"):
+        layer(h, row_ptr, col, e)
+    with pytest.raises(ValueError, match="num_hidden_layers <= 3"):
+        MessagePassing(3, 0, num_hidden_layers=4)
+    assert MessagePassing(3, 0, num_hidden_layers=4, fused=False) is not None

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..ops import segment_reduce
+from ..ops import gno_integral, segment_reduce
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -38,11 +38,23 @@ class MessagePassing(nn.Module):
         reduction: ``"sum"`` or ``"mean"`` (empty rows aggregate to 0).
         activation: ``"gelu"``, ``"relu"``, ``"silu"`` or ``"tanh"``.
 
-    Implementation: not fused. The edge state ``e'`` is itself an output of size
-    ``E x edge_dim``, so per-edge tensors exist regardless; what is avoided is the
-    ``E x (2 node_dim + edge_dim)`` concatenation: the first edge Linear is split
-    into its ``h_i``, ``h_j`` and ``e`` blocks, the node blocks are applied once per
-    node and gathered per edge. Aggregation uses :func:`pyengine.ops.segment_reduce`.
+    Without edge features (``edge_dim=0``) the block is node-only: messages
+    ``m_ij = edge_mlp(cat([h_i, h_j]))`` of width ``hidden`` are aggregated and fed to
+    the node MLP, and ``forward`` returns ``(h', None)``.
+
+    Implementation:
+
+    * ``edge_dim=0`` (and ``fused=True``, the default): fused. The edge MLP and the
+      aggregation run in one :func:`pyengine.ops.gno_integral` call (transform
+      ``"linear_kernelonly"`` with the node features as both "coordinates"), so no
+      ``E x hidden`` tensor is ever stored, forward or backward. Needs float32/float64
+      and ``num_hidden_layers <= 3`` (a ``ValueError`` says so otherwise).
+    * ``edge_dim > 0`` or ``fused=False``: not fused. With edge features the edge
+      state ``e'`` is itself an ``E x edge_dim`` output, so per-edge tensors exist
+      regardless; what is avoided is the ``E x (2 node_dim + edge_dim)``
+      concatenation: the first edge Linear is split into its ``h_i``, ``h_j`` and
+      ``e`` blocks, the node blocks are applied once per node and gathered per edge.
+      Aggregation uses :func:`pyengine.ops.segment_reduce`.
 
     Attributes:
         edge_mlp, node_mlp: ``torch.nn.Sequential`` of Linear and activation modules,
@@ -57,29 +69,36 @@ class MessagePassing(nn.Module):
         num_hidden_layers: int = 1,
         reduction: str = "sum",
         activation: str = "gelu",
+        fused: bool = True,
     ):
         super().__init__()
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(_ACTIVATIONS)}, got {activation!r}")
-        if min(node_dim, edge_dim, hidden, num_hidden_layers) < 1:
-            raise ValueError("node_dim, edge_dim, hidden and num_hidden_layers must be >= 1")
+        if min(node_dim, hidden, num_hidden_layers) < 1 or edge_dim < 0:
+            raise ValueError("node_dim, hidden and num_hidden_layers must be >= 1 and edge_dim >= 0")
+        if edge_dim == 0 and fused and num_hidden_layers > 3:
+            raise ValueError("the fused node-only message passing supports num_hidden_layers <= 3; pass fused=False")
         self.node_dim, self.edge_dim, self.reduction = int(node_dim), int(edge_dim), reduction
+        self.activation, self.fused = activation, bool(fused)
         inner = [hidden] * num_hidden_layers
-        self.edge_mlp = _mlp([2 * node_dim + edge_dim, *inner, edge_dim], activation)
-        self.node_mlp = _mlp([node_dim + edge_dim, *inner, node_dim], activation)
+        message_dim = edge_dim if edge_dim > 0 else hidden
+        self.edge_mlp = _mlp([2 * node_dim + edge_dim, *inner, message_dim], activation)
+        self.node_mlp = _mlp([node_dim + message_dim, *inner, node_dim], activation)
 
-    def forward(self, h: Tensor, row_ptr: Tensor, col: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, row_ptr: Tensor, col: Tensor, e: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Args:
             h: ``(M, node_dim)`` node features (rows and columns index the same nodes).
             row_ptr: ``(M + 1,)`` int64 CSR row pointer; col: ``(E,)`` int64/int32 in ``[0, M)``.
-            e: ``(E, edge_dim)`` edge features, in CSR edge order.
+            e: ``(E, edge_dim)`` edge features, in CSR edge order (``None`` when ``edge_dim=0``).
 
         Returns:
-            ``(h', e')`` of shapes ``(M, node_dim)`` and ``(E, edge_dim)``.
+            ``(h', e')`` of shapes ``(M, node_dim)`` and ``(E, edge_dim)`` (``e'`` is None when ``edge_dim=0``).
         """
         self._check(h, row_ptr, col, e)
+        if self.edge_dim == 0:
+            return self._forward_node_only(h, row_ptr, col), None
         M, E = h.shape[0], col.shape[0]
         rows = torch.repeat_interleave(torch.arange(M, device=h.device), row_ptr[1:] - row_ptr[:-1], output_size=E)
         first = self.edge_mlp[0]
@@ -93,7 +112,24 @@ class MessagePassing(nn.Module):
         h_new = h + self.node_mlp(torch.cat([h, agg], dim=1))
         return h_new, e_new
 
+    def _forward_node_only(self, h, row_ptr, col):
+        linears = list(self.edge_mlp)[0::2]
+        if self.fused:
+            agg = gno_integral(h, h, row_ptr, col, None, None, [m.weight for m in linears], [m.bias for m in linears],
+                               self.activation, "linear_kernelonly", self.reduction)  # fmt: skip
+        else:
+            rows = torch.repeat_interleave(
+                torch.arange(h.shape[0], device=h.device), row_ptr[1:] - row_ptr[:-1], output_size=col.shape[0]
+            )
+            msg = self.edge_mlp(torch.cat([h.index_select(0, rows), h.index_select(0, col.long())], dim=1))
+            agg = segment_reduce(msg, row_ptr, self.reduction)
+        return h + self.node_mlp(torch.cat([h, agg], dim=1))
+
     def _check(self, h, row_ptr, col, e):
+        if self.edge_dim == 0:
+            if e is not None:
+                raise ValueError("this block has edge_dim=0 (no edge features); pass e=None")
+            e = h.new_empty((col.shape[0] if isinstance(col, Tensor) and col.dim() == 1 else 0, 0))
         for name, t in (("h", h), ("row_ptr", row_ptr), ("col", col), ("e", e)):
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

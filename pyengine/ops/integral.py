@@ -167,3 +167,16 @@ def _gno_integral_backward_fake(
         maybe(need[3], weights, weights.shape if weights is not None else (0,)),
         params.new_empty(params.shape),
     )
+
+
+# Double backward is not implemented: without this registration torch would only warn
+# and return wrong (missing) second derivatives, so backpropagating through the
+# backward op raises instead.
+def _gno_backward_backward(ctx, *grads):
+    raise RuntimeError(
+        "double backward through pyengine.ops.gno_integral is not supported (the fused kernel has no "
+        "second-derivative kernel); use GNOIntegral(..., fused=False) for higher-order gradients"
+    )
+
+
+torch.library.register_autograd("pyengine::gno_integral_backward", _gno_backward_backward)
