@@ -12,6 +12,8 @@ naming the file and the reason, so a bad upload produces one readable line.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 import warnings
@@ -277,17 +279,21 @@ def _read_trimesh(path: Path, suffix: str) -> Mesh:
 def _read_meshio(path: Path) -> Mesh:
     import meshio
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        m = meshio.read(path)
+    # meshio prints parser errors and then calls sys.exit(1) for some formats: capture
+    # what it prints and turn the exit into an error that carries that text
+    log = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            warnings.simplefilter("ignore")
+            m = meshio.read(path)
+    except SystemExit:
+        reason = " ".join(log.getvalue().split()) or "meshio gave up"
+        raise MeshIOError(f"{path}: could not be read ({reason})") from None
     if len(m.points) == 0:
         raise MeshIOError(f"{path}: contains no points")
     cells = {k: np.asarray(v) for k, v in m.cells_dict.items()}
-    cell_data = {name: {t: np.asarray(v) for t, v in d.items()} for name, d in m.cell_data_dict.items()
-                 if not name.startswith("gmsh:")}
-    # gmsh physical/geometrical tags are kept, under their meshio names
-    cell_data.update({name: {t: np.asarray(v) for t, v in d.items()} for name, d in m.cell_data_dict.items()
-                      if name.startswith("gmsh:")})
+    # gmsh physical/geometrical tags stay, under meshio's "gmsh:..." names
+    cell_data = {name: {t: np.asarray(v) for t, v in d.items()} for name, d in m.cell_data_dict.items()}
     return Mesh(np.asarray(m.points), cells=cells, point_data=dict(m.point_data), cell_data=cell_data,
                 source=str(path))
 
