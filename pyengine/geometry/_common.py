@@ -23,7 +23,7 @@ def as_trimesh(mesh: Any, name: str = "mesh"):
 
 def as_points(x: Any, name: str, dtype: torch.dtype | None = None, dims=(2, 3)) -> torch.Tensor:
     """(N, d) floating tensor from an array-like; checks shape and finiteness."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    t = torch.as_tensor(np.array(x) if not isinstance(x, torch.Tensor) else x)
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
     if dtype is not None:

@@ -43,7 +43,7 @@ def vertex_normals(mesh: Any, dtype: torch.dtype | None = None) -> Tensor:
     get zero vectors.
     """
     tm = as_trimesh(mesh)
-    return torch.as_tensor(np.asarray(tm.vertex_normals), dtype=dtype or torch.get_default_dtype())
+    return torch.tensor(np.array(tm.vertex_normals), dtype=dtype or torch.get_default_dtype())
 
 
 def curvature(mesh: Any, radius: float, points: Any = None, dtype: torch.dtype | None = None

@@ -61,8 +61,8 @@ def sample_surface(mesh: Any, n: int, *, seed: int | None = None, point_data: di
         vals = np.einsum("nc,nc...->n...", bary, v[corners])
         values[name] = torch.as_tensor(vals, dtype=dtype)
     return SurfaceSamples(
-        points=torch.as_tensor(np.asarray(pts), dtype=dtype),
-        normals=torch.as_tensor(np.asarray(tm.face_normals)[face], dtype=dtype),
-        face_index=torch.as_tensor(np.asarray(face), dtype=torch.int64),
+        points=torch.tensor(np.array(pts), dtype=dtype),
+        normals=torch.tensor(np.array(tm.face_normals)[face], dtype=dtype),
+        face_index=torch.tensor(np.array(face), dtype=torch.int64),
         values=values,
     )
