@@ -97,6 +97,15 @@ def test_tetra_boundary_is_the_outward_cube_surface():
     np.testing.assert_allclose(cube.to_trimesh().volume, 1.0)
 
 
+def test_volume_mesh_saved_to_surface_format_writes_its_boundary(tmp_path):
+    cube = _cube_tets()
+    with pytest.warns(UserWarning, match="geometry only"):
+        path = save_mesh(cube, tmp_path / "cube.stl")
+    m = load_mesh(path)
+    assert m.faces.shape == (12, 3) and m.to_trimesh().is_watertight
+    np.testing.assert_allclose(m.to_trimesh().volume, 1.0)
+
+
 def test_ply_point_data_and_point_cloud(tmp_path):
     sphere = _sphere()
     mesh = Mesh.from_trimesh(sphere)

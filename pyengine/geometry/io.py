@@ -34,6 +34,8 @@ _TRIMESH_READ = {".stl", ".obj", ".ply", ".off", ".glb", ".gltf"}
 _TRIMESH_WRITE = {".glb", ".gltf"}
 # Formats that store geometry only; data passed to save_mesh for them is an error.
 _NO_DATA = {".stl", ".obj", ".off", ".glb", ".gltf"}
+# Surface formats: a volume mesh is written as its boundary triangles.
+_SURFACE = {".stl", ".obj", ".ply", ".off", ".glb", ".gltf"}
 # Formats whose writer creates side files (XDMF writes a .h5 next to it): no temp-file rename.
 _SIDE_FILES = {".xdmf", ".xmf"}
 
@@ -383,7 +385,8 @@ def save_mesh(mesh: Any, path: str | os.PathLike, point_data: dict[str, Any] | N
     GLB/GLTF are written with trimesh, everything else with meshio (so PLY keeps scalar
     point data; VTU/VTK/XDMF/MSH keep everything). STL, OBJ, OFF and GLB store geometry
     only: passing data for them raises, and the mesh's own data is dropped with a warning.
-    MSH is gmsh 4.1; XDMF stores its arrays in an HDF5 file next to it. Single-file
+    Surface formats (STL, OBJ, PLY, OFF, GLB) receive :attr:`Mesh.faces` when the mesh has
+    other cells (quads split, a tetrahedral mesh's boundary). MSH is gmsh 4.1; XDMF stores its arrays in an HDF5 file next to it. Single-file
     formats are written to a temporary file and renamed, so a crash never leaves half a file.
 
     Returns the path. Raises :class:`MeshIOError` for unsupported formats or failed writes.
@@ -402,6 +405,11 @@ def save_mesh(mesh: Any, path: str | os.PathLike, point_data: dict[str, Any] | N
     if suffix in _NO_DATA and (pdata or cdata):
         warnings.warn(f"{path}: {suffix} stores geometry only; point/cell data dropped", stacklevel=2)
         pdata, cdata = {}, {}
+    if suffix in _SURFACE and mesh.is_surface and set(mesh.cells) != {"triangle"}:
+        # surface formats get the triangle surface: quads split, a tet mesh's boundary
+        if cdata:
+            warnings.warn(f"{path}: cell data dropped, the cells become surface triangles", stacklevel=2)
+        mesh, cdata = Mesh(mesh.points, {"triangle": mesh.faces}), {}
     if suffix == ".ply" and cdata:
         raise MeshIOError(f"{path}: PLY cannot store cell data; use .vtu, .vtk or .xdmf")
     if suffix == ".ply":
