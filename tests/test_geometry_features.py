@@ -183,3 +183,22 @@ def test_geometry_embedding_normal_of_a_surface_sample():
     normal = emb[:, 10:13]
     radial = tokens / tokens.norm(dim=1, keepdim=True)
     assert (normal * radial).sum(1).abs().min() > 0.98
+
+
+def test_shapenet_car_inside_outside_agrees_with_trimesh_ray_test():
+    from test_geometry_io import CAR_DIR
+
+    from pyengine.geometry import load_mesh
+
+    path = CAR_DIR / "001" / "tri_mesh.ply"
+    if not path.is_file():
+        pytest.skip(f"shared data {path} not present")
+    m = load_mesh(path)
+    lo, hi = m.points.min(0), m.points.max(0)
+    q = lo + np.random.default_rng(0).random((300, 3)) * (hi - lo)
+    sd = signed_distance(m, q, dtype=torch.float64).numpy()
+    inside_ray = m.to_trimesh().contains(q)
+    assert 0.2 < inside_ray.mean() < 0.8  # both classes present
+    np.testing.assert_array_equal(sd < 0, inside_ray)
+    ref = trimesh.proximity.closest_point_naive(m.to_trimesh(), q[:50])[1]
+    np.testing.assert_allclose(np.abs(sd[:50]), ref, atol=1e-9)

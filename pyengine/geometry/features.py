@@ -72,7 +72,7 @@ def curvature(mesh: Any, radius: float, points: Any = None, dtype: torch.dtype |
     return torch.as_tensor(mean, dtype=dtype), torch.as_tensor(gauss, dtype=dtype)
 
 
-def winding_number(mesh: Any, queries: Any, *, chunk: int = 1 << 20) -> Tensor:
+def winding_number(mesh: Any, queries: Any, *, chunk: int = 1 << 18) -> Tensor:
     """(M,) float64 generalized winding number of a triangle surface at each query.
 
     The sum of the signed solid angles of all triangles seen from the query, over 4π
@@ -84,15 +84,29 @@ def winding_number(mesh: Any, queries: Any, *, chunk: int = 1 << 20) -> Tensor:
     tm = as_trimesh(mesh)
     q = as_points(queries, "queries", torch.float64, (3,))
     tri = torch.tensor(np.asarray(tm.triangles), dtype=torch.float64)  # (F, 3, 3)
+    center = tri.reshape(-1, 3).mean(0) if tri.numel() else q.new_zeros(3)
+    A, B, C = (tri[:, i] - center for i in range(3))  # (F, 3) each; centred to limit cancellation
+    q = q - center
+    # With a = A - q etc., every term of the formula is multilinear in q, so per pair it
+    # reduces to per-triangle constants and (M, 3) @ (3, F) products instead of (M, F, 3) temporaries:
+    #   a.(b x c) = A.(B x C) - q.(A x B + B x C + C x A),  a.b = A.B - q.(A + B) + |q|^2
+    det0 = (A * torch.cross(B, C, dim=1)).sum(1)
+    nrm = torch.cross(A, B, dim=1) + torch.cross(B, C, dim=1) + torch.cross(C, A, dim=1)
+    sq = [(X * X).sum(1) for X in (A, B, C)]
+    dots = [(A * B).sum(1), (B * C).sum(1), (C * A).sum(1)]
+    sums_t = torch.cat([A + B, B + C, C + A, A, B, C, nrm], dim=0).t()  # (3, 7F), block-major
+    f = tri.shape[0]
     out = torch.empty(q.shape[0], dtype=torch.float64)
-    step = max(1, chunk // max(1, tri.shape[0]))
+    step = max(1, chunk // max(1, f))
     for s in range(0, q.shape[0], step):
-        rel = tri.unsqueeze(0) - q[s:s + step, None, None, :]  # (m, F, 3 corners, 3)
-        a, b, c = rel.unbind(2)
-        la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
-        det = (a * torch.cross(b, c, dim=-1)).sum(-1)
-        den = la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
-        out[s:s + step] = 2.0 * torch.atan2(det, den).sum(-1) / (4.0 * math.pi)
+        qs = q[s:s + step]
+        q2 = (qs * qs).sum(1, keepdim=True)
+        proj = (qs @ sums_t).reshape(len(qs), 7, f)
+        ab, bc, ca = (dots[i] - proj[:, i] + q2 for i in range(3))
+        la, lb, lc = ((sq[i] - 2 * proj[:, 3 + i] + q2).clamp_min(0).sqrt() for i in range(3))
+        det = det0 - proj[:, 6]
+        den = la * lb * lc + ab * lc + bc * la + ca * lb
+        out[s:s + step] = torch.atan2(det, den).sum(1) / (2.0 * math.pi)
     return out
 
 
