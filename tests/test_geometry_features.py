@@ -9,8 +9,8 @@ import pytest
 import torch
 import trimesh
 
-from pyengine.geometry import (EMBEDDING_NAMES, Mesh, curvature, geometry_embedding, sample_surface,
-                               signed_distance, vertex_normals, winding_number)
+from pyengine.geometry import (EMBEDDING_NAMES, Mesh, curvature, geometry_embedding, normal_variation,
+                               sample_surface, signed_distance, vertex_normals, winding_number)
 
 
 def _two_panels() -> trimesh.Trimesh:
@@ -81,6 +81,22 @@ def test_sphere_curvature():
     assert abs(m_plane.item()) < 1e-6 and abs(g_plane.item()) < 1e-6
     with pytest.raises(ValueError, match="radius"):
         curvature(sphere, radius=0)
+
+
+def test_normal_variation_of_sphere_samples():
+    """Exact normals on a sphere of radius R: 1 - n.n' = d^2 / (2 R^2), and the area within
+    distance d of a point is pi d^2, so the mean over a ball of radius r is r^2 / (4 R^2)."""
+    R, r = 2.0, 0.4
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 3, generator=g, dtype=torch.float64)
+    n = x / x.norm(dim=1, keepdim=True)
+    nv = normal_variation(R * n, n, r)
+    assert abs(nv.mean().item() - r**2 / (4 * R**2)) < 0.03 * r**2 / (4 * R**2)
+    plane = torch.cat([torch.rand(500, 2, generator=g, dtype=torch.float64), torch.zeros(500, 1)], 1)
+    up = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64).expand(500, 3)
+    assert normal_variation(plane, up, 0.1).abs().max() < 1e-12
+    with pytest.raises(ValueError, match="normals"):
+        normal_variation(plane, up[:10], 0.1)
 
 
 @pytest.mark.parametrize("method", ["winding", "ray"])

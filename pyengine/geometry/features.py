@@ -21,6 +21,7 @@ __all__ = [
     "EMBEDDING_NAMES",
     "curvature",
     "geometry_embedding",
+    "normal_variation",
     "signed_distance",
     "vertex_normals",
     "winding_number",
@@ -70,6 +71,25 @@ def curvature(mesh: Any, radius: float, points: Any = None, dtype: torch.dtype |
     gauss = trimesh.curvature.discrete_gaussian_curvature_measure(tm, pts, radius) / area
     dtype = dtype or torch.get_default_dtype()
     return torch.as_tensor(mean, dtype=dtype), torch.as_tensor(gauss, dtype=dtype)
+
+
+def normal_variation(points: Tensor, normals: Tensor, radius: float, *, batch: Tensor | None = None) -> Tensor:
+    """(N,) curvature proxy for point clouds: mean of ``1 - n_i . n_j`` over the neighbors
+    ``j`` within ``radius`` of each point ``i`` (itself included).
+
+    Needs no faces, only per-point unit normals (e.g. from :func:`sample_surface`). On a
+    smooth surface with principal curvature k (a sphere: k = 1/R) it approaches
+    ``k^2 r^2 / 4`` for small r; flat regions give 0, creases and thin features large values.
+    Runs on :func:`pyengine.ops.radius_search` and :func:`pyengine.ops.segment_reduce`.
+    """
+    if not isinstance(points, Tensor) or not isinstance(normals, Tensor):
+        raise TypeError("points and normals must be torch tensors")
+    if normals.shape != points.shape:
+        raise ValueError(f"normals must have the shape of points {tuple(points.shape)}, got {tuple(normals.shape)}")
+    normals = normals.to(points.dtype)
+    row_ptr, col = ops.radius_search(points, points, radius, batch_points=batch, batch_queries=batch)
+    rows = torch.repeat_interleave(torch.arange(points.shape[0], device=points.device), row_ptr[1:] - row_ptr[:-1])
+    return ops.segment_reduce(1.0 - (normals[rows] * normals[col]).sum(1), row_ptr, "mean")
 
 
 def winding_number(mesh: Any, queries: Any, *, chunk: int = 1 << 18) -> Tensor:

@@ -57,7 +57,7 @@ def supported_formats() -> list[str]:
 
 def _suffix(path: Path) -> str:
     name = path.name.lower()
-    for double in (".vtu.gz", ".vol.gz", ".dato.gz", ".post.gz"):
+    for double in (".vol.gz", ".dato.gz", ".post.gz"):
         if name.endswith(double):
             return double
     return path.suffix.lower()
