@@ -85,6 +85,22 @@ def test_volume_round_trip_keeps_data(tmp_path, ext):
         np.testing.assert_array_equal(m.cell_data["gmsh:geometrical"]["tetra"], 0)
 
 
+def test_meshio_blocks_of_one_type_are_concatenated(tmp_path):
+    """A file written by meshio itself, with two triangle blocks, a quad block and 2-D points."""
+    pts = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [2, 0], [2, 1]], dtype=float)
+    cells = [("triangle", [[0, 1, 2]]), ("quad", [[1, 4, 5, 2]]), ("triangle", [[0, 2, 3]])]
+    path = tmp_path / "blocks.vtu"
+    meshio.write(path, meshio.Mesh(pts, cells, cell_data={"c": [[1.0], [2.0], [3.0]]}))
+    m = load_mesh(path)
+    np.testing.assert_allclose(m.points, np.c_[pts, np.zeros(6)])  # 2-D padded with z = 0
+    np.testing.assert_array_equal(m.cells["triangle"], [[0, 1, 2], [0, 2, 3]])
+    np.testing.assert_array_equal(m.cell_data["c"]["triangle"], [1.0, 3.0])
+    np.testing.assert_array_equal(m.cell_data["c"]["quad"], [2.0])
+    assert m.faces.shape == (4, 3)  # 2 triangles + the quad split in two
+    np.testing.assert_allclose(m.to_trimesh().area, 2.0)
+    assert (m.normals[:, 2] > 0.999).all()
+
+
 def test_tetra_boundary_is_the_outward_cube_surface():
     cube = _cube_tets()
     faces = cube.faces

@@ -245,10 +245,12 @@ def _ply_point_data(path: Path, n: int) -> dict[str, np.ndarray]:
     import meshio
 
     try:
-        with warnings.catch_warnings():
+        # meshio may print and sys.exit on PLY dialects it does not know: keep it quiet
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             m = meshio.read(path, file_format="ply")
-    except Exception:  # noqa: BLE001  (trimesh already read the geometry; extra data is optional)
+    except (Exception, SystemExit):  # noqa: BLE001  (trimesh read the geometry; extra data is optional)
         return {}
     if len(m.points) != n:
         return {}
@@ -386,8 +388,8 @@ def save_mesh(mesh: Any, path: str | os.PathLike, point_data: dict[str, Any] | N
     point data; VTU/VTK/XDMF/MSH keep everything). STL, OBJ, OFF and GLB store geometry
     only: passing data for them raises, and the mesh's own data is dropped with a warning.
     Surface formats (STL, OBJ, PLY, OFF, GLB) receive :attr:`Mesh.faces` when the mesh has
-    other cells (quads split, a tetrahedral mesh's boundary). MSH is gmsh 4.1; XDMF stores its arrays in an HDF5 file next to it. Single-file
-    formats are written to a temporary file and renamed, so a crash never leaves half a file.
+    other cells (quads split, a tetrahedral mesh's boundary). MSH is gmsh 4.1; XDMF stores
+    its arrays in an HDF5 file next to it. Single-file formats are written to a temporary file and renamed, so a crash never leaves half a file.
 
     Returns the path. Raises :class:`MeshIOError` for unsupported formats or failed writes.
     """
