@@ -188,6 +188,12 @@ def test_geometry_embedding_batched_equals_per_cloud():
     torch.testing.assert_close(emb, torch.cat([geometry_embedding(pa, ta, 0.3), geometry_embedding(pb, tb, 0.3)]))
     with pytest.raises(TypeError):
         geometry_embedding(pa, ta.float(), 0.3)
+    # a per-token radius tensor: each row equals the scalar-radius run with that token's radius
+    radii = torch.where(torch.arange(20) % 2 == 0, 0.2, 0.35).double()
+    per_token = geometry_embedding(pa, ta, radii)
+    even, odd = geometry_embedding(pa, ta, 0.2), geometry_embedding(pa, ta, 0.35)
+    torch.testing.assert_close(per_token[0::2], even[0::2])
+    torch.testing.assert_close(per_token[1::2], odd[1::2])
 
 
 def test_geometry_embedding_normal_of_a_surface_sample():

@@ -77,6 +77,22 @@ def test_regional_mesh_matches_brute_force():
     assert ((dp[1:] - dp[:-1]) >= 1).all()
 
 
+def test_regional_mesh_disk_cache(tmp_path):
+    from pyengine.data import DiskCache
+
+    pts = _cloud(300)
+    cache = DiskCache(tmp_path)
+    a = regional_mesh(pts, 0.2, seed=3, cache=cache)
+    b = regional_mesh(pts, 0.2, seed=3, cache=cache)
+    assert (cache.misses, cache.hits) == (1, 1)
+    ref = regional_mesh(pts, 0.2, seed=3)
+    for x, y, z in zip((a.index, a.radius, *a.edges, *a.decoder), (b.index, b.radius, *b.edges, *b.decoder),
+                       (ref.index, ref.radius, *ref.edges, *ref.decoder)):
+        assert torch.equal(x, y) and torch.equal(x, z)
+    regional_mesh(pts, 0.2, seed=4, cache=cache)  # another seed is another entry
+    assert (cache.misses, cache.hits) == (2, 1)
+
+
 def test_regional_mesh_errors():
     pts = _cloud(50)
     with pytest.raises(ValueError, match="ratio"):

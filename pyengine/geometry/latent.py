@@ -12,13 +12,16 @@ All neighbor work runs through :mod:`pyengine.ops`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor
 
 from .. import ops
 from ._common import as_points
+
+if TYPE_CHECKING:
+    from ..data.cache import DiskCache
 
 __all__ = ["LatentGrid", "RegionalMesh", "latent_grid", "regional_mesh"]
 
@@ -115,7 +118,7 @@ def _union_csr(a: tuple[Tensor, Tensor], b_row: Tensor, b_col: Tensor, num_rows:
 
 
 def regional_mesh(points: Tensor, ratio: float, *, seed: int, k: int = 6, factor: float = 1.5,
-                  min_nodes: int = 4) -> RegionalMesh:
+                  min_nodes: int = 4, cache: "DiskCache | None" = None) -> RegionalMesh:
     """Subsample ``points`` into regional nodes and connect them with density-scaled radii.
 
     Args:
@@ -126,6 +129,8 @@ def regional_mesh(points: Tensor, ratio: float, *, seed: int, k: int = 6, factor
             regional node, so sparse regions get wide balls and dense ones narrow balls.
         factor: the radius scale; > 1 makes neighboring balls overlap.
         min_nodes: lower bound on the number of regional nodes (at least k + 1 are needed).
+        cache: a :class:`pyengine.data.DiskCache`; the mesh is then stored under a hash of the
+            points and every argument, and reused by later epochs and runs.
     """
     if not isinstance(points, Tensor) or not points.is_floating_point() or points.dim() != 2:
         raise TypeError("points must be a floating (N, d) torch tensor")
@@ -136,6 +141,14 @@ def regional_mesh(points: Tensor, ratio: float, *, seed: int, k: int = 6, factor
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     if not float(factor) > 0:
         raise ValueError(f"factor must be > 0, got {factor}")
+    if cache is not None:
+        from ..data.cache import content_hash
+
+        key = content_hash(points, ratio, int(seed), int(k), float(factor), int(min_nodes))
+        mesh = cache.get_or_compute("regional_mesh", key, lambda: regional_mesh(
+            points.cpu(), ratio, seed=seed, k=k, factor=factor, min_nodes=min_nodes))
+        return RegionalMesh(*(v.to(points.device) if isinstance(v, Tensor) else tuple(t.to(points.device) for t in v)
+                              for v in (mesh.index, mesh.nodes, mesh.radius, mesh.edges, mesh.encoder, mesh.decoder)))
     n = points.shape[0]
     r_count = min(n, max(int(round(ratio * n)), int(min_nodes), k + 1))
     if r_count < k + 1:
