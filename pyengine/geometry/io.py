@@ -76,6 +76,9 @@ class Mesh:
         cell_data: name -> {cell type -> (n_cells,) or (n_cells, k) array}, one entry per
             cell type present (the layout of meshio's ``cell_data_dict``).
         source: the file it was read from, if any.
+
+    ``faces`` and ``normals`` are computed on first use and kept: build a new Mesh rather
+    than editing ``points``/``cells`` in place.
     """
 
     points: np.ndarray
