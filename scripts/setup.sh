@@ -26,5 +26,8 @@ fi
   "pytest>=7" "scipy>=1.10" "torch-geometric>=2.4" "trimesh>=4.0" "meshio>=5.3" "gmsh>=4.11" \
   "scikit-fem>=9.0" "matplotlib>=3.7" "pyyaml>=6.0" "finufft>=2.2"
 
+# geometry: trimesh closest-point/contains need rtree, meshio XDMF (even XML) needs h5py
+"$PY" -m pip install -q "rtree>=1.0" "h5py>=3.8"
+
 echo "setup: building pyengine against torch $("$PY" -c 'import torch; print(torch.__version__)')"
 "$PY" -m pip install -q --no-build-isolation --no-deps -e .

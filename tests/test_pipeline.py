@@ -10,6 +10,7 @@ from pipeline_helpers import field_sample, small_gno
 from pyengine.data import Normalizer
 from pyengine.pipeline import TrainConfig, Trainer, load_checkpoint, load_model, save_checkpoint
 from pyengine.pipeline.run_config import load_run_config
+from pyengine.pipeline.train import normalize_features
 
 
 def _trainer(tmp_path=None, **cfg):
@@ -35,8 +36,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     s = field_sample(7)
     norm = Normalizer.from_state_dict(payload["normalizer"])
     with torch.no_grad():
-        a = t.model.eval()(s.points, t.normalizer.normalize_features(s.features))
-        b = model(s.points, norm.normalize_features(s.features))
+        a = t.model.eval()(s.points, normalize_features(t.normalizer, s.features))
+        b = model(s.points, normalize_features(norm, s.features))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert payload["fields"] == {"u": 1} and payload["family"] == "gno"
 

@@ -1,7 +1,8 @@
 """Samples, batches, normalisation, caching and physics datasets."""
 
+from .batch import Batch
 from .cache import DiskCache, content_hash, default_cache_dir
-from .normalize import FieldStats, Normalizer
+from .normalize import Normalizer
 from .sample import Sample
 
-__all__ = ["DiskCache", "FieldStats", "Normalizer", "Sample", "content_hash", "default_cache_dir"]
+__all__ = ["Batch", "DiskCache", "Normalizer", "Sample", "content_hash", "default_cache_dir"]

@@ -1,116 +1,178 @@
-"""Per-field normalisation statistics: fit on training samples, apply everywhere, store in checkpoints.
+"""Per-field normalisation statistics: fit once over a training set, apply everywhere.
 
-Each field (and the input features) is standardised channel by channel:
-``(x - mean) / std``, with statistics pooled over every point of every
-training sample (so large geometries weigh by their point count, as in the
-loss). Channels that are constant get ``std = 1`` instead of a division by
-zero.
+Each normalised quantity (every target field, and optionally the input features)
+gets a per-channel mean and standard deviation, accumulated in float64 over all
+rows of all samples (so large samples weigh more, as they do in a pointwise loss).
+Values are mapped to ``(v - mean) / std`` and back. The statistics travel with a
+trained model through :meth:`Normalizer.state_dict`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor
 
+from .batch import Batch
 from .sample import Sample
 
-__all__ = ["FieldStats", "Normalizer"]
+__all__ = ["Normalizer"]
 
-FEATURES = "__features__"
+FEATURES = "features"  # key under which the input-feature statistics are stored
 
 
-@dataclass
-class FieldStats:
-    """Channel statistics of one field: ``mean``, ``std`` (k,) float64 (k = 1 for scalar fields)."""
+class _Moments:
+    """Streaming count, mean and sum of squared deviations per channel (Chan et al. merge)."""
 
-    mean: Tensor
-    std: Tensor
+    def __init__(self, channels: int):
+        self.n = 0
+        self.mean = torch.zeros(channels, dtype=torch.float64)
+        self.m2 = torch.zeros(channels, dtype=torch.float64)
 
-    @classmethod
-    def of(cls, values: Sequence[Tensor]) -> "FieldStats":
-        cols = [v.detach().double().reshape(v.shape[0], -1) for v in values]
-        if not cols or sum(c.shape[0] for c in cols) == 0:
-            raise ValueError("cannot fit statistics on zero points")
-        k = cols[0].shape[1]
-        if any(c.shape[1] != k for c in cols):
-            raise ValueError(f"channel counts differ between samples: {sorted({c.shape[1] for c in cols})}")
-        # Welford-free but stable enough in float64: pooled sums over all points
-        n = sum(c.shape[0] for c in cols)
-        mean = sum(c.sum(0) for c in cols) / n
-        var = sum(((c - mean) ** 2).sum(0) for c in cols) / n
-        std = var.sqrt()
-        std = torch.where(std > 1e-12 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
-        return cls(mean, std)
-
-    def apply(self, x: Tensor) -> Tensor:
-        m, s = self.mean.to(x), self.std.to(x)
-        return (x - m.reshape(-1)[0]) / s.reshape(-1)[0] if x.dim() == 1 else (x - m) / s
-
-    def invert(self, x: Tensor) -> Tensor:
-        m, s = self.mean.to(x), self.std.to(x)
-        return x * s.reshape(-1)[0] + m.reshape(-1)[0] if x.dim() == 1 else x * s + m
+    def add(self, x: Tensor) -> None:
+        x = x.detach().to("cpu", torch.float64).reshape(x.shape[0], -1)
+        nb = x.shape[0]
+        if nb == 0:
+            return
+        mb = x.mean(0)
+        m2b = ((x - mb) ** 2).sum(0)
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2b + delta ** 2 * (self.n * nb / n)
+        self.n = n
 
 
 class Normalizer:
-    """Standardisation of named fields and of the input features.
+    """Per-channel mean/std for named fields (and input features).
 
-    Use :meth:`fit` on training samples, :meth:`normalize` / :meth:`denormalize`
-    per field, :meth:`normalize_features` for inputs, and
-    :meth:`state_dict` / :meth:`from_state_dict` to store it with a model.
+    Args:
+        eps: channels whose std is below ``eps`` (constants) get std 1, so they are only
+            shifted; dividing by ~0 would blow them up.
+
+    Usage::
+
+        norm = Normalizer().fit(train_samples)
+        s = norm.normalize(sample)          # fields and features scaled
+        pred = norm.denormalize_field("cp", model_out)
     """
 
-    def __init__(self, stats: dict[str, FieldStats] | None = None) -> None:
-        self.stats = dict(stats or {})
+    def __init__(self, eps: float = 1e-12):
+        self.eps = float(eps)
+        self.mean: dict[str, Tensor] = {}
+        self.std: dict[str, Tensor] = {}
 
-    @classmethod
-    def fit(cls, samples: Sequence[Sample], fields: Sequence[str] | None = None,
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, samples: Iterable[Sample] | Batch, fields: Iterable[str] | None = None,
             features: bool = True) -> "Normalizer":
-        """Statistics of ``fields`` (default: every field of the first sample) and of the features."""
-        if not samples:
-            raise ValueError("Normalizer.fit needs at least one sample")
-        names = list(fields) if fields is not None else sorted(samples[0].fields)
-        stats = {}
-        for name in names:
-            missing = [i for i, s in enumerate(samples) if name not in s.fields]
-            if missing:
-                raise ValueError(f"field {name!r} is missing from sample(s) {missing[:5]}")
-            stats[name] = FieldStats.of([s.fields[name] for s in samples])
-        if features and samples[0].features is not None:
-            if any(s.features is None for s in samples):
-                raise ValueError("some samples have features and others do not")
-            stats[FEATURES] = FieldStats.of([s.features for s in samples])
-        return cls(stats)
+        """Accumulate statistics over ``samples`` (any iterable of Sample, or a Batch).
 
-    def _get(self, name: str) -> FieldStats:
-        if name not in self.stats:
-            known = sorted(k for k in self.stats if k != FEATURES)
-            raise KeyError(f"no statistics for field {name!r}; fitted fields: {known}")
-        return self.stats[name]
+        ``fields``: names to fit (default: every field of the first sample).
+        ``features``: also fit the input features (when the samples have them).
+        Replaces any previous statistics. Raises ValueError on an empty iterable or a missing field.
+        """
+        if isinstance(samples, Batch):
+            samples = samples.to_samples()
+        moments: dict[str, _Moments] = {}
+        names: list[str] | None = None if fields is None else list(fields)
+        seen = 0
+        for s in samples:
+            if not isinstance(s, Sample):
+                raise TypeError(f"fit expects pyengine Samples, got {type(s).__name__}")
+            if names is None:
+                names = list(s.fields)
+            for name in names:
+                if name not in s.fields:
+                    raise ValueError(f"sample {seen} has no field {name!r} (has {sorted(s.fields)})")
+                v = s.fields[name]
+                moments.setdefault(name, _Moments(v[0].numel() if v.dim() > 1 else 1)).add(v)
+            if features and s.features is not None:
+                moments.setdefault(FEATURES, _Moments(s.features.shape[1])).add(s.features)
+            seen += 1
+        if seen == 0:
+            raise ValueError("fit needs at least one sample")
+        self.mean, self.std = {}, {}
+        for name, m in moments.items():
+            if m.n == 0:
+                raise ValueError(f"{name!r} has no rows in any sample; cannot fit its statistics")
+            std = (m.m2 / m.n).sqrt()
+            self.mean[name] = m.mean
+            self.std[name] = torch.where(std < self.eps, torch.ones_like(std), std)
+        return self
 
-    def normalize(self, name: str, values: Tensor) -> Tensor:
-        """``(values - mean) / std`` for field ``name``; (M,) or (M, k)."""
-        return self._get(name).apply(values)
+    # ------------------------------------------------------------------ applying
 
-    def denormalize(self, name: str, values: Tensor) -> Tensor:
-        """Inverse of :meth:`normalize`."""
-        return self._get(name).invert(values)
+    def _stats(self, name: str, like: Tensor) -> tuple[Tensor, Tensor]:
+        if name not in self.mean:
+            raise KeyError(f"no normalisation statistics for {name!r} (have {sorted(self.mean)})")
+        mean, std = self.mean[name], self.std[name]
+        if like.dim() == 1:
+            if mean.numel() != 1:
+                raise ValueError(f"{name!r} was fitted with {mean.numel()} channels, got a 1-D tensor")
+            return mean[0].to(like), std[0].to(like)
+        if like.shape[-1] != mean.numel():
+            raise ValueError(f"{name!r} was fitted with {mean.numel()} channels, got {like.shape[-1]}")
+        return mean.to(like), std.to(like)
 
-    def normalize_features(self, features: Tensor) -> Tensor:
-        """Standardised input features (unchanged when none were fitted)."""
-        return self.stats[FEATURES].apply(features) if FEATURES in self.stats else features
+    def normalize_field(self, name: str, value: Tensor) -> Tensor:
+        """``(value - mean) / std`` for field ``name`` (or ``"features"``); (M,) or (M, k)."""
+        mean, std = self._stats(name, value)
+        return (value - mean) / std
 
-    def state_dict(self) -> dict[str, dict[str, list[float]]]:
-        return {k: {"mean": v.mean.tolist(), "std": v.std.tolist()} for k, v in self.stats.items()}
+    def denormalize_field(self, name: str, value: Tensor) -> Tensor:
+        """The inverse of :meth:`normalize_field`: ``value * std + mean``."""
+        mean, std = self._stats(name, value)
+        return value * std + mean
+
+    def _map(self, x: Sample | Batch, fn) -> Sample | Batch:
+        fields = {k: (fn(k, v) if k in self.mean else v) for k, v in x.fields.items()}
+        feats = x.features
+        if feats is not None and FEATURES in self.mean:
+            feats = fn(FEATURES, feats)
+        if isinstance(x, Sample):
+            return Sample(points=x.points, features=feats, queries=x.queries, fields=fields, cells=x.cells,
+                          metadata=dict(x.metadata))
+        if isinstance(x, Batch):
+            out = x.to(x.points.device)  # shallow structural copy
+            out.fields, out.features = fields, feats
+            return out
+        raise TypeError(f"expected a Sample or Batch, got {type(x).__name__}")
+
+    def normalize(self, x: Sample | Batch) -> Sample | Batch:
+        """A copy of a Sample or Batch with its fitted fields and features normalised."""
+        return self._map(x, self.normalize_field)
+
+    def denormalize(self, x: Sample | Batch) -> Sample | Batch:
+        """The inverse of :meth:`normalize`."""
+        return self._map(x, self.denormalize_field)
+
+    # ------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and floats, for ``torch.save`` next to a model's weights."""
+        return {"eps": self.eps, "mean": {k: v.clone() for k, v in self.mean.items()},
+                "std": {k: v.clone() for k, v in self.std.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> "Normalizer":
+        try:
+            mean, std = dict(state["mean"]), dict(state["std"])
+        except (KeyError, TypeError):
+            raise ValueError("normaliser state must be a dict with 'mean' and 'std' entries") from None
+        if set(mean) != set(std):
+            raise ValueError("normaliser state has mean and std for different names")
+        for k in mean:
+            if torch.as_tensor(mean[k]).shape != torch.as_tensor(std[k]).shape:
+                raise ValueError(f"normaliser state for {k!r}: mean and std shapes differ")
+        self.eps = float(state.get("eps", self.eps))
+        self.mean = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in mean.items()}
+        self.std = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in std.items()}
+        return self
 
     @classmethod
-    def from_state_dict(cls, state: dict | None) -> "Normalizer":
-        if state is None:
-            return cls()
-        try:
-            return cls({k: FieldStats(torch.tensor(v["mean"], dtype=torch.float64),
-                                      torch.tensor(v["std"], dtype=torch.float64)) for k, v in state.items()})
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"not a Normalizer state: {e}") from None
+    def from_state_dict(cls, state: dict[str, Any]) -> "Normalizer":
+        return cls().load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return f"Normalizer({', '.join(f'{k}[{v.numel()}]' for k, v in self.mean.items())})"

@@ -15,7 +15,7 @@ from .frame import FrameStats, check_in_distribution
 from .predict import predict_chunked
 from .prepare import feature_channels, prepare_sample
 from .run_config import RunConfig, load_run_config
-from .train import Trainer
+from .train import Trainer, normalize_features
 
 __all__ = ["train_from_config", "predict_file", "load_dataset"]
 
@@ -96,14 +96,14 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
         points = points[:, :2]
     check_in_distribution(points, payload["extra"].get("frame_stats"), name=str(mesh_path))
     sample, _ = prepare_sample(Sample(points=points, cells=cells), recipe)
-    feats = None if sample.features is None else normalizer.normalize_features(sample.features)
+    feats = None if sample.features is None else normalize_features(normalizer, sample.features)
     dev = torch.device(device)
     pred = predict_chunked(model, sample.points.to(dev), None if feats is None else feats.to(dev),
                            chunk_size=chunk_size).float().cpu()
     fields, start = {}, 0
     for name, width in payload["fields"].items():
         block = pred[:, start:start + width]
-        fields[name] = normalizer.denormalize(name, block[:, 0] if width == 1 else block)
+        fields[name] = normalizer.denormalize_field(name, block[:, 0] if width == 1 else block)
         start += width
     path = write_prediction_mesh(out_path, torch.as_tensor(mesh.points), cells, None, fields)
     print(f"pyengine predict: {len(points)} points, fields {list(fields)} -> {path}")

@@ -53,6 +53,13 @@ class _SampleForward(nn.Module):
         return [self.model(s.points, s.features, s.queries) for s in samples]
 
 
+def normalize_features(normalizer, features: Tensor) -> Tensor:
+    """Input features standardised with the normaliser's statistics (unchanged if it has none)."""
+    from ..data.normalize import FEATURES
+
+    return normalizer.normalize_field(FEATURES, features) if FEATURES in normalizer.mean else features
+
+
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -68,7 +75,7 @@ class Trainer:
         fields: predicted field names in output-channel order; each is (M,) or (M, k) in the samples.
         val: validation samples evaluated during and after training, or None.
         config: :class:`TrainConfig`.
-        normalizer: a fitted :class:`~pyengine.data.Normalizer` (fitted on ``train`` when None).
+        normalizer: a fitted :class:`~pyengine.data.Normalizer` (fitted on ``train``'s fields and features when None).
         out_dir: where ``log.csv``, ``history.json`` and ``model.pt`` go (nothing written when None).
         device: training device.
     """
@@ -90,7 +97,7 @@ class Trainer:
         if sum(self.widths.values()) != model.out_channels:
             raise ValueError(f"fields {self.widths} have {sum(self.widths.values())} channels but the model "
                              f"predicts {model.out_channels}")
-        self.normalizer = normalizer if normalizer is not None else Normalizer.fit(train, fields=self.fields)
+        self.normalizer = normalizer if normalizer is not None else Normalizer().fit(train, fields=self.fields)
         self.train_samples, self.val_samples = list(train), list(val or [])
         self._train = [self._prepare(s) for s in self.train_samples]
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -120,10 +127,10 @@ class Trainer:
         return widths
 
     def _prepare(self, s: Sample) -> _Prepared:
-        feats = None if s.features is None else self.normalizer.normalize_features(s.features)
+        feats = None if s.features is None else normalize_features(self.normalizer, s.features)
         target = None
         if all(f in s.fields for f in self.fields):
-            cols = [self.normalizer.normalize(f, s.fields[f]) for f in self.fields]
+            cols = [self.normalizer.normalize_field(f, s.fields[f]) for f in self.fields]
             target = torch.cat([c[:, None] if c.dim() == 1 else c for c in cols], dim=1)
         dev = self.device
         return _Prepared(s.points.to(dev), None if feats is None else feats.to(dev), s.query_points.to(dev),
@@ -133,7 +140,7 @@ class Trainer:
         out, start = {}, 0
         for name, w in self.widths.items():
             block = pred[:, start:start + w]
-            out[name] = self.normalizer.denormalize(name, block[:, 0] if w == 1 else block)
+            out[name] = self.normalizer.denormalize_field(name, block[:, 0] if w == 1 else block)
             start += w
         return out
 
