@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pyengine.data import Sample
+from pyengine.data import Batch, Sample
 from pyengine.models import available, build
 from pyengine.pipeline.predict import predict_chunked
 
@@ -81,12 +81,16 @@ def test_chunked_prediction_equals_one_pass(name):
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
 
 
-def test_forward_samples_matches_per_geometry():
-    model = build("gaot", 2, 1, 3, **_small("gaot", 3))
-    samples = [Sample(*_cloud(n, 3, n)) for n in (90, 130)]
-    outs = model.forward_samples(samples)
-    for s, o in zip(samples, outs):
-        torch.testing.assert_close(o, model(s.points, s.features))
+@pytest.mark.parametrize("name", ["gaot", "gno"])
+def test_batched_forward_matches_per_geometry(name):
+    model = build(name, 2, 1, 3, **_small(name, 3))
+    samples = [Sample(*_cloud(n, 3, n), queries=torch.rand(n // 3, 3)) for n in (90, 130, 71)]
+    batch = Batch.from_samples(samples)
+    out = model.forward_batch(batch)
+    assert out.shape == (sum(s.num_queries for s in samples), 1)
+    for i, s in enumerate(samples):
+        rows = out[batch.query_ptr[i]:batch.query_ptr[i + 1]]
+        torch.testing.assert_close(rows, model(s.points, s.features, s.queries), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", ["gaot", "rigno"])

@@ -124,3 +124,13 @@ class OperatorModel(nn.Module):
     def forward_samples(self, samples, **kwargs) -> list[Tensor]:
         """Predictions for a sequence of :class:`~pyengine.data.Sample` (one per geometry)."""
         return [self(s.points, s.features, s.query_points, **kwargs) for s in samples]
+
+    def forward_batch(self, batch, **kwargs) -> Tensor:
+        """Predictions for a :class:`~pyengine.data.Batch`: ``(sum of M_i, C_out)``, rows in the
+        batch's query order (``batch.query_ptr`` splits them per geometry).
+
+        Each geometry keeps its own latent structure (token grid, regional nodes), so the
+        geometries run one after another through :meth:`forward`; the result equals the
+        per-geometry forward exactly.
+        """
+        return torch.cat(self.forward_samples(batch.to_samples(), **kwargs), dim=0)
