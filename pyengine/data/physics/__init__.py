@@ -7,7 +7,10 @@
 """
 
 from .bodies import BODY_KINDS, AhmedBody, Body, CarBody, Ellipsoid, random_body, sphere
+from .darcy2d import darcy2d, mesh_domain, random_holes, solve_darcy
+from .datasets import QUICK_FLOW, build_darcy_dataset, build_flow_dataset, flow_bodies
 from .potential_flow import DEFAULT_RESOLUTION, potential_flow
 
-__all__ = ["AhmedBody", "BODY_KINDS", "Body", "CarBody", "DEFAULT_RESOLUTION", "Ellipsoid", "potential_flow",
-           "random_body", "sphere"]
+__all__ = ["AhmedBody", "BODY_KINDS", "Body", "CarBody", "DEFAULT_RESOLUTION", "Ellipsoid", "QUICK_FLOW",
+           "build_darcy_dataset", "build_flow_dataset", "darcy2d", "flow_bodies", "mesh_domain", "potential_flow",
+           "random_body", "random_holes", "solve_darcy", "sphere"]

@@ -169,8 +169,12 @@ class AhmedBody(Body):
         if self.fillet_radius > 0:
             occ.synchronize()
             # The four edges of the front face (x = 0) are rounded.
-            eps = 1e-6 * L
-            edges = [t for _, t in occ.getEntitiesInBoundingBox(-eps, -W, -eps, eps, W, H + eps, 1)]
+            import gmsh
+
+            faces = gmsh.model.getBoundary([(3, box)], oriented=False)
+            all_edges = {abs(e[1]) for f in faces for e in gmsh.model.getBoundary([f], oriented=False)}
+            # The front edges are the ones whose midpoint lies on the front face x = 0.
+            edges = sorted(e for e in all_edges if abs(occ.getCenterOfMass(1, e)[0]) < 1e-6 * L)
             out = occ.fillet([box], edges, [self.fillet_radius], removeVolume=True)
             box = out[0][1]
         if self.slant_angle > 0:
