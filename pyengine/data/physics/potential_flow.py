@@ -13,13 +13,19 @@ at each body-surface node is the average of the P2 gradients of the tetrahedra t
 share that node, and the pressure coefficient is ``Cp = 1 - |u|^2 / |U_inf|^2``.
 
 Error budget (measured on a unit sphere, see ``tests/test_physics_flow.py``):
-the analytic Cp = 1 - 9/4 sin^2(theta) is for unbounded flow; a Neumann box
-makes the flow around the body slightly faster (blockage). With a box of
-half-size 5 body radii that bias is about 1.5% relative L2 in Cp (3 radii: ~7%;
-it falls like the cube of the box size); the discretisation error at the default
-body mesh size of 0.1 radii is about 1.5%, of the opposite sign, so the default
-total is ~1.5%, within the 3% target. Sizes are given in body radii ``R`` (half the
-largest bounding-box extent of the body) so accuracy does not depend on units.
+the analytic Cp = 1 - 9/4 sin^2(theta) is for unbounded flow, while a Neumann box
+confines the flow and speeds it up around the body (blockage). That bias falls like
+the cube of the box size: about 7% relative L2 in Cp at a box half-size of 3 radii,
+about 1.5% at 5 radii (the default). The discretisation error at the default body mesh
+size of 0.1 radii is 1.5-2.5% and of the opposite sign (P2 gradients recovered at the
+vertices slightly underestimate the speed), so the default total is about 1.9%, within
+the 3% target, and solves in a few seconds. A finer body mesh alone removes the
+discretisation part and leaves the blockage bias, so refine ``box`` with it. Sizes are in body radii ``R`` (half the largest
+bounding-box extent of the body) so accuracy does not depend on units.
+
+Sharp convex edges (the rear edges of an Ahmed body, wheel rims) are singular points of
+potential flow: the speed there grows as the mesh is refined, so Cp minima on such bodies
+are mesh-dependent by nature, not a solver defect.
 """
 
 from __future__ import annotations
