@@ -1,4 +1,4 @@
-"""A safe way to use gmsh, whose Python API is one global, process-wide session.
+"""A safe way to use gmsh (one global, process-wide session), and single-threaded BLAS for the solvers.
 
 gmsh keeps a single model store per process, so two overlapping sessions would
 silently share (and corrupt) each other's geometry. :func:`gmsh_session`
@@ -69,3 +69,17 @@ def mesh_arrays(gmsh, dim: int, tag: int = -1) -> tuple[np.ndarray, np.ndarray]:
     _, enodes = gmsh.model.mesh.getElementsByType(etype, tag)
     simplices = index[enodes.astype(np.int64)].reshape(-1, dim + 1)
     return nodes, simplices
+
+
+def single_threaded_blas():
+    """Context limiting BLAS to one thread (threadpoolctl), or a no-op if it is not installed.
+
+    scipy's CG calls BLAS dot products on vectors of ~10^4-10^5 entries: threading them
+    gains nothing, costs 10x when the cores are shared, and changes the summation order
+    (so results would differ in the last bits between serial and parallel builds).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is installed by scripts/setup.sh
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..sample import Sample
-from ._gmsh import gmsh_session, mesh_arrays
+from ._gmsh import gmsh_session, mesh_arrays, single_threaded_blas
 
 __all__ = ["darcy2d", "mesh_domain", "random_holes", "solve_darcy"]
 
@@ -131,7 +131,8 @@ def solve_darcy(
         x[D] = g(basis.doflocs[:, D])
     Ac, bc, _, interior = condense(A, b, x=x, D=D)
     # Sparse LU: 2D problems of this size factor in milliseconds.
-    x[interior] = spla.spsolve(Ac.tocsc(), bc)
+    with single_threaded_blas():
+        x[interior] = spla.spsolve(Ac.tocsc(), bc)
     return x[: m.p.shape[1]]  # vertex dofs come first in scikit-fem's numbering
 
 

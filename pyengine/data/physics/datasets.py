@@ -16,6 +16,7 @@ not forked: a fork would inherit the parent's torch/OpenMP thread state).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -64,6 +65,26 @@ def _as_cache(cache: Any) -> DiskCache | None:
     return DiskCache(cache)
 
 
+# Worker processes run single-threaded BLAS/OpenMP: two processes with two BLAS threads
+# each on two cores made scipy's CG spend most of its time waiting in threaded dot products.
+_SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    """Set environment variables (inherited by spawned workers), restoring them afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _worker_init() -> None:
     # Each worker is one single-threaded solver; the pool provides the parallelism.
     import torch
@@ -89,7 +110,9 @@ def _run_jobs(fn: Callable, jobs: Sequence[tuple], keys: Sequence[str], namespac
                 computed[i] = fn(*jobs[i])
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+            with _environment(_SINGLE_THREAD_ENV), ProcessPoolExecutor(
+                workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
+            ) as pool:
                 futures = {pool.submit(fn, *jobs[i]): i for i in todo}
                 for fut in as_completed(futures):
                     computed[futures[fut]] = fut.result()

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..sample import Sample
-from ._gmsh import gmsh_session, mesh_arrays
+from ._gmsh import gmsh_session, mesh_arrays, single_threaded_blas
 from .bodies import Body
 
 __all__ = ["potential_flow", "DEFAULT_RESOLUTION"]
@@ -217,8 +217,9 @@ def _solve(mesh: dict, U: np.ndarray, rtol: float):
         iters[0] += 1
 
     # Jacobi-preconditioned CG: the matrix is SPD once one value is pinned.
-    sol, info = spla.cg(Ac, bc, rtol=rtol, maxiter=20 * int(math.sqrt(len(bc))) + 1000,
-                        M=sp.diags(1.0 / Ac.diagonal()), callback=count)
+    with single_threaded_blas():
+        sol, info = spla.cg(Ac, bc, rtol=rtol, maxiter=20 * int(math.sqrt(len(bc))) + 1000,
+                            M=sp.diags(1.0 / Ac.diagonal()), callback=count)
     if info != 0:
         raise RuntimeError(f"potential_flow: conjugate gradients did not converge ({iters[0]} iterations, info={info})")
     x[I] = sol
@@ -272,7 +273,7 @@ def potential_flow(
     box: float = DEFAULT_RESOLUTION["box"],
     grading: float = DEFAULT_RESOLUTION["grading"],
     volume: bool = False,
-    rtol: float = 1e-10,
+    rtol: float = 1e-8,
     seed: int = 0,
     dtype=None,
 ):
