@@ -164,13 +164,13 @@ class AhmedBody(Body):
             )
 
     def _build(self, occ):
+        import gmsh
+
         L, H, W = self.length, self.height, self.width
         box = occ.addBox(0, -W / 2, 0, L, W, H)  # built in [0, L] x [-W/2, W/2] x [0, H], centred below
         if self.fillet_radius > 0:
             occ.synchronize()
             # The four edges of the front face (x = 0) are rounded.
-            import gmsh
-
             faces = gmsh.model.getBoundary([(3, box)], oriented=False)
             all_edges = {abs(e[1]) for f in faces for e in gmsh.model.getBoundary([f], oriented=False)}
             # The front edges are the ones whose midpoint lies on the front face x = 0.
@@ -178,8 +178,8 @@ class AhmedBody(Body):
             out = occ.fillet([box], edges, [self.fillet_radius], removeVolume=True)
             box = out[0][1]
         if self.slant_angle > 0:
-            # A triangular prism across the full width removes the rear top corner.
-            # The quad's lower edge is the slant plane; it overshoots the roof and the rear
+            # A prism across the full width removes the rear top corner. Its cross-section's
+            # lower edge is the slant plane; it overshoots the roof and the rear
             # face by 10% so the cut leaves no sliver faces behind.
             t = math.tan(math.radians(self.slant_angle))
             x0, x1, top = L - self.slant_length, 1.1 * L, 1.1 * H

@@ -115,7 +115,11 @@ def _run_jobs(fn: Callable, jobs: Sequence[tuple], keys: Sequence[str], namespac
             ) as pool:
                 futures = {pool.submit(fn, *jobs[i]): i for i in todo}
                 for fut in as_completed(futures):
-                    computed[futures[fut]] = fut.result()
+                    i = futures[fut]
+                    try:
+                        computed[i] = fut.result()
+                    except Exception as e:  # name the failing sample; the worker's traceback is lost
+                        raise RuntimeError(f"{desc}: sample {i} {jobs[i][0]!r} failed: {e}") from e
                     bar.update(1)
     out = []
     for i in range(n):
