@@ -31,3 +31,7 @@ fi
 
 echo "setup: building pyengine against torch $("$PY" -c 'import torch; print(torch.__version__)')"
 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
+
+# Physics datasets: threadpoolctl keeps scipy's BLAS single-threaded inside the solvers
+# (threaded dot products in CG are 10x slower on a busy 2-core machine, and not bit-reproducible).
+"$PY" -m pip install -q "threadpoolctl>=3.1"

@@ -1,8 +1,23 @@
-"""Samples, batches, normalisation, caching and physics datasets."""
+"""Samples, batches, normalisation, caching and physics datasets.
+
+The physics datasets (gmsh + scikit-fem, :mod:`pyengine.data.physics`) load on
+first use, so importing :mod:`pyengine.data` does not pull in the solvers.
+"""
 
 from .batch import Batch
 from .cache import DiskCache, content_hash, default_cache_dir
 from .normalize import Normalizer
 from .sample import Sample
 
-__all__ = ["Batch", "DiskCache", "Normalizer", "Sample", "content_hash", "default_cache_dir"]
+_PHYSICS = ("AhmedBody", "CarBody", "Ellipsoid", "build_darcy_dataset", "build_flow_dataset", "darcy2d",
+            "potential_flow", "random_body", "sphere")
+
+__all__ = ["Batch", "DiskCache", "Normalizer", "Sample", "content_hash", "default_cache_dir", *_PHYSICS]
+
+
+def __getattr__(name: str):
+    if name in _PHYSICS:
+        from . import physics
+
+        return getattr(physics, name)
+    raise AttributeError(f"module 'pyengine.data' has no attribute {name!r}")
