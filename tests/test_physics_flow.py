@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from pyengine.data import Sample
-from pyengine.data.physics import AhmedBody, Ellipsoid, potential_flow, sphere
+from pyengine.data.physics import AhmedBody, CarBody, Ellipsoid, potential_flow, sphere
 
 
 def _rel_l2(a, b):
@@ -121,6 +121,14 @@ def test_ahmed_body_runs_and_is_physical():
     assert cp[i] > 0.9
     assert s.metadata["body"]["kind"] == "ahmed"
     assert s.fields["velocity"].shape == (s.num_points, 3)
+
+
+def test_car_body_surface_is_closed_and_physical():
+    s = potential_flow(CarBody(), h_body=0.15, h_box=2.0)
+    mesh = trimesh.Trimesh(s.points.double().numpy(), s.cells["triangle"].numpy(), process=False)
+    assert mesh.is_watertight and mesh.volume > 0  # one closed body (box, cabin and wheels fused)
+    cp = s.fields["cp"].numpy()
+    assert cp.max() > 0.9 and np.all(cp <= 1.0 + 1e-6)
 
 
 @pytest.mark.parametrize(

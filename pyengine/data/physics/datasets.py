@@ -11,7 +11,9 @@ resolution. A second build with the same parameters therefore loads every sample
 from disk, and a change of any parameter recomputes only what it affects.
 
 gmsh is a process-wide singleton, so parallelism uses worker *processes* (spawned,
-not forked: a fork would inherit the parent's torch/OpenMP thread state).
+not forked: a fork would inherit the parent's torch/OpenMP thread state). As with any
+spawned pool, a script that builds with ``workers > 1`` must do so under
+``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
