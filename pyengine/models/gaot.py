@@ -49,6 +49,10 @@ class GAOTConfig:
         geometry_embedding: add neighborhood-geometry statistics to each token.
         dim, depth, vit_heads, patch: transformer width, blocks, heads and patch size.
         padding: bounding-box padding as a fraction of the extent.
+        skip_neighbors: local skip: each query also receives the lifted input features of its
+            ``skip_neighbors`` nearest input points (inverse-distance weights), so fine surface detail
+            (e.g. the local normal) reaches the decoder at full resolution while the tokens carry the
+            global context. 0 disables it (pure token decoding, as in the original GAOT).
         time_conditioned: condition the processor on ``time`` and ``lead_time`` (adaptive LayerNorm).
     """
 
@@ -64,11 +68,14 @@ class GAOTConfig:
     vit_heads: int = 4
     patch: int = 2
     padding: float = 0.05
+    skip_neighbors: int = 3
     time_conditioned: bool = False
 
     def __post_init__(self) -> None:
         if not self.radii_cells or min(self.radii_cells) <= 0:
             raise ValueError(f"radii_cells must be positive scales, got {self.radii_cells}")
+        if self.skip_neighbors < 0:
+            raise ValueError(f"skip_neighbors must be >= 0, got {self.skip_neighbors}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
 
@@ -111,7 +118,8 @@ class GAOT(OperatorModel):
                                       cond_dim=cond)
         self.time_embed = mlp([2 * 32, c.dim, c.dim]) if c.time_conditioned else None
         self.decoder = AttentionAggregation(c.hidden, c.hidden, coord_dim, heads=c.heads)
-        self.project = mlp([c.hidden + coord_dim, c.hidden, out_channels])
+        skip = c.hidden if c.skip_neighbors else 0
+        self.project = mlp([c.hidden + coord_dim + skip, c.hidden, out_channels])
 
     def _tokens(self, points: Tensor):
         """Token grid over the padded box of the points, encoder graphs and embeddings (cached)."""
@@ -167,14 +175,29 @@ class GAOT(OperatorModel):
         z = self.encoder(unit(points), f, unit(tokens), enc, emb)
         cond = self._condition(time, lead_time, z.dtype, z.device)
         z = self.processor(z.unsqueeze(0), cond).squeeze(0)
-        return tokens, z, spacing, lo, hi
+        return tokens, z, spacing, lo, hi, points, f
+
+    def _skip_weights(self, points: Tensor, queries: Tensor, spacing: float):
+        """Nearest input points of each query and normalised inverse-distance weights (cached)."""
+        k = min(self.config.skip_neighbors, points.shape[0])
+
+        def compute():
+            dist, idx = knn(points, queries, k)
+            w = 1.0 / (dist + 1e-6 * spacing)
+            return idx, w / w.sum(dim=1, keepdim=True)
+
+        return self.graphs.get("gaot-skip", (points, queries), (k, spacing), compute)
 
     def decode(self, state, queries: Tensor) -> Tensor:
-        tokens, z, spacing, lo, hi = state
+        tokens, z, spacing, lo, hi, points, f = state
         row_ptr, col = self._decoder_graph(tokens, queries, spacing)
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         u = self.decoder(unit(tokens), unit(queries), row_ptr, col, z)
-        return self.project(torch.cat([u, unit(queries)], dim=1))
+        parts = [u, unit(queries)]
+        if self.config.skip_neighbors:
+            idx, w = self._skip_weights(points, queries, spacing)
+            parts.append((f[idx] * w.unsqueeze(2).to(f.dtype)).sum(dim=1))
+        return self.project(torch.cat(parts, dim=1))
 
     @torch.no_grad()
     def rollout(self, points: Tensor, state: Tensor, steps: int, lead_time: float, *, static: Tensor | None = None,
