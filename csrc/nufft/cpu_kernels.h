@@ -44,10 +44,11 @@ inline bool cpu_has_avx2() { return false; }
 // Fixed-length vector arithmetic through GCC/Clang vector extensions, compiled to
 // AVX2 registers in the AVX2 copies and to SSE2 ones in the baseline copies. (Plain
 // loops over these short rows were fully unrolled but left scalar by the compiler.)
-// A Vec of N values is K chunks of L lanes, L a power of two of at most 32 bytes.
-template <typename T, int N>
+// A Vec of N values is K chunks of L lanes, L a power of two of at most VB bytes
+// (32 for the AVX2 copies, 16 for the SSE2 baseline).
+template <typename T, int N, int VB>
 struct Vec {
-  static constexpr int kLanes0 = int(32 / sizeof(T));
+  static constexpr int kLanes0 = int(VB / sizeof(T));
   static constexpr int L = (N & -N) < kLanes0 ? (N & -N) : kLanes0;
   static constexpr int K = N / L;
   typedef T chunk __attribute__((vector_size(L * sizeof(T))));
@@ -56,40 +57,40 @@ struct Vec {
   chunk v[K];
 };
 
-template <typename T, int N>
-PYE_NUFFT_INLINE Vec<T, N> vload(const T* p) {
-  using V = Vec<T, N>;
+template <typename T, int N, int VB>
+PYE_NUFFT_INLINE Vec<T, N, VB> vload(const T* p) {
+  using V = Vec<T, N, VB>;
   V r;
   for (int k = 0; k < V::K; ++k) r.v[k] = *reinterpret_cast<const typename V::uchunk*>(p + k * V::L);
   return r;
 }
-template <typename T, int N>
-PYE_NUFFT_INLINE void vstore(T* p, const Vec<T, N>& x) {
-  using V = Vec<T, N>;
+template <typename T, int N, int VB>
+PYE_NUFFT_INLINE void vstore(T* p, const Vec<T, N, VB>& x) {
+  using V = Vec<T, N, VB>;
   for (int k = 0; k < V::K; ++k) *reinterpret_cast<typename V::uchunk*>(p + k * V::L) = x.v[k];
 }
-template <typename T, int N>
-PYE_NUFFT_INLINE Vec<T, N> vzero() {
-  Vec<T, N> r;
-  for (int k = 0; k < Vec<T, N>::K; ++k) r.v[k] = typename Vec<T, N>::chunk{};
+template <typename T, int N, int VB>
+PYE_NUFFT_INLINE Vec<T, N, VB> vzero() {
+  Vec<T, N, VB> r;
+  for (int k = 0; k < Vec<T, N, VB>::K; ++k) r.v[k] = typename Vec<T, N, VB>::chunk{};
   return r;
 }
 // acc += a * x
-template <typename T, int N>
-PYE_NUFFT_INLINE void vfma(Vec<T, N>& acc, T a, const Vec<T, N>& x) {
-  for (int k = 0; k < Vec<T, N>::K; ++k) acc.v[k] += a * x.v[k];
+template <typename T, int N, int VB>
+PYE_NUFFT_INLINE void vfma(Vec<T, N, VB>& acc, T a, const Vec<T, N, VB>& x) {
+  for (int k = 0; k < Vec<T, N, VB>::K; ++k) acc.v[k] += a * x.v[k];
 }
 // x = x * t + c
-template <typename T, int N>
-PYE_NUFFT_INLINE void vhorner(Vec<T, N>& x, T t, const Vec<T, N>& c) {
-  for (int k = 0; k < Vec<T, N>::K; ++k) x.v[k] = x.v[k] * t + c.v[k];
+template <typename T, int N, int VB>
+PYE_NUFFT_INLINE void vhorner(Vec<T, N, VB>& x, T t, const Vec<T, N, VB>& c) {
+  for (int k = 0; k < Vec<T, N, VB>::K; ++k) x.v[k] = x.v[k] * t + c.v[k];
 }
 // y[0..N) += a * x[0..N)
-template <typename T, int N>
-PYE_NUFFT_INLINE void axpy(T* y, T a, const Vec<T, N>& x) {
-  Vec<T, N> r = vload<T, N>(y);
-  vfma<T, N>(r, a, x);
-  vstore<T, N>(y, r);
+template <typename T, int N, int VB>
+PYE_NUFFT_INLINE void axpy(T* y, T a, const Vec<T, N, VB>& x) {
+  Vec<T, N, VB> r = vload<T, N, VB>(y);
+  vfma<T, N, VB>(r, a, x);
+  vstore<T, N, VB>(y, r);
 }
 
 // Per-call constants: Horner table in the compute precision, grid scales.
@@ -112,15 +113,16 @@ struct KernelSetup {
   // Kernel values ker[0..W) along dimension i for coordinate x; returns the first node i0.
   // The fold and offset are computed in double: in float, u near n = 2^20 would lose
   // the offset's low bits.
+  template <int VB>
   PYE_NUFFT_INLINE int64_t eval(double x, int i, T* ker) const {
     const double u = fold_to_grid<double>(x, scale[i], n[i]);
     const double i0 = std::ceil(u - 0.5 * w);
     // Horner in t for all W pieces at once (see es_kernel.h), on vector registers.
     const T t = T(2) * (T(i0 - u) + half_w) - T(1);
     const T* c = coeffs.data();
-    Vec<T, W> k = vload<T, W>(c);
-    for (int d = 1; d < nc; ++d) vhorner<T, W>(k, t, vload<T, W>(c + d * W));
-    vstore<T, W>(ker, k);
+    Vec<T, W, VB> k = vload<T, W, VB>(c);
+    for (int d = 1; d < nc; ++d) vhorner<T, W, VB>(k, t, vload<T, W, VB>(c + d * W));
+    vstore<T, W, VB>(ker, k);
     return int64_t(i0);
   }
 };

@@ -100,7 +100,7 @@ struct Subgrid {
 };
 
 // Spread points [p0, p1) of the sorted order into sub (dims padded to 3: unused ones have size 1).
-template <typename T, int D, int W>
+template <typename T, int D, int W, int VB>
 PYE_NUFFT_INLINE void spread_chunk(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, int64_t p0, int64_t p1, Subgrid<T>& sub,
                   std::vector<T>& kerbuf, std::vector<int64_t>& i0buf, std::vector<T>& cbuf) {
   const T* vals = reinterpret_cast<const T*>(a.data.const_data_ptr<c10::complex<T>>());
@@ -132,7 +132,7 @@ PYE_NUFFT_INLINE void spread_chunk(const SpreadArgs& a, const cpu::KernelSetup<T
     }
     for (int i = 0; i < D; ++i) {
       const double x = dbl ? xd[j * D + i] : double(xf[j * D + i]);
-      const int64_t i0 = ks.eval(x, i, &kerbuf[(p * D + i) * W]);
+      const int64_t i0 = ks.template eval<VB>(x, i, &kerbuf[(p * D + i) * W]);
       i0buf[p * D + i] = i0;
       lo[i] = std::min(lo[i], i0);
       hi[i] = std::max(hi[i], i0);
@@ -150,7 +150,7 @@ PYE_NUFFT_INLINE void spread_chunk(const SpreadArgs& a, const cpu::KernelSetup<T
   T* g = sub.data.data();
   // Pass 2: spread. ckk = (c * k_last) interleaved re/im, so each row update is one
   // real axpy of length 2W on vector registers.
-  using V = cpu::Vec<T, 2 * W>;
+  using V = cpu::Vec<T, 2 * W, VB>;
   alignas(64) T ckk_arr[2 * W];
   for (int64_t p = 0; p < n_pts; ++p) {
     const T* kp = &kerbuf[p * D * W];
@@ -163,20 +163,20 @@ PYE_NUFFT_INLINE void spread_chunk(const SpreadArgs& a, const cpu::KernelSetup<T
         ckk_arr[2 * i] = cr * k_last[i];
         ckk_arr[2 * i + 1] = ci * k_last[i];
       }
-      const V ckk = cpu::vload<T, 2 * W>(ckk_arr);
+      const V ckk = cpu::vload<T, 2 * W, VB>(ckk_arr);
       T* gb = g + 2 * b * s0 * s1 * s2;
       if constexpr (D == 1) {
-        cpu::axpy<T, 2 * W>(gb + 2 * o[2], T(1), ckk);
+        cpu::axpy<T, 2 * W, VB>(gb + 2 * o[2], T(1), ckk);
       } else if constexpr (D == 2) {
         const T* k1 = kp;
-        for (int a1 = 0; a1 < ks.w; ++a1) cpu::axpy<T, 2 * W>(gb + 2 * ((o[1] + a1) * s2 + o[2]), k1[a1], ckk);
+        for (int a1 = 0; a1 < ks.w; ++a1) cpu::axpy<T, 2 * W, VB>(gb + 2 * ((o[1] + a1) * s2 + o[2]), k1[a1], ckk);
       } else {
         const T* k0 = kp;
         const T* k1 = kp + W;
         for (int a0 = 0; a0 < ks.w; ++a0) {
           T* plane = gb + 2 * (((o[0] + a0) * s1 + o[1]) * s2 + o[2]);
           const T f0 = k0[a0];
-          for (int a1 = 0; a1 < ks.w; ++a1) cpu::axpy<T, 2 * W>(plane + 2 * a1 * s2, f0 * k1[a1], ckk);
+          for (int a1 = 0; a1 < ks.w; ++a1) cpu::axpy<T, 2 * W, VB>(plane + 2 * a1 * s2, f0 * k1[a1], ckk);
         }
       }
     }
@@ -239,14 +239,14 @@ template <typename T, int D, int W>
 void spread_chunk_baseline(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, int64_t p0, int64_t p1,
                            Subgrid<T>& sub, std::vector<T>& kerbuf, std::vector<int64_t>& i0buf,
                            std::vector<T>& cbuf) {
-  spread_chunk<T, D, W>(a, ks, p0, p1, sub, kerbuf, i0buf, cbuf);
+  spread_chunk<T, D, W, 16>(a, ks, p0, p1, sub, kerbuf, i0buf, cbuf);
 }
 
 template <typename T, int D, int W>
 PYE_NUFFT_TARGET_AVX2 void spread_chunk_avx2(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, int64_t p0,
                                              int64_t p1, Subgrid<T>& sub, std::vector<T>& kerbuf,
                                              std::vector<int64_t>& i0buf, std::vector<T>& cbuf) {
-  spread_chunk<T, D, W>(a, ks, p0, p1, sub, kerbuf, i0buf, cbuf);
+  spread_chunk<T, D, W, 32>(a, ks, p0, p1, sub, kerbuf, i0buf, cbuf);
 }
 
 template <typename T, int D, int W>
