@@ -258,7 +258,9 @@ void spread_impl(const SpreadArgs& a, at::Tensor& out) {
   const int64_t chunk = std::max<int64_t>(256, 8192 / std::max<int64_t>(1, a.B));
   const int64_t nchunks = (M + chunk - 1) / chunk;
   const int nt = std::max(1, at::get_num_threads());
-  const int64_t wave = 2 * int64_t(nt);
+  // Chunks per wave: each wave ends in a parallel add-back (two barriers), so waves
+  // are long enough for barriers not to matter, short enough to bound subgrid memory.
+  const int64_t wave = 8 * int64_t(nt);
   std::vector<Subgrid<T>> subs(wave);
   const bool avx2 = cpu::cpu_has_avx2();
   std::vector<std::vector<T>> kerbufs(nt);
