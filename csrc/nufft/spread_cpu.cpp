@@ -254,13 +254,16 @@ void spread_impl(const SpreadArgs& a, at::Tensor& out) {
   const cpu::KernelSetup<T, W> ks(a);
   T* o = reinterpret_cast<T*>(out.data_ptr<c10::complex<T>>());
   const int64_t M = a.M;
-  // Chunk size: about 8k point-channels of work each, so subgrids stay cache-sized.
-  const int64_t chunk = std::max<int64_t>(256, 8192 / std::max<int64_t>(1, a.B));
+  // Chunks of 8k sorted points: fewer points would make each subgrid mostly halo
+  // (the kernel width around a thin slab), and zeroing and adding halos costs more
+  // than spreading. Channels share the chunk's kernel values.
+  const int64_t chunk = 8192;
   const int64_t nchunks = (M + chunk - 1) / chunk;
   const int nt = std::max(1, at::get_num_threads());
   // Chunks per wave: each wave ends in a parallel add-back (two barriers), so waves
   // are long enough for barriers not to matter, short enough to bound subgrid memory.
-  const int64_t wave = 8 * int64_t(nt);
+  // With B channels a subgrid is B times larger, so waves shrink to bound memory.
+  const int64_t wave = std::max<int64_t>(nt, std::min<int64_t>(8 * nt, 32 * int64_t(nt) / std::max<int64_t>(1, a.B)));
   std::vector<Subgrid<T>> subs(wave);
   const bool avx2 = cpu::cpu_has_avx2();
   std::vector<std::vector<T>> kerbufs(nt);
