@@ -93,3 +93,21 @@ def test_layer_matches_cpu():
     ref = layer(points, x)
     out = layer.to(DEV)(points.to(DEV), x.to(DEV))
     torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_cuda(dtype):
+    from pyengine.ops.nufft import _geometry
+
+    cdt = torch.complex64 if dtype == torch.float32 else torch.complex128
+    x = torch.rand(300, 3, dtype=dtype, device=DEV) * 2 * math.pi
+    geo = _geometry((6, 7, 8), 1e-6, dtype, "cuda")
+    perm, bin_ptr = P.nufft_sort(x, list(geo.grid), list(geo.bins))
+    c = torch.randn(2, 300, dtype=cdt, device=DEV)
+    fine = torch.randn(2, *geo.grid, dtype=cdt, device=DEV)
+    torch.library.opcheck(P.nufft_sort, (x, list(geo.grid), list(geo.bins)))
+    torch.library.opcheck(P.nufft_spread, (x, c, perm, bin_ptr, list(geo.grid), list(geo.bins), geo.width, geo.beta))
+    torch.library.opcheck(P.nufft_interp, (x, fine, perm, bin_ptr, list(geo.bins), geo.width, geo.beta))
+    torch.library.opcheck(P.nufft1, (x, c, perm, bin_ptr, [6, 7, 8], 1e-6, 1))
+    f = torch.randn(2, 6, 7, 8, dtype=cdt, device=DEV)
+    torch.library.opcheck(P.nufft2, (x, f, perm, bin_ptr, 1e-6, -1))

@@ -6,6 +6,8 @@
 // cache lines.
 #include <ATen/Parallel.h>
 
+#include <memory>
+
 #include "nufft/cpu_kernels.h"
 
 namespace pyengine::nufft {
@@ -22,14 +24,79 @@ void pad_periodic(const T* fine, const int64_t* n, const int64_t* P, int64_t L[3
         const int64_t g1 = ((p1 - L[1]) % n[1] + n[1]) % n[1];
         const T* src = fine + 2 * (((b * n[0] + g0) * n[1] + g1) * n[2]);
         T* dst = out + 2 * (((b * P[0] + p0) * P[1] + p1) * P[2]);
-        for (int64_t p2 = 0; p2 < P[2]; ++p2) {
-          const int64_t g2 = ((p2 - L[2]) % n[2] + n[2]) % n[2];
-          dst[2 * p2] = src[2 * g2];
-          dst[2 * p2 + 1] = src[2 * g2 + 1];
-        }
+        cpu::for_each_wrapped_run(-L[2], P[2], n[2], [&](int64_t g2, int64_t t2, int64_t len) {
+          std::copy(src + 2 * g2, src + 2 * (g2 + len), dst + 2 * t2);
+        });
       }
     }
   });
+}
+
+// Interpolate sorted points [q0, q1) from the padded grid g (B, P0, P1, P2).
+template <typename T, int D, int W, int VB>
+PYE_NUFFT_INLINE void interp_range(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, const T* g,
+                                   const int64_t* P, int64_t q0, int64_t q1, T* o) {
+  constexpr int off = 3 - D;
+  const int64_t B = a.B, M = a.M;
+  const int64_t* perm = a.perm.const_data_ptr<int64_t>();
+  const bool dbl = a.points.scalar_type() == at::kDouble;
+  const double* xd = dbl ? a.points.const_data_ptr<double>() : nullptr;
+  const float* xf = dbl ? nullptr : a.points.const_data_ptr<float>();
+  const int w = ks.w;
+  using V = cpu::Vec<T, 2 * W, VB>;
+  alignas(64) T ker[D][W];
+  alignas(64) T acc_arr[2 * W];
+  constexpr int64_t kAhead = 8;
+  for (int64_t q = q0; q < q1; ++q) {
+    if (q + kAhead < q1) {  // points are read in sorted, i.e. random, order
+      const int64_t jn = perm[q + kAhead];
+      __builtin_prefetch(dbl ? static_cast<const void*>(xd + jn * D) : static_cast<const void*>(xf + jn * D));
+    }
+    const int64_t j = perm[q];
+    int64_t o3[3] = {0, 0, 0};
+    for (int i = 0; i < D; ++i) {
+      const double x = dbl ? xd[j * D + i] : double(xf[j * D + i]);
+      o3[off + i] = ks.template eval<VB>(x, i, ker[i]) + W;  // index in the padded grid
+    }
+    const T* k_last = ker[D - 1];
+    for (int64_t b = 0; b < B; ++b) {
+      const T* gb = g + 2 * b * P[0] * P[1] * P[2];
+      V acc = cpu::vzero<T, 2 * W, VB>();
+      if constexpr (D == 1) {
+        acc = cpu::vload<T, 2 * W, VB>(gb + 2 * o3[2]);
+      } else if constexpr (D == 2) {
+        for (int a1 = 0; a1 < w; ++a1)
+          cpu::vfma<T, 2 * W, VB>(acc, ker[0][a1], cpu::vload<T, 2 * W, VB>(gb + 2 * ((o3[1] + a1) * P[2] + o3[2])));
+      } else {
+        for (int a0 = 0; a0 < w; ++a0) {
+          const T* plane = gb + 2 * (((o3[0] + a0) * P[1] + o3[1]) * P[2] + o3[2]);
+          const T f0 = ker[0][a0];
+          for (int a1 = 0; a1 < w; ++a1)
+            cpu::vfma<T, 2 * W, VB>(acc, f0 * ker[1][a1], cpu::vload<T, 2 * W, VB>(plane + 2 * a1 * P[2]));
+        }
+      }
+      cpu::vstore<T, 2 * W, VB>(acc_arr, acc);
+      T re = 0, im = 0;
+      for (int i = 0; i < W; ++i) {
+        re += acc_arr[2 * i] * k_last[i];
+        im += acc_arr[2 * i + 1] * k_last[i];
+      }
+      o[2 * (b * M + j)] = re;
+      o[2 * (b * M + j) + 1] = im;
+    }
+  }
+}
+
+template <typename T, int D, int W>
+void interp_range_baseline(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, const T* g, const int64_t* P,
+                           int64_t q0, int64_t q1, T* o) {
+  interp_range<T, D, W, 16>(a, ks, g, P, q0, q1, o);
+}
+
+template <typename T, int D, int W>
+PYE_NUFFT_TARGET_AVX2 void interp_range_avx2(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, const T* g,
+                                             const int64_t* P, int64_t q0, int64_t q1, T* o) {
+  interp_range<T, D, W, 32>(a, ks, g, P, q0, q1, o);
 }
 
 template <typename T, int D, int W>
@@ -42,56 +109,17 @@ void interp_impl(const SpreadArgs& a, at::Tensor& out) {
     L[off + i] = W;
     P[off + i] = a.grid[i] + 2 * W;
   }
-  const int64_t B = a.B, M = a.M;
-  std::vector<T> padded(size_t(2 * B * P[0] * P[1] * P[2]));
-  pad_periodic<T>(reinterpret_cast<const T*>(a.data.const_data_ptr<c10::complex<T>>()), n, P, L, B, padded.data());
-  const T* g = padded.data();
+  const int64_t B = a.B;
+  // Every entry is written by pad_periodic, so no zero fill.
+  std::unique_ptr<T[]> padded(new T[size_t(2 * B * P[0] * P[1] * P[2])]);
+  pad_periodic<T>(reinterpret_cast<const T*>(a.data.const_data_ptr<c10::complex<T>>()), n, P, L, B, padded.get());
   T* o = reinterpret_cast<T*>(out.data_ptr<c10::complex<T>>());
-  const int64_t* perm = a.perm.const_data_ptr<int64_t>();
-  const bool dbl = a.points.scalar_type() == at::kDouble;
-  const double* xd = dbl ? a.points.const_data_ptr<double>() : nullptr;
-  const float* xf = dbl ? nullptr : a.points.const_data_ptr<float>();
-  const int w = ks.w;
-  at::parallel_for(0, M, 1024, [&](int64_t q0, int64_t q1) {
-    alignas(64) T ker[D][W];
-    alignas(64) T acc[2 * W];
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t j = perm[q];
-      int64_t o3[3] = {0, 0, 0};
-      for (int i = 0; i < D; ++i) {
-        const double x = dbl ? xd[j * D + i] : double(xf[j * D + i]);
-        o3[off + i] = ks.eval(x, i, ker[i]) + W;  // index in the padded grid
-      }
-      const T* k_last = ker[D - 1];
-      for (int64_t b = 0; b < B; ++b) {
-        for (int i = 0; i < 2 * W; ++i) acc[i] = T(0);
-        const T* gb = g + 2 * b * P[0] * P[1] * P[2];
-        if constexpr (D == 1) {
-          const T* row = gb + 2 * o3[2];
-          for (int i = 0; i < 2 * W; ++i) acc[i] = row[i];
-        } else if constexpr (D == 2) {
-          for (int a1 = 0; a1 < w; ++a1) {
-            const T* row = gb + 2 * ((o3[1] + a1) * P[2] + o3[2]);
-            const T f = ker[0][a1];
-            for (int i = 0; i < 2 * W; ++i) acc[i] += f * row[i];
-          }
-        } else {
-          for (int a0 = 0; a0 < w; ++a0) {
-            for (int a1 = 0; a1 < w; ++a1) {
-              const T* row = gb + 2 * (((o3[0] + a0) * P[1] + o3[1] + a1) * P[2] + o3[2]);
-              const T f = ker[0][a0] * ker[1][a1];
-              for (int i = 0; i < 2 * W; ++i) acc[i] += f * row[i];
-            }
-          }
-        }
-        T re = 0, im = 0;
-        for (int i = 0; i < W; ++i) {
-          re += acc[2 * i] * k_last[i];
-          im += acc[2 * i + 1] * k_last[i];
-        }
-        o[2 * (b * M + j)] = re;
-        o[2 * (b * M + j) + 1] = im;
-      }
+  const bool avx2 = cpu::cpu_has_avx2();
+  at::parallel_for(0, a.M, 1024, [&](int64_t q0, int64_t q1) {
+    if (avx2) {
+      interp_range_avx2<T, D, W>(a, ks, padded.get(), P, q0, q1, o);
+    } else {
+      interp_range_baseline<T, D, W>(a, ks, padded.get(), P, q0, q1, o);
     }
   });
 }

@@ -100,26 +100,39 @@ struct Subgrid {
 };
 
 // Spread points [p0, p1) of the sorted order into sub (dims padded to 3: unused ones have size 1).
-template <typename T, int D, int W>
-void spread_chunk(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, int64_t p0, int64_t p1, Subgrid<T>& sub,
-                  std::vector<T>& kerbuf, std::vector<int64_t>& i0buf) {
+template <typename T, int D, int W, int VB>
+PYE_NUFFT_INLINE void spread_chunk(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, int64_t p0, int64_t p1, Subgrid<T>& sub,
+                  std::vector<T>& kerbuf, std::vector<int64_t>& i0buf, std::vector<T>& cbuf) {
   const T* vals = reinterpret_cast<const T*>(a.data.const_data_ptr<c10::complex<T>>());
   const int64_t* perm = a.perm.const_data_ptr<int64_t>();
   const int64_t n_pts = p1 - p0, M = a.M, B = a.B;
+  const bool dbl = a.points.scalar_type() == at::kDouble;
+  const double* xd = dbl ? a.points.const_data_ptr<double>() : nullptr;
+  const float* xf = dbl ? nullptr : a.points.const_data_ptr<float>();
   kerbuf.resize(size_t(n_pts) * D * W);
   i0buf.resize(size_t(n_pts) * D);
+  cbuf.resize(size_t(2 * n_pts * B));
   // Pass 1: kernel values and bounding box.
   int64_t lo[kMaxDim], hi[kMaxDim];
   for (int i = 0; i < kMaxDim; ++i) lo[i] = INT64_MAX, hi[i] = INT64_MIN;
-  const auto pts_any = a.points;
-  const bool dbl = pts_any.scalar_type() == at::kDouble;
-  const double* xd = dbl ? pts_any.const_data_ptr<double>() : nullptr;
-  const float* xf = dbl ? nullptr : pts_any.const_data_ptr<float>();
+  // Pass 1 also gathers the strengths into chunk order (p, b): the points are visited
+  // in sorted order, i.e. randomly in memory, and this short loop lets the cache
+  // misses overlap (with prefetches a few points ahead) instead of stalling pass 2.
+  constexpr int64_t kAhead = 8;
   for (int64_t p = 0; p < n_pts; ++p) {
+    if (p + kAhead < n_pts) {
+      const int64_t jn = perm[p0 + p + kAhead];
+      __builtin_prefetch(dbl ? static_cast<const void*>(xd + jn * D) : static_cast<const void*>(xf + jn * D));
+      for (int64_t b = 0; b < B; ++b) __builtin_prefetch(vals + 2 * (b * M + jn));
+    }
     const int64_t j = perm[p0 + p];
+    for (int64_t b = 0; b < B; ++b) {
+      cbuf[2 * (p * B + b)] = vals[2 * (b * M + j)];
+      cbuf[2 * (p * B + b) + 1] = vals[2 * (b * M + j) + 1];
+    }
     for (int i = 0; i < D; ++i) {
       const double x = dbl ? xd[j * D + i] : double(xf[j * D + i]);
-      const int64_t i0 = ks.eval(x, i, &kerbuf[(p * D + i) * W]);
+      const int64_t i0 = ks.template eval<VB>(x, i, &kerbuf[(p * D + i) * W]);
       i0buf[p * D + i] = i0;
       lo[i] = std::min(lo[i], i0);
       hi[i] = std::max(hi[i], i0);
@@ -135,41 +148,35 @@ void spread_chunk(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, int64_t
   const int64_t s0 = sub.s[0], s1 = sub.s[1], s2 = sub.s[2];
   sub.data.assign(size_t(2 * B * s0 * s1 * s2), T(0));
   T* g = sub.data.data();
-  // Pass 2: spread. ckk = (c * k_last) interleaved re/im, so the innermost loop is
-  // one real axpy of length 2W that vectorises.
-  alignas(64) T ckk[2 * W];
+  // Pass 2: spread. ckk = (c * k_last) interleaved re/im, so each row update is one
+  // real axpy of length 2W on vector registers.
+  using V = cpu::Vec<T, 2 * W, VB>;
+  alignas(64) T ckk_arr[2 * W];
   for (int64_t p = 0; p < n_pts; ++p) {
-    const int64_t j = perm[p0 + p];
     const T* kp = &kerbuf[p * D * W];
     const T* k_last = kp + (D - 1) * W;
     int64_t o[3] = {0, 0, 0};
     for (int i = 0; i < D; ++i) o[off + i] = i0buf[p * D + i] - lo[i];
     for (int64_t b = 0; b < B; ++b) {
-      const T cr = vals[2 * (b * M + j)], ci = vals[2 * (b * M + j) + 1];
+      const T cr = cbuf[2 * (p * B + b)], ci = cbuf[2 * (p * B + b) + 1];
       for (int i = 0; i < W; ++i) {
-        ckk[2 * i] = cr * k_last[i];
-        ckk[2 * i + 1] = ci * k_last[i];
+        ckk_arr[2 * i] = cr * k_last[i];
+        ckk_arr[2 * i + 1] = ci * k_last[i];
       }
+      const V ckk = cpu::vload<T, 2 * W, VB>(ckk_arr);
       T* gb = g + 2 * b * s0 * s1 * s2;
       if constexpr (D == 1) {
-        T* row = gb + 2 * o[2];
-        for (int i = 0; i < 2 * W; ++i) row[i] += ckk[i];
+        cpu::axpy<T, 2 * W, VB>(gb + 2 * o[2], T(1), ckk);
       } else if constexpr (D == 2) {
         const T* k1 = kp;
-        for (int a1 = 0; a1 < ks.w; ++a1) {
-          T* row = gb + 2 * ((o[1] + a1) * s2 + o[2]);
-          const T f = k1[a1];
-          for (int i = 0; i < 2 * W; ++i) row[i] += f * ckk[i];
-        }
+        for (int a1 = 0; a1 < ks.w; ++a1) cpu::axpy<T, 2 * W, VB>(gb + 2 * ((o[1] + a1) * s2 + o[2]), k1[a1], ckk);
       } else {
         const T* k0 = kp;
         const T* k1 = kp + W;
         for (int a0 = 0; a0 < ks.w; ++a0) {
-          for (int a1 = 0; a1 < ks.w; ++a1) {
-            T* row = gb + 2 * (((o[0] + a0) * s1 + o[1] + a1) * s2 + o[2]);
-            const T f = k0[a0] * k1[a1];
-            for (int i = 0; i < 2 * W; ++i) row[i] += f * ckk[i];
-          }
+          T* plane = gb + 2 * (((o[0] + a0) * s1 + o[1]) * s2 + o[2]);
+          const T f0 = k0[a0];
+          for (int a1 = 0; a1 < ks.w; ++a1) cpu::axpy<T, 2 * W, VB>(plane + 2 * a1 * s2, f0 * k1[a1], ckk);
         }
       }
     }
@@ -229,25 +236,50 @@ void add_wave(const SpreadArgs& a, std::vector<Subgrid<T>>& subs, int64_t nsub, 
 }
 
 template <typename T, int D, int W>
+void spread_chunk_baseline(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, int64_t p0, int64_t p1,
+                           Subgrid<T>& sub, std::vector<T>& kerbuf, std::vector<int64_t>& i0buf,
+                           std::vector<T>& cbuf) {
+  spread_chunk<T, D, W, 16>(a, ks, p0, p1, sub, kerbuf, i0buf, cbuf);
+}
+
+template <typename T, int D, int W>
+PYE_NUFFT_TARGET_AVX2 void spread_chunk_avx2(const SpreadArgs& a, const cpu::KernelSetup<T, W>& ks, int64_t p0,
+                                             int64_t p1, Subgrid<T>& sub, std::vector<T>& kerbuf,
+                                             std::vector<int64_t>& i0buf, std::vector<T>& cbuf) {
+  spread_chunk<T, D, W, 32>(a, ks, p0, p1, sub, kerbuf, i0buf, cbuf);
+}
+
+template <typename T, int D, int W>
 void spread_impl(const SpreadArgs& a, at::Tensor& out) {
   const cpu::KernelSetup<T, W> ks(a);
   T* o = reinterpret_cast<T*>(out.data_ptr<c10::complex<T>>());
   const int64_t M = a.M;
-  // Chunk size: about 8k point-channels of work each, so subgrids stay cache-sized.
-  const int64_t chunk = std::max<int64_t>(256, 8192 / std::max<int64_t>(1, a.B));
+  // Chunks of 8k sorted points: fewer points would make each subgrid mostly halo
+  // (the kernel width around a thin slab), and zeroing and adding halos costs more
+  // than spreading. Channels share the chunk's kernel values.
+  const int64_t chunk = 8192;
   const int64_t nchunks = (M + chunk - 1) / chunk;
   const int nt = std::max(1, at::get_num_threads());
-  const int64_t wave = 2 * int64_t(nt);
+  // Chunks per wave: each wave ends in a parallel add-back (two barriers), so waves
+  // are long enough for barriers not to matter, short enough to bound subgrid memory.
+  // With B channels a subgrid is B times larger, so waves shrink to bound memory.
+  const int64_t wave = std::max<int64_t>(nt, std::min<int64_t>(8 * nt, 32 * int64_t(nt) / std::max<int64_t>(1, a.B)));
   std::vector<Subgrid<T>> subs(wave);
+  const bool avx2 = cpu::cpu_has_avx2();
   std::vector<std::vector<T>> kerbufs(nt);
   std::vector<std::vector<int64_t>> i0bufs(nt);
+  std::vector<std::vector<T>> cbufs(nt);
   for (int64_t w0 = 0; w0 < nchunks; w0 += wave) {
     const int64_t nsub = std::min(wave, nchunks - w0);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t c = 0; c < nsub; ++c) {
       const int tid = omp_get_thread_num();
       const int64_t p0 = (w0 + c) * chunk, p1 = std::min(M, p0 + chunk);
-      spread_chunk<T, D, W>(a, ks, p0, p1, subs[c], kerbufs[tid], i0bufs[tid]);
+      if (avx2) {
+        spread_chunk_avx2<T, D, W>(a, ks, p0, p1, subs[c], kerbufs[tid], i0bufs[tid], cbufs[tid]);
+      } else {
+        spread_chunk_baseline<T, D, W>(a, ks, p0, p1, subs[c], kerbufs[tid], i0bufs[tid], cbufs[tid]);
+      }
     }
     add_wave<T, D>(a, subs, nsub, o);
   }
