@@ -49,10 +49,10 @@ class DemoConfig:
 
 #: Two CPU cores, under 10 minutes including data generation.
 QUICK = DemoConfig(
-    n_train=24, n_test=8, body_kind="ahmed", resolution={"h_body": 0.06},
-    model=dict(hidden=48, grid=(8, 4, 4), radii_cells=(1.0, 2.0), heads=4, dim=96, depth=2, vit_heads=4, patch=2,
+    n_train=48, n_test=8, body_kind="ahmed", resolution={"h_body": 0.06},
+    model=dict(hidden=64, grid=(16, 8, 8), radii_cells=(1.0, 2.0), heads=4, dim=128, depth=3, vit_heads=4, patch=2,
                max_neighbors=32),
-    train=TrainConfig(epochs=60, batch_size=4, lr=2e-3, schedule="cosine", progress=True, eval_every=0),
+    train=TrainConfig(epochs=100, batch_size=4, lr=3e-3, schedule="cosine", progress=True, eval_every=0),
     max_test_rel_l2=0.2,
 )
 
