@@ -66,6 +66,18 @@ class OperatorModel(nn.Module):
         self.config = config
         self.graphs = GraphCache()
 
+    def use_fused_kernels(self, enabled: bool = True) -> "OperatorModel":
+        """Switch every layer with a fused kernel between it and its plain PyTorch path.
+
+        The plain path (gather -> compute -> scatter, materialising per-edge tensors) is
+        what peer libraries do; it exists for comparison (``bench/models.py``) and for
+        features the fused kernels lack (e.g. double backward). Returns ``self``.
+        """
+        for module in self.modules():
+            if hasattr(module, "fused") and isinstance(module.fused, bool):
+                module.fused = bool(enabled)
+        return self
+
     def encode(self, points: Tensor, features: Tensor, **kwargs) -> Any:
         """The geometry's latent state (depends on the input points only, never on the queries)."""
         raise NotImplementedError
