@@ -24,14 +24,11 @@ fi
 # Everything else; none of these depends on torch, so no other torch is pulled.
 "$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja "numpy>=1.24" "tqdm>=4.60" \
   "pytest>=7" "scipy>=1.10" "torch-geometric>=2.4" "trimesh>=4.0" "meshio>=5.3" "gmsh>=4.11" \
-  "scikit-fem>=9.0" "matplotlib>=3.7" "pyyaml>=6.0" "finufft>=2.2"
-
-# geometry: trimesh closest-point/contains need rtree, meshio XDMF (even XML) needs h5py
-"$PY" -m pip install -q "rtree>=1.0" "h5py>=3.8"
+  "scikit-fem>=9.0" "matplotlib>=3.7" "pyyaml>=6.0" "finufft>=2.2" "rtree>=1.0" "h5py>=3.8" \
+  "threadpoolctl>=3.1"
+# rtree: trimesh's closest-point and inside tests; h5py: meshio's XDMF (even the XML variant);
+# threadpoolctl: keeps scipy's BLAS single-threaded inside the FEM solvers (threaded dot products
+# in CG are 10x slower on a busy 2-core machine, and not bit-reproducible).
 
 echo "setup: building pyengine against torch $("$PY" -c 'import torch; print(torch.__version__)')"
 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
-
-# Physics datasets: threadpoolctl keeps scipy's BLAS single-threaded inside the solvers
-# (threaded dot products in CG are 10x slower on a busy 2-core machine, and not bit-reproducible).
-"$PY" -m pip install -q "threadpoolctl>=3.1"
