@@ -20,6 +20,7 @@ namespace pyengine::attention {
 namespace {
 
 using integral_cpu::for_row_blocks;
+using integral_cpu::sum_pieces;
 
 template <typename acc_t, typename scalar_t>
 inline acc_t dot(const acc_t* a, const scalar_t* b, int64_t n) {
@@ -29,23 +30,6 @@ inline acc_t dot(const acc_t* a, const scalar_t* b, int64_t n) {
 }
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
-
-// For every long row of `split`: the sum of its pieces' partial vectors (width
-// entries each, in `partial`), handed to done(row, sum).
-template <typename acc_t, class Done>
-void sum_pieces(const integral_cpu::RowSplit& split, int64_t width, std::vector<acc_t>& partial, const Done& done) {
-  at::parallel_for(0, int64_t(split.rows.size()), 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      acc_t* sum = partial.data() + split.first_piece[i] * width;
-      for (int64_t p = split.first_piece[i] + 1; p < split.first_piece[i + 1]; ++p) {
-        const acc_t* x = partial.data() + p * width;
-        for (int64_t c = 0; c < width; ++c) sum[c] += x[c];
-      }
-      done(split.rows[i], sum);
-    }
-  });
-}
-
 
 // Raw pointers and sizes of the forward operands.
 template <typename scalar_t, typename index_t>

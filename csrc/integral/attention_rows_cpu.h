@@ -81,4 +81,20 @@ inline RowSplit split_long_rows(const int64_t* row_ptr, int64_t M, int64_t min_l
   return s;
 }
 
+// For every long row of `split`: the sum of its pieces' partial vectors (width
+// entries each, in `partial`), handed to done(row, sum).
+template <typename acc_t, class Done>
+void sum_pieces(const RowSplit& split, int64_t width, std::vector<acc_t>& partial, const Done& done) {
+  at::parallel_for(0, int64_t(split.rows.size()), 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      acc_t* sum = partial.data() + split.first_piece[i] * width;
+      for (int64_t p = split.first_piece[i] + 1; p < split.first_piece[i + 1]; ++p) {
+        const acc_t* x = partial.data() + p * width;
+        for (int64_t c = 0; c < width; ++c) sum[c] += x[c];
+      }
+      done(split.rows[i], sum);
+    }
+  });
+}
+
 }  // namespace pyengine::integral_cpu
