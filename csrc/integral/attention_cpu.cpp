@@ -1,10 +1,9 @@
 // CPU kernels of the fused CSR attention (see attention.h for the math).
 //
 // Rows are processed in cost-balanced blocks, long rows in pieces merged
-// afterwards (attention_rows_cpu.h). The CSR
-// engine's reduce() does not fit: its loads see only (edge, channel), while a
-// score needs the whole query row and the state (max, sum, Dv accumulators) is
-// per head.
+// afterwards (attention_rows_cpu.h). The CSR engine's reduce() does not fit:
+// its loads see only (edge, channel), while a score needs the whole query row
+// and the state (max, sum, Dv accumulators) is per head.
 #include <torch/library.h>
 
 #include <algorithm>
