@@ -1,5 +1,9 @@
 """CPU tests of the fused CSR attention op (pyengine.ops.csr_attention).
 
+The CPU kernels cut rows (and, in backward, columns) longer than
+max(E / blocks + 1, 4096) edges into pieces merged afterwards; the huge layouts
+below exercise that path.
+
 Forward, lse and every gradient are compared with a plain gather -> softmax ->
 scatter reference (tests/attention_reference.py) differentiated by autograd, in
 float64; plus gradcheck, opcheck, awkward graphs, masking and bad inputs.
@@ -58,6 +62,8 @@ def check_against_reference(row_ptr, N, H, Dk, Dv, bias, index_dtype=torch.int64
         (dict(M=1, max_deg=1, empty_frac=0.0), 1, 2, 3, 1, False),
         (dict(lens=[0, 0, 0]), 5, 2, 4, 4, True),  # no edges at all
         (dict(lens=[3, 0, 5000, 0, 1, 2]), 900, 2, 8, 5, True),  # one huge row among small and empty ones
+        # rows and columns (2 sources) longer than the CPU split threshold (4096): folded in pieces, merged
+        (dict(lens=[3000, 0, 9000, 5, 0]), 2, 2, 4, 3, True),
     ],
 )
 def test_matches_reference(make_csr, layout, N, H, Dk, Dv, bias):

@@ -39,7 +39,8 @@ def op_inputs(row_ptr, N, B, C, weights=True, index_dtype=torch.int64, seed=0):
         (dict(M=40, max_deg=10, empty_frac=0.25), 30, 7, 5, True),
         (dict(M=40, max_deg=10, empty_frac=0.25), 30, 1, 1, False),
         (dict(lens=[0, 0]), 4, 3, 2, True),  # no edges
-        (dict(lens=[2, 0, 9000, 0, 3]), 500, 5, 3, True),  # a row longer than the CPU split threshold
+        (dict(lens=[2, 0, 9000, 0, 3]), 500, 5, 3, True),  # a row longer than the CPU split threshold (4096)
+        (dict(lens=[3000, 0, 9000, 5]), 2, 3, 4, True),  # and transposed columns longer than it (2 sources)
         (dict(M=3, pattern="empty"), 0, 4, 3, False),  # no sources at all
     ],
 )
