@@ -119,3 +119,20 @@ def test_layer_bad_inputs():
         layer(y, x, row_ptr, col, None)
     with pytest.raises(ValueError, match="heads must be a positive int"):
         AttentionAggregation(3, 4, 2, heads=0)
+
+
+def test_plain_path_equals_fused():
+    """fused=False (per-edge keys/values, gather-scatter softmax) gives the fused layer's values and gradients."""
+    torch.manual_seed(5)
+    y, x = torch.rand(70, 3, dtype=torch.float64), torch.rand(31, 3, dtype=torch.float64)
+    row_ptr, col = ops.radius_search(y, x, 0.35)
+    f = torch.randn(70, 6, dtype=torch.float64, requires_grad=True)
+    layer = AttentionAggregation(6, 8, 3, heads=2).double()
+    a = layer(y, x, row_ptr, col, f)
+    ga = torch.autograd.grad(a.square().sum(), [f, *layer.parameters()])
+    layer.fused = False
+    b = layer(y, x, row_ptr, col, f)
+    gb = torch.autograd.grad(b.square().sum(), [f, *layer.parameters()])
+    torch.testing.assert_close(b, a)
+    for u, w in zip(gb, ga):
+        torch.testing.assert_close(u, w)

@@ -41,6 +41,10 @@ class AttentionAggregation(nn.Module):
         head_dim: channels per head ``D`` (default ``max(1, out_channels // heads)``).
         query_channels: optional features per query point ``g`` (0: none).
         query_hidden: width of the query MLP's hidden layer.
+        fused: ``True`` (default) runs the fused CSR attention op on per-source keys and
+            values; ``False`` runs the plain per-edge version peers write (keys and values
+            of ``[y_j - x_i, f_j]`` per edge, softmax and weighted sum by gather/scatter),
+            which materialises ``E x H x D`` tensors. Same result; kept for comparison.
 
     Shapes (``forward(y, x, row_ptr, col, f_y, f_x=None)``):
         y: ``(N, d)`` source points; x: ``(M, d)`` query points.
@@ -50,7 +54,8 @@ class AttentionAggregation(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, coord_dim: int, heads: int = 4,
-                 head_dim: int | None = None, query_channels: int = 0, query_hidden: int = 64):
+                 head_dim: int | None = None, query_channels: int = 0, query_hidden: int = 64,
+                 fused: bool = True):
         super().__init__()
         for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("coord_dim", coord_dim),
                           ("heads", heads), ("query_hidden", query_hidden)):
@@ -63,6 +68,7 @@ class AttentionAggregation(nn.Module):
             raise ValueError(f"head_dim must be a positive int, got {head_dim!r}")
         self.in_channels, self.out_channels, self.coord_dim = in_channels, out_channels, coord_dim
         self.heads, self.head_dim, self.query_channels = heads, head_dim, query_channels
+        self.fused = bool(fused)
         width = heads * head_dim
         self.query = nn.Sequential(nn.Linear(coord_dim + query_channels, query_hidden), nn.GELU(),
                                    nn.Linear(query_hidden, width))
@@ -101,6 +107,8 @@ class AttentionAggregation(nn.Module):
         self._check(y, x, row_ptr, col, f_y, f_x)
         M, N, H, D, d = x.shape[0], y.shape[0], self.heads, self.head_dim, self.coord_dim
         q = self.query(x if f_x is None else torch.cat([x, f_x], 1)).view(M, H, D)
+        if not self.fused:
+            return self.out(self._plain(q, y, x, row_ptr, col, f_y).reshape(M, H * D))
         src = torch.cat([y, f_y], 1)
         k = self.key(src).view(N, H, D)  # K_j; the -W_k^pos x_i part cancels in the softmax
         v = self.value(src).view(N, H, D)
@@ -109,3 +117,20 @@ class AttentionAggregation(nn.Module):
         has_edges = (row_ptr[1:] > row_ptr[:-1]).to(agg.dtype).unsqueeze(1)
         agg = agg - has_edges * (x @ self.value.weight[:, :d].t())
         return self.out(agg)
+
+    def _plain(self, q: Tensor, y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, f_y: Tensor) -> Tensor:
+        """Per-edge keys/values, softmax and weighted sum with gather/scatter (the unfused baseline)."""
+        M, H, D = q.shape
+        col = col.long()
+        rows = torch.repeat_interleave(torch.arange(M, device=q.device), row_ptr[1:] - row_ptr[:-1],
+                                       output_size=col.shape[0])
+        edge_in = torch.cat([y[col] - x[rows], f_y[col]], dim=1)  # (E, d + C)
+        k = self.key(edge_in).view(-1, H, D)
+        v = self.value(edge_in).view(-1, H, D)
+        s = (q[rows] * k).sum(-1) * self.scale  # (E, H)
+        smax = torch.full((M, H), float("-inf"), dtype=s.dtype, device=s.device)
+        smax = smax.scatter_reduce(0, rows[:, None].expand_as(s), s, "amax", include_self=True)
+        e = torch.exp(s - smax[rows])
+        denom = torch.zeros(M, H, dtype=s.dtype, device=s.device).index_add_(0, rows, e)
+        alpha = e / denom[rows]
+        return torch.zeros(M, H, D, dtype=v.dtype, device=v.device).index_add_(0, rows, alpha.unsqueeze(-1) * v)
