@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
+
+from .._atomic import atomic_path
 
 __all__ = ["DiskCache", "content_hash", "default_cache_dir"]
 
@@ -116,16 +117,8 @@ class DiskCache:
     def put(self, namespace: str, key: str, value: Any) -> Path:
         """Store ``value`` atomically; returns its path."""
         p = self.path(namespace, key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".pt")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(value, f)
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(p, suffix=".pt") as tmp:
+            torch.save(value, tmp)
         return p
 
     def clear(self, namespace: str | None = None) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._atomic import atomic_path
 
 __all__ = ["Mesh", "MeshIOError", "load_mesh", "save_mesh", "supported_formats"]
 
@@ -379,6 +380,13 @@ def _write_trimesh(mesh: Mesh, target: str, suffix: str) -> None:
     obj.export(target, file_type=suffix.lstrip("."))
 
 
+def _write_any(mesh, target: str, suffix: str, pdata, cdata) -> None:
+    if suffix in _TRIMESH_WRITE:
+        _write_trimesh(mesh, target, suffix)
+    else:
+        _write_meshio(mesh, target, suffix, pdata, cdata)
+
+
 def save_mesh(mesh: Any, path: str | os.PathLike, point_data: dict[str, Any] | None = None,
               cell_data: dict[str, dict[str, Any]] | None = None) -> Path:
     """Write ``mesh`` (a :class:`Mesh` or trimesh object) to ``path``; format from the extension.
@@ -428,24 +436,15 @@ def save_mesh(mesh: Any, path: str | os.PathLike, point_data: dict[str, Any] | N
                 flat.update({f"{k}_{j}": v.reshape(len(v), -1)[:, j] for j in range(v.reshape(len(v), -1).shape[1])})
         pdata = {k: (v.astype(np.int32) if v.dtype == np.int64 else v) for k, v in flat.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic = suffix not in _SIDE_FILES
-    target = str(path)
-    if atomic:
-        fd, target = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-        os.close(fd)
     try:
-        if suffix in _TRIMESH_WRITE:
-            _write_trimesh(mesh, target, suffix)
+        if suffix in _SIDE_FILES:  # XDMF writes a side file next to it: write in place
+            _write_any(mesh, str(path), suffix, pdata, cdata)
         else:
-            _write_meshio(mesh, target, suffix, pdata, cdata)
-        if atomic:
-            os.replace(target, path)
+            with atomic_path(path, suffix=suffix) as target:
+                _write_any(mesh, target, suffix, pdata, cdata)
     except MeshIOError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise MeshIOError(f"{path}: could not be written as {suffix[1:].upper()} "
                           f"({type(exc).__name__}: {exc})") from None
-    finally:
-        if atomic and os.path.exists(target):
-            os.unlink(target)
     return path

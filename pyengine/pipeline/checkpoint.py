@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import __version__
+from .._atomic import atomic_path
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "rewrite_checkpoint"]
 
@@ -53,20 +53,9 @@ def save_checkpoint(path: str | os.PathLike, model, *, normalizer=None, fields: 
 
 def rewrite_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Atomically (re)write a checkpoint dictionary: temporary file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
