@@ -34,6 +34,5 @@ tail -5 "$OUT/pytest_all.log"
 "$PY" bench/segment.py --device cuda --markdown 2>&1 | tee "$OUT/bench_segment.md" || true
 "$PY" bench/neighbors.py --device cuda --markdown 2>&1 | tee "$OUT/bench_neighbors.md" || true
 "$PY" bench/nufft.py --device cuda --markdown 2>&1 | tee "$OUT/bench_nufft.md" || true
-"$PY" bench/attention.py --device cuda --markdown 2>&1 | tee "$OUT/bench_attention.md" || true
 "$PY" bench/models.py --device cuda --points 100k --markdown 2>&1 | tee "$OUT/bench_models.md" || true
 exit "$status"
