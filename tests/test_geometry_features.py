@@ -224,3 +224,15 @@ def test_shapenet_car_inside_outside_agrees_with_trimesh_ray_test():
     np.testing.assert_array_equal(sd < 0, inside_ray)
     ref = trimesh.proximity.closest_point_naive(m.to_trimesh(), q[:50])[1]
     np.testing.assert_allclose(np.abs(sd[:50]), ref, atol=1e-9)
+
+
+def test_geometry_embedding_reuses_a_given_graph():
+    """Passing the CSR of the same search gives the same statistics as searching inside."""
+    import pyengine.ops as ops
+    from pyengine.geometry import geometry_embedding
+
+    g = torch.Generator().manual_seed(3)
+    pts, tok = torch.rand(300, 3, generator=g, dtype=torch.float64), torch.rand(40, 3, generator=g, dtype=torch.float64)
+    graph = ops.radius_search(pts, tok, 0.3, max_neighbors=20)
+    torch.testing.assert_close(geometry_embedding(pts, tok, 0.3, graph=graph),
+                               geometry_embedding(pts, tok, 0.3, max_neighbors=20), rtol=0, atol=0)

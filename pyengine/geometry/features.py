@@ -88,7 +88,7 @@ def normal_variation(points: Tensor, normals: Tensor, radius: float, *, batch: T
         raise ValueError(f"normals must have the shape of points {tuple(points.shape)}, got {tuple(normals.shape)}")
     normals = normals.to(points.dtype)
     row_ptr, col = ops.radius_search(points, points, radius, batch_points=batch, batch_queries=batch)
-    rows = torch.repeat_interleave(torch.arange(points.shape[0], device=points.device), row_ptr[1:] - row_ptr[:-1])
+    rows = ops.row_index(row_ptr, col.shape[0])
     return ops.segment_reduce(1.0 - (normals[rows] * normals[col]).sum(1), row_ptr, "mean")
 
 
@@ -165,7 +165,8 @@ def signed_distance(mesh: Any, queries: Any, *, signed: bool | None = None, sign
 
 def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *,
                        batch_points: Tensor | None = None, batch_tokens: Tensor | None = None,
-                       max_neighbors: int | None = None, scale: bool = True) -> Tensor:
+                       max_neighbors: int | None = None, scale: bool = True,
+                       graph: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """GAOT-style statistics of each token's neighborhood of input points.
 
     For token ``t`` with neighbors ``N(t) = {p : |p - t| <= r}`` and offsets
@@ -189,6 +190,8 @@ def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *
         radius: a length, or a per-token (M,) tensor.
         batch_points, batch_tokens: sorted batch vectors for batched clouds (both or neither).
         max_neighbors: keep only the nearest ones (see :func:`pyengine.ops.radius_search`).
+        graph: the CSR ``(row_ptr, col)`` of exactly that search, when the caller already has it
+            (models that aggregate over the same balls); skips the search.
     Returns:
         (M, 13) tensor in the dtype of ``points``.
     """
@@ -197,12 +200,14 @@ def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *
     if points.dtype != tokens.dtype or not points.is_floating_point():
         raise TypeError(f"points and tokens must share a floating dtype, got {points.dtype} and {tokens.dtype}")
     d = points.shape[1]
-    row_ptr, col = ops.radius_search(points, tokens, radius, max_neighbors=max_neighbors,
-                                     batch_points=batch_points, batch_queries=batch_tokens)
+    if graph is None:
+        graph = ops.radius_search(points, tokens, radius, max_neighbors=max_neighbors, batch_points=batch_points,
+                                  batch_queries=batch_tokens)
+    row_ptr, col = graph
     m = tokens.shape[0]
     per_row = row_ptr[1:] - row_ptr[:-1]
     counts = per_row.to(points.dtype)
-    rows = torch.repeat_interleave(torch.arange(m, device=tokens.device), per_row)
+    rows = ops.row_index(row_ptr, col.shape[0])
     off = points[col] - tokens[rows]  # (E, d)
     if scale:
         r = torch.as_tensor(radius, dtype=points.dtype, device=points.device)

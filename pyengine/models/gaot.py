@@ -133,8 +133,8 @@ class GAOT(OperatorModel):
             enc = [radius_search(points, tokens, r, max_neighbors=c.max_neighbors) for r in radii]
             emb = []
             if c.geometry_embedding:
-                for r in radii:
-                    e = geometry_embedding(points, tokens, r, max_neighbors=c.max_neighbors)
+                for r, graph in zip(radii, enc):
+                    e = geometry_embedding(points, tokens, r, graph=graph)
                     # counts grow with the sampling density: log scale keeps them O(1) across resolutions
                     emb.append(torch.cat([torch.log1p(e[:, :1]), e[:, 1:]], dim=1))
             return tokens, enc, emb, spacing, lo, hi
