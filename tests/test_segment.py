@@ -934,3 +934,13 @@ def test_torch_compile_fullgraph_matches_eager():
     msg, _ = ref_spmm(row_ptr, col, torch.from_numpy(att[:, 0]), x)
     ref = msg * ref_reduce(src, row_ptr, "max")[0] + ref_reduce(src, row_ptr, "mean")[0]
     assert np.allclose(eager.detach().numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_row_index_inverts_index_to_row_ptr():
+    from pyengine.ops import index_to_row_ptr, row_index
+
+    index = torch.tensor([0, 0, 2, 2, 2, 5])
+    row_ptr = index_to_row_ptr(index, 7)
+    assert torch.equal(row_index(row_ptr), index)
+    assert torch.equal(row_index(row_ptr, 6), index)
+    assert row_index(torch.zeros(4, dtype=torch.long)).numel() == 0

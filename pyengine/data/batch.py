@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ..ops.segment import row_index
 from .sample import Sample
 
 __all__ = ["Batch"]
@@ -28,7 +29,7 @@ def _ptr(counts: Sequence[int], device=None) -> Tensor:
 
 
 def _batch_vector(ptr: Tensor) -> Tensor:
-    return torch.repeat_interleave(torch.arange(ptr.shape[0] - 1, device=ptr.device), ptr[1:] - ptr[:-1])
+    return row_index(ptr)
 
 
 @dataclass

@@ -110,7 +110,7 @@ class RegionalMesh:
 
 def _union_csr(a: tuple[Tensor, Tensor], b_row: Tensor, b_col: Tensor, num_rows: int, num_cols: int):
     """CSR of the union of graph ``a`` and the edges (b_row[i], b_col[i]), duplicates removed."""
-    a_rows = torch.repeat_interleave(torch.arange(num_rows, device=a[0].device), a[0][1:] - a[0][:-1])
+    a_rows = ops.row_index(a[0], a[1].shape[0])
     key = torch.cat([a_rows * num_cols + a[1].long(), b_row * num_cols + b_col])
     key = torch.unique(key)  # sorted: by row, then column
     rows, cols = key // num_cols, key % num_cols

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..geometry import regional_mesh
 from ..nn import MessagePassing
 from ..nn.transformer import sinusoidal_embedding
-from ..ops import knn, radius_search
+from ..ops import index_to_row_ptr, knn, radius_search, row_index
 from .base import OperatorModel
 from .common import mlp
 from .registry import register
@@ -80,8 +80,7 @@ def _union_edges(row_ptr: Tensor, col: Tensor, n_receivers: int, n_senders: int,
 def _edge_features(recv: Tensor, send: Tensor, row_ptr: Tensor, col: Tensor, radius: Tensor,
                    extra: Tensor | None = None) -> Tensor:
     """``[(send - recv) / r, |send - recv| / r(, extra)]`` per CSR edge; ``radius`` per receiver."""
-    counts = row_ptr[1:] - row_ptr[:-1]
-    rows = torch.repeat_interleave(torch.arange(recv.shape[0], device=recv.device), counts, output_size=col.shape[0])
+    rows = row_index(row_ptr, col.shape[0])
     rel = (send[col] - recv[rows]) / radius[rows, None]
     parts = [rel, rel.norm(dim=1, keepdim=True)]
     if extra is not None:
@@ -180,13 +179,10 @@ def _merge_scales(graphs: list[tuple[Tensor, Tensor]], n_rows: int) -> tuple[Ten
     """
     rows, cols, scales = [], [], []
     for s, (row_ptr, col) in enumerate(graphs):
-        counts = row_ptr[1:] - row_ptr[:-1]
-        rows.append(torch.repeat_interleave(torch.arange(n_rows, device=col.device), counts, output_size=col.shape[0]))
+        rows.append(row_index(row_ptr, col.shape[0]))
         cols.append(col)
         scales.append(torch.full_like(col, s))
     row, col, scale = torch.cat(rows), torch.cat(cols), torch.cat(scales)
     order = torch.argsort(row * len(graphs) + scale, stable=True)
     row, col, scale = row[order], col[order], scale[order]
-    row_ptr = torch.zeros(n_rows + 1, dtype=torch.long, device=col.device)
-    row_ptr[1:] = torch.cumsum(torch.bincount(row, minlength=n_rows), 0)
-    return row_ptr, col, scale
+    return index_to_row_ptr(row, n_rows), col, scale

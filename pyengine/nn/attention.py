@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.attention import csr_attention
+from ..ops.segment import row_index
 
 
 class AttentionAggregation(nn.Module):
@@ -122,8 +123,7 @@ class AttentionAggregation(nn.Module):
         """Per-edge keys/values, softmax and weighted sum with gather/scatter (the unfused baseline)."""
         M, H, D = q.shape
         col = col.long()
-        rows = torch.repeat_interleave(torch.arange(M, device=q.device), row_ptr[1:] - row_ptr[:-1],
-                                       output_size=col.shape[0])
+        rows = row_index(row_ptr, col.shape[0])
         edge_in = torch.cat([y[col] - x[rows], f_y[col]], dim=1)  # (E, d + C)
         k = self.key(edge_in).view(-1, H, D)
         v = self.value(edge_in).view(-1, H, D)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import integral as _integral
-from ..ops import segment_reduce
+from ..ops import row_index, segment_reduce
 
 _ACTIVATION_MODULES = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -136,9 +136,7 @@ class GNOIntegral(nn.Module):
 
     def plain_forward(self, y, x, row_ptr, col, f_y=None, weights=None) -> Tensor:
         """The unfused gather -> MLP -> multiply -> scatter (what peers write); materialises E x hidden."""
-        num_rows = x.shape[0]
-        lens = row_ptr[1:] - row_ptr[:-1]
-        rows = torch.repeat_interleave(torch.arange(num_rows, device=x.device), lens, output_size=col.shape[0])
+        rows = row_index(row_ptr, col.shape[0])
         col = col.long()
         z = [x.index_select(0, rows), y.index_select(0, col)]
         if self.transform == "nonlinear":

@@ -24,6 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..ops import row_index
 from ..ops.local_kernel import local_basis_aggregate
 
 _BASES = ("piecewise_linear",)
@@ -159,7 +160,7 @@ class LocalIntegral(nn.Module):
 
     def basis_values(self, y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor) -> Tensor:
         """``psi`` ``(E, B)``: the basis functions at ``y[col_e] - x[row_e]`` for every edge."""
-        row = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), row_ptr.diff(), output_size=col.shape[0])
+        row = row_index(row_ptr, col.shape[0])
         return self.basis(y[col.long()] - x[row])
 
     def forward(self, y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, f_y: Tensor, weights: Tensor | None = None,

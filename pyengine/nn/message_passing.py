@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..ops import gno_integral, segment_reduce
+from ..ops import gno_integral, row_index, segment_reduce
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -100,7 +100,7 @@ class MessagePassing(nn.Module):
         if self.edge_dim == 0:
             return self._forward_node_only(h, row_ptr, col), None
         M, E = h.shape[0], col.shape[0]
-        rows = torch.repeat_interleave(torch.arange(M, device=h.device), row_ptr[1:] - row_ptr[:-1], output_size=E)
+        rows = row_index(row_ptr, E)
         first = self.edge_mlp[0]
         n = self.node_dim
         w_i, w_j, w_e = first.weight[:, :n], first.weight[:, n : 2 * n], first.weight[:, 2 * n :]
@@ -118,9 +118,7 @@ class MessagePassing(nn.Module):
             agg = gno_integral(h, h, row_ptr, col, None, None, [m.weight for m in linears], [m.bias for m in linears],
                                self.activation, "linear_kernelonly", self.reduction)  # fmt: skip
         else:
-            rows = torch.repeat_interleave(
-                torch.arange(h.shape[0], device=h.device), row_ptr[1:] - row_ptr[:-1], output_size=col.shape[0]
-            )
+            rows = row_index(row_ptr, col.shape[0])
             msg = self.edge_mlp(torch.cat([h.index_select(0, rows), h.index_select(0, col.long())], dim=1))
             agg = segment_reduce(msg, row_ptr, self.reduction)
         return h + self.node_mlp(torch.cat([h, agg], dim=1))

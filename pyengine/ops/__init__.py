@@ -8,7 +8,7 @@ from ._checks import input_checks, set_input_checks
 from .neighbors import KDTree, knn, radius_search, radius_search_multi
 from .partition import Partition, kd_partition
 from .nufft import NUFFTPlan, nufft1, nufft2
-from .segment import csr_transpose, index_to_row_ptr, sddmm, segment_reduce, segment_softmax, spmm
+from .segment import csr_transpose, index_to_row_ptr, row_index, sddmm, segment_reduce, segment_softmax, spmm
 
 __all__ = [
     "KDTree",
@@ -16,6 +16,7 @@ __all__ = [
     "Partition",
     "csr_transpose",
     "index_to_row_ptr",
+    "row_index",
     "input_checks",
     "kd_partition",
     "knn",

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .neighbors import KDTree
+from .segment import row_index
 
 
 @dataclass
@@ -96,13 +97,12 @@ def _halos(tree: KDTree, part: Partition, radius: float) -> tuple[Tensor, Tensor
     reach = 0.5 * (boxes[:, 1] - boxes[:, 0]).norm(dim=1) + radius
     reach = reach * (1 + 1e-6) + 1e-12  # the ball must not lose points to rounding
     row_ptr, col = tree.radius(centers.contiguous(), reach)
-    leaf_of_edge = torch.repeat_interleave(torch.arange(part.num_leaves, device=col.device), row_ptr.diff())
+    leaf_of_edge = row_index(row_ptr, col.shape[0])
     p = tree.points[col]
     lo, hi = boxes[leaf_of_edge, 0], boxes[leaf_of_edge, 1]
     gap = (p - p.clamp(min=lo, max=hi)).norm(dim=1)
     leaf_of_point = torch.empty_like(part.perm)
-    leaf_of_point[part.perm] = torch.repeat_interleave(torch.arange(part.num_leaves, device=col.device),
-                                                       part.leaf_ptr.diff())
+    leaf_of_point[part.perm] = row_index(part.leaf_ptr, part.perm.shape[0])
     keep = (gap <= radius) & (leaf_of_point[col] != leaf_of_edge)
     halo_idx = col[keep]
     counts = torch.bincount(leaf_of_edge[keep], minlength=part.num_leaves)

@@ -326,3 +326,13 @@ def index_to_row_ptr(index: Tensor, num_rows: int) -> Tensor:
     row_ptr = index.new_zeros(num_rows + 1, dtype=torch.long)
     torch.cumsum(counts, 0, out=row_ptr[1:])
     return row_ptr
+
+
+def row_index(row_ptr: Tensor, num_edges: int | None = None) -> Tensor:
+    """The row of every CSR edge, ``(E,)`` int64: the inverse of :func:`index_to_row_ptr`.
+
+    ``num_edges`` (``row_ptr[-1]``) avoids a device sync on CUDA when the caller knows it.
+    """
+    counts = row_ptr[1:] - row_ptr[:-1]
+    return torch.repeat_interleave(torch.arange(counts.shape[0], device=row_ptr.device), counts,
+                                   output_size=num_edges)
