@@ -17,7 +17,7 @@ import torch
 from .. import __version__
 from .._atomic import atomic_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "rewrite_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model"]
 
 FORMAT = 1
 
@@ -48,11 +48,6 @@ def save_checkpoint(path: str | os.PathLike, model, *, normalizer=None, fields: 
         "train_state": train_state,
         "extra": dict(extra or {}),
     }
-    return rewrite_checkpoint(path, payload)
-
-
-def rewrite_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Atomically (re)write a checkpoint dictionary: temporary file in the same directory, fsync, rename."""
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
     return Path(path)

@@ -107,11 +107,10 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = True, device: str =
     timings["evaluate_s"] = time.perf_counter() - t0
 
     stats = FrameStats.of(raw[:cfg.n_train])
-    trainer.save(out / "model.pt")
-    _attach_context(out / "model.pt", {"features": cfg.features, "frame_stats": asdict(stats),
-                                       "dataset": {"kind": cfg.body_kind, "n_train": cfg.n_train,
-                                                   "resolution": cfg.resolution, "seed": cfg.seed},
-                                       "test_metrics": metrics})
+    trainer.save(out / "model.pt", extra={"features": cfg.features, "frame_stats": asdict(stats),
+                                          "dataset": {"kind": cfg.body_kind, "n_train": cfg.n_train,
+                                                      "resolution": cfg.resolution, "seed": cfg.seed},
+                                          "test_metrics": metrics})
     plot_predictions(out / "predictions.png", figure_items, "Cp", max_rows=4)
 
     rel = metrics["cp"]["rel_l2"]
@@ -124,15 +123,6 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = True, device: str =
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     _print_summary(result, out)
     return result
-
-
-def _attach_context(path: Path, extra: dict[str, Any]) -> None:
-    """Add prediction context (feature recipe, training-frame statistics) to a written checkpoint."""
-    from .checkpoint import load_checkpoint, rewrite_checkpoint
-
-    payload = load_checkpoint(path)
-    payload["extra"].update(extra)
-    rewrite_checkpoint(path, payload)
 
 
 def _print_summary(result: dict[str, Any], out: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint, load_model, rewrite_checkpoint
+from .checkpoint import load_checkpoint, load_model
 from .export import write_prediction_mesh
 from .frame import FrameStats, check_in_distribution
 from .predict import predict_chunked
@@ -64,10 +64,8 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
     trainer.fit()
     metrics = trainer.evaluate(samples[n_train:])
     ckpt = out / "model.pt"
-    payload = load_checkpoint(ckpt)
-    payload["extra"].update({"features": recipe, "frame_stats": asdict(FrameStats.of(raw[:n_train])),
-                             "test_metrics": metrics, "config_file": str(path)})
-    rewrite_checkpoint(ckpt, payload)
+    trainer.save(ckpt, extra={"features": recipe, "frame_stats": asdict(FrameStats.of(raw[:n_train])),
+                              "test_metrics": metrics, "config_file": str(path)})
     result = {"test_metrics": metrics, "fields": fields, "finite": all(
         v == v for m in metrics.values() for v in m.values())}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))

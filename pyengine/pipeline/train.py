@@ -242,10 +242,13 @@ class Trainer:
                 sums[f]["max_err"] = max(sums[f]["max_err"], e["max_err"])
         return sums
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the checkpoint (model, normaliser, fields, optimizer state); ``extra`` is
+        JSON-friendly context for prediction (feature recipe, frame statistics, metrics)."""
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "epoch": self.epoch, "config": asdict(self.config), "history": self.history}
-        return save_checkpoint(path, self.model, normalizer=self.normalizer, fields=self.widths, train_state=state)
+        return save_checkpoint(path, self.model, normalizer=self.normalizer, fields=self.widths, train_state=state,
+                               extra=extra)
 
     def _resume(self, path: str | Path) -> None:
         payload = load_checkpoint(path)
