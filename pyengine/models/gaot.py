@@ -29,7 +29,7 @@ from ..nn import AttentionAggregation
 from ..nn.transformer import ViTProcessor, sinusoidal_embedding
 from ..ops import knn, radius_search
 from .base import OperatorModel
-from .common import mlp
+from ..nn.mlp import mlp
 from .registry import register
 
 __all__ = ["GAOT", "GAOTConfig"]

@@ -23,7 +23,7 @@ from ..nn import GNOIntegral
 from ..nn.fno import FNOBlock
 from ..ops import radius_search
 from .base import OperatorModel
-from .common import mlp
+from ..nn.mlp import mlp
 from .registry import register
 
 __all__ = ["GINO", "GINOConfig"]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..nn import GNOIntegral
 from ..ops import radius_search
 from .base import OperatorModel
-from .common import activation, mlp
+from ..nn.mlp import activation, mlp
 from .registry import register
 
 __all__ = ["GNO", "GNOConfig"]

@@ -31,7 +31,7 @@ from ..nn import MessagePassing
 from ..nn.transformer import sinusoidal_embedding
 from ..ops import index_to_row_ptr, knn, radius_search, row_index
 from .base import OperatorModel
-from .common import mlp
+from ..nn.mlp import mlp
 from .registry import register
 
 __all__ = ["RIGNO", "RIGNOConfig"]

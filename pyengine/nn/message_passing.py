@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import Tensor, nn
 
 from ..ops import gno_integral, row_index, segment_reduce
-
-_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
-
-
-def _mlp(widths: Sequence[int], activation: str) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for l in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[l], widths[l + 1]))
-        if l + 2 < len(widths):
-            layers.append(_ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
+from .mlp import ACTIVATIONS, mlp
 
 
 class MessagePassing(nn.Module):
@@ -74,8 +62,8 @@ class MessagePassing(nn.Module):
         super().__init__()
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(_ACTIVATIONS)}, got {activation!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
         if min(node_dim, hidden, num_hidden_layers) < 1 or edge_dim < 0:
             raise ValueError("node_dim, hidden and num_hidden_layers must be >= 1 and edge_dim >= 0")
         if edge_dim == 0 and fused and num_hidden_layers > 3:
@@ -84,8 +72,8 @@ class MessagePassing(nn.Module):
         self.activation, self.fused = activation, bool(fused)
         inner = [hidden] * num_hidden_layers
         message_dim = edge_dim if edge_dim > 0 else hidden
-        self.edge_mlp = _mlp([2 * node_dim + edge_dim, *inner, message_dim], activation)
-        self.node_mlp = _mlp([node_dim + message_dim, *inner, node_dim], activation)
+        self.edge_mlp = mlp([2 * node_dim + edge_dim, *inner, message_dim], activation)
+        self.node_mlp = mlp([node_dim + message_dim, *inner, node_dim], activation)
 
     def forward(self, h: Tensor, row_ptr: Tensor, col: Tensor, e: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Args:
