@@ -45,6 +45,8 @@ __all__ = [
     "format_count",
     "machine_description",
     "busy_cpus",
+    "choice_list",
+    "command_line",
 ]
 
 
@@ -289,3 +291,20 @@ def parse_common(parser: argparse.ArgumentParser, argv: Sequence[str] | None) ->
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")
     return args
+
+
+def choice_list(parser: argparse.ArgumentParser, text: str, choices: Sequence[str], what: str) -> list[str]:
+    """A comma-separated option as a list, with a parser error naming unknown entries."""
+    items = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in items if c not in choices]
+    if bad:
+        parser.error(f"unknown {what}(s) {bad}; choose from {tuple(choices)}")
+    return items
+
+
+def command_line(script: str) -> str:
+    """How this benchmark was invoked, for the reports (``python bench/x.py --flags``)."""
+    import shlex
+    import sys
+
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(script)] + sys.argv[1:])

@@ -50,7 +50,6 @@ import argparse
 import math
 import os
 import pathlib
-import shlex
 import sys
 import time
 
@@ -62,6 +61,8 @@ from _timing import (  # noqa: E402
     Row,
     add_common_args,
     busy_cpus,
+    choice_list,
+    command_line,
     format_count,
     machine_description,
     measure,
@@ -422,10 +423,7 @@ def parse_args(argv=None):
         args.warmup = 1
     if args.max_seconds is None and not on_cuda:
         args.max_seconds = 3.0
-    args.clouds = [c.strip() for c in args.clouds.split(",") if c.strip()]
-    bad = [c for c in args.clouds if c not in CLOUDS]
-    if bad:
-        p.error(f"unknown cloud(s) {bad}; choose from {CLOUDS}")
+    args.clouds = choice_list(p, args.clouds, CLOUDS, "cloud")
     if any(n < 2 for n in args.sizes):
         p.error("--sizes must be >= 2")
     return args
@@ -436,7 +434,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:])
+    command = command_line(__file__)
     import scipy
     from scipy.spatial import cKDTree
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shlex
 import sys
 import time
 
@@ -48,6 +47,8 @@ from _timing import (  # noqa: E402
     Row,
     add_common_args,
     busy_cpus,
+    choice_list,
+    command_line,
     format_count,
     machine_description,
     max_abs_diff,
@@ -287,10 +288,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.warmup = 1 if args.quick else 3
     if args.max_seconds is None and not on_cuda:
         args.max_seconds = 3.0
-    args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    bad = [c for c in args.cases if c not in CASES]
-    if bad:
-        p.error(f"unknown case(s) {bad}; choose from {CASES}")
+    args.cases = choice_list(p, args.cases, CASES, "case")
     if args.edges < 1 or args.degree < 1 or args.channels < 1:
         p.error("--edges, --degree and --channels must be positive")
     return args
@@ -304,7 +302,7 @@ def main(argv=None) -> int:
     dtype = DTYPES[args.dtype]
     E, C, D = args.edges, args.channels, args.degree
     N = max(1, E // D)
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:])
+    command = command_line(__file__)
 
     pyg_softmax, pyg_desc = _import_pyg_softmax()
 
