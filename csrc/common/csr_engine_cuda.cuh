@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "common/cuda_launch.cuh"
+
 namespace pyengine::cuda {
 
 constexpr int64_t kChunk = 1024;
@@ -156,14 +158,12 @@ class CsrEngine {
                           items_.item_row.options().dtype(at::kByte));
       partial_ptr = reinterpret_cast<State*>(partial.data_ptr());
     }
-    reduce_items_kernel<Op><<<grid(), kWarpsPerBlock * 32, 0, stream>>>(
-        row_ptr_, item_row(), item_chunk(), items_.num_items, C, channel_lanes_log2(C), load, store, partial_ptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(reduce_items_kernel<Op, Load, Store>, grid(), kWarpsPerBlock * 32, 0, stream, row_ptr_, item_row(),
+           item_chunk(), items_.num_items, C, channel_lanes_log2(C), load, store, partial_ptr);
     if (items_.num_split > 0) {
-      merge_split_kernel<Op><<<items_.num_split, kWarpsPerBlock * 32, 0, stream>>>(
-          row_ptr_, items_.split_row.data_ptr<int64_t>(), items_.split_first.data_ptr<int64_t>(),
-          items_.split_count.data_ptr<int64_t>(), C, partial_ptr, store);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch(merge_split_kernel<Op, Store>, unsigned(items_.num_split), kWarpsPerBlock * 32, 0, stream, row_ptr_,
+             items_.split_row.data_ptr<int64_t>(), items_.split_first.data_ptr<int64_t>(),
+             items_.split_count.data_ptr<int64_t>(), C, const_cast<const State*>(partial_ptr), store);
     }
   }
 
@@ -171,9 +171,8 @@ class CsrEngine {
   void map(int64_t C, const Map& fn) const {
     if (C == 0 || items_.num_items == 0) return;
     auto stream = c10::cuda::getCurrentCUDAStream();
-    map_items_kernel<<<grid(), kWarpsPerBlock * 32, 0, stream>>>(row_ptr_, item_row(), item_chunk(),
-                                                                  items_.num_items, C, channel_lanes_log2(C), fn);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(map_items_kernel<Map>, grid(), kWarpsPerBlock * 32, 0, stream, row_ptr_, item_row(), item_chunk(),
+           items_.num_items, C, channel_lanes_log2(C), fn);
   }
 
  private:

@@ -20,6 +20,7 @@
 
 #include <limits>
 
+#include "common/cuda_launch.cuh"
 #include "common/dispatch.h"
 #include "integral/attention.h"
 
@@ -290,12 +291,11 @@ std::tuple<at::Tensor, at::Tensor> csr_attention_cuda(const at::Tensor& row_ptr,
     using acc_t = at::opmath_type<scalar_t>;
     AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention", [&] {
       dispatch_lanes(a.dk, a.dv, [&](auto per, int gw_log2) {
-        forward_kernel<scalar_t, index_t, decltype(per)::value><<<num_blocks(items), kWarps * 32, 0, stream>>>(
+        cuda::launch(forward_kernel<scalar_t, index_t, decltype(per)::value>, num_blocks(items), kWarps * 32, 0, stream,
             a.row_ptr.const_data_ptr<int64_t>(), a.col.const_data_ptr<index_t>(), a.q.const_data_ptr<scalar_t>(),
             a.k.const_data_ptr<scalar_t>(), a.v.const_data_ptr<scalar_t>(),
             a.bias.defined() ? a.bias.const_data_ptr<scalar_t>() : nullptr, a.num_rows, a.heads, a.dk, a.dv,
             static_cast<acc_t>(scale), gw_log2, out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
   });
@@ -323,23 +323,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_attention_backwar
       const int64_t row_items = a.num_rows * a.heads, col_items = a.num_src * a.heads;
       if (row_items > 0) {
         AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention_backward", [&] {
-          backward_rows_kernel<scalar_t, index_t, kPer><<<num_blocks(row_items), kWarps * 32, 0, stream>>>(
+          cuda::launch(backward_rows_kernel<scalar_t, index_t, kPer>, num_blocks(row_items), kWarps * 32, 0, stream,
               a.row_ptr.const_data_ptr<int64_t>(), a.col.const_data_ptr<index_t>(), a.q.const_data_ptr<scalar_t>(),
               a.k.const_data_ptr<scalar_t>(), a.v.const_data_ptr<scalar_t>(), bias_p,
               b.grad_out.const_data_ptr<scalar_t>(), b.lse.const_data_ptr<acc_t>(), b.delta.const_data_ptr<acc_t>(),
               a.num_rows, a.heads, a.dk, a.dv, static_cast<acc_t>(scale), gw_log2, grad_q.data_ptr<scalar_t>(),
               a.bias.defined() ? grad_bias.data_ptr<scalar_t>() : nullptr);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       }
       if (col_items > 0) {
-        backward_cols_kernel<scalar_t, kPer><<<num_blocks(col_items), kWarps * 32, 0, stream>>>(
+        cuda::launch(backward_cols_kernel<scalar_t, kPer>, num_blocks(col_items), kWarps * 32, 0, stream,
             b.row_ptr_t.const_data_ptr<int64_t>(), b.col_t.const_data_ptr<int64_t>(),
             b.perm.const_data_ptr<int64_t>(), a.q.const_data_ptr<scalar_t>(), a.k.const_data_ptr<scalar_t>(),
             a.v.const_data_ptr<scalar_t>(), bias_p, b.grad_out.const_data_ptr<scalar_t>(),
             b.lse.const_data_ptr<acc_t>(), b.delta.const_data_ptr<acc_t>(), a.num_src, a.heads, a.dk, a.dv,
             static_cast<acc_t>(scale), gw_log2, grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
     });
   });

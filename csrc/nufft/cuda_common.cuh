@@ -7,10 +7,14 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "common/cuda_launch.cuh"
 #include "nufft/es_kernel.h"
 #include "nufft/nufft.h"
 
 namespace pyengine::nufft::cuda {
+
+using ::pyengine::cuda::dynamic_smem;
+using ::pyengine::cuda::launch;
 
 constexpr int kThreads = 256;
 

@@ -75,11 +75,10 @@ void launch_interp(const SpreadArgs& a, const Geo& g, at::Tensor& out) {
   const auto coeffs = cuda::horner_tensor(a, W, a.points.scalar_type(), a.points.device());
   const unsigned blocks = unsigned((a.M + cuda::kThreads - 1) / cuda::kThreads);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  interp_kernel<T, D, W><<<blocks, cuda::kThreads, 0, stream>>>(
+  cuda::launch(interp_kernel<T, D, W>, blocks, cuda::kThreads, 0, stream,
       a.points.const_data_ptr<T>(), reinterpret_cast<const T*>(a.data.const_data_ptr<c10::complex<T>>()),
       a.perm.const_data_ptr<int64_t>(), coeffs.const_data_ptr<T>(), g, a.M, a.B,
       reinterpret_cast<T*>(out.data_ptr<c10::complex<T>>()));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename T, int W>

@@ -51,8 +51,7 @@ __global__ void __launch_bounds__(cuda::kThreads)
 spread_tiles_kernel(const T* __restrict__ pts, const T* __restrict__ vals, const int64_t* __restrict__ perm,
                     const int64_t* __restrict__ bin_ptr, const T* __restrict__ coeffs_g, Geo g, int64_t M,
                     T* __restrict__ out) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* tile = reinterpret_cast<T*>(smem_raw);
+  T* tile = cuda::dynamic_smem<T>();
   const int64_t tile_nodes = g.bs[0] * g.bs[1] * g.bs[2];
   T* coeffs = tile + 2 * tile_nodes;
   const int64_t b = blockIdx.y;
@@ -137,11 +136,10 @@ void launch_spread(const SpreadArgs& a, const Geo& g, at::Tensor& out) {
   TORCH_CHECK_VALUE(a.B <= 65535, "nufft_spread (CUDA): at most 65535 channels per call, got ", a.B);
   const dim3 grid(unsigned(tiles), unsigned(a.B));
   auto stream = c10::cuda::getCurrentCUDAStream();
-  spread_tiles_kernel<T, D, W><<<grid, cuda::kThreads, smem, stream>>>(
+  cuda::launch(spread_tiles_kernel<T, D, W>, grid, cuda::kThreads, smem, stream,
       a.points.const_data_ptr<T>(), reinterpret_cast<const T*>(a.data.const_data_ptr<c10::complex<T>>()),
       a.perm.const_data_ptr<int64_t>(), a.bin_ptr.const_data_ptr<int64_t>(), coeffs.const_data_ptr<T>(), g, a.M,
       reinterpret_cast<T*>(out.data_ptr<c10::complex<T>>()));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename T, int W>
@@ -190,10 +188,9 @@ std::tuple<at::Tensor, at::Tensor> nufft_sort_cuda(const at::Tensor& points_in, 
     const unsigned blocks = unsigned((M + cuda::kThreads - 1) / cuda::kThreads);
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "nufft_sort_cuda", [&] {
-      bin_keys_kernel<scalar_t><<<blocks, cuda::kThreads, 0, stream>>>(points.const_data_ptr<scalar_t>(), M, dim, g,
-                                                                       keys.data_ptr<int64_t>());
+      cuda::launch(bin_keys_kernel<scalar_t>, blocks, cuda::kThreads, 0, stream, points.const_data_ptr<scalar_t>(), M,
+                   dim, g, keys.data_ptr<int64_t>());
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
   auto perm = std::get<1>(sorted);

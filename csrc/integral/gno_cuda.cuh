@@ -1,0 +1,108 @@
+#pragma once
+// Pieces shared by the two CUDA implementations of the fused GNO integral:
+//   gno_fma_cuda.cu  float64, and float32 when TF32 is off: plain FMA, exact to
+//                    the input precision (one warp per row or row piece);
+//   gno_tc_cuda.cu   float32 with TF32 allowed: the per-edge MLP on tensor cores
+//                    (WMMA TF32, float32 accumulation), 16 edges per warp tile.
+// gno_cuda.cu picks one per call (see there) and registers the ops.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/cuda_launch.cuh"
+#include "integral/gno.h"
+
+namespace pyengine::integral::gpu {
+
+template <typename T>
+__device__ __forceinline__ T act_f(int act, T v) {
+  switch (act) {
+    case int(Activation::Gelu): return T(0.5) * v * (T(1) + erf(v * T(0.70710678118654752440)));
+    case int(Activation::Relu): return v > T(0) ? v : T(0);
+    case int(Activation::Silu): return v / (T(1) + exp(-v));
+    default: return tanh(v);
+  }
+}
+
+// d act / d v at v.
+template <typename T>
+__device__ __forceinline__ T act_d(int act, T v) {
+  switch (act) {
+    case int(Activation::Gelu): {
+      const T cdf = T(0.5) * (T(1) + erf(v * T(0.70710678118654752440)));
+      return cdf + v * exp(T(-0.5) * v * v) * T(0.39894228040143267794);
+    }
+    case int(Activation::Relu): return v > T(0) ? T(1) : T(0);
+    case int(Activation::Silu): {
+      const T s = T(1) / (T(1) + exp(-v));
+      return s * (T(1) + v * (T(1) - s));
+    }
+    default: {
+      const T t = tanh(v);
+      return T(1) - t * t;
+    }
+  }
+}
+
+// The row of edge e, i.e. the largest r with row_ptr[r] <= e, searched upwards
+// from a row `lo` known to start at or before e (galloping, then bisection), so
+// the cost grows with the log of the distance, whatever the number of empty rows.
+__device__ __forceinline__ int64_t row_of_edge(const int64_t* __restrict__ row_ptr, int64_t num_rows, int64_t e,
+                                               int64_t lo) {
+  int64_t hi = num_rows;  // row_ptr[num_rows] = E > e
+  for (int64_t step = 1;; step *= 2) {
+    const int64_t next = lo + step;
+    if (next >= num_rows) break;
+    if (row_ptr[next] > e) {
+      hi = next;
+      break;
+    }
+    lo = next;
+  }
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (row_ptr[mid] <= e) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// Largest warp count (<= max_warps) whose shared memory fits the device's opt-in limit.
+inline int pick_warps(int64_t fixed_bytes, int64_t per_warp_bytes, int max_warps, const char* what) {
+  const int limit = cuda::device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+  int warps = max_warps;
+  while (warps > 0 && fixed_bytes + warps * per_warp_bytes > limit) --warps;
+  TORCH_CHECK_VALUE(warps > 0, "the fused CUDA GNO ", what, " needs ", fixed_bytes + per_warp_bytes,
+                    " bytes of shared memory for this MLP, more than the device allows (", limit,
+                    "); use narrower hidden layers or GNOIntegral(..., fused=False)");
+  return warps;
+}
+
+// CTAs for `work` units of which one CTA takes `per_cta` at a time: enough to
+// cover them, at most as many as fit on the device at once (persistent CTAs).
+inline int persistent_grid(int64_t work, int64_t per_cta, int64_t smem_bytes) {
+  const int sms = cuda::device_attribute(cudaDevAttrMultiProcessorCount);
+  const int smem_per_sm = cuda::device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor);
+  const int per_sm = std::max<int>(1, int(smem_per_sm / std::max<int64_t>(smem_bytes, 1)));
+  const int64_t needed = (work + per_cta - 1) / per_cta;
+  return int(std::max<int64_t>(1, std::min<int64_t>(needed, int64_t(sms) * per_sm)));
+}
+
+// Output-gradient tensors of the backward (empty where not requested; grad_params always).
+struct GnoGradTensors {
+  at::Tensor y, x, f, w, params;
+};
+
+// The channel limit of both implementations (a lane holds up to 8 channels of a row).
+constexpr int64_t kMaxChannels = 256;
+
+void fma_forward(const GnoArgs& a, at::Tensor& out);
+void fma_backward(const GnoArgs& a, const at::Tensor& grad_out, GnoGradTensors& g);
+void tc_forward(const GnoArgs& a, at::Tensor& out);
+void tc_backward(const GnoArgs& a, const at::Tensor& grad_out, GnoGradTensors& g);
+
+}  // namespace pyengine::integral::gpu

@@ -1,0 +1,3 @@
+#pragma once
+// Emulator stand-in for the CUDA runtime header.
+#include "pye_simt/runtime.h"
