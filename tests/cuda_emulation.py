@@ -35,6 +35,8 @@ CUDA_SOURCES = (
     "csrc/integral/attention_cuda.cu",
     "csrc/integral/local_cuda.cu",
 )
+# The emulator's own self-test kernels (tests/test_simt_emulator.py).
+SELFTEST_SOURCES = ("tests/simt/selftest.cu",)
 HOST_SOURCES = (
     "csrc/registration.cpp",
     "csrc/common/checks.cpp",
@@ -82,7 +84,7 @@ def emulated_ops():
 
     import pyengine  # noqa: F401  (the real ops first: the emulated ones sit beside them)
 
-    sources = [_wrapper(cu) for cu in CUDA_SOURCES] + [str(ROOT / s) for s in HOST_SOURCES]
+    sources = [_wrapper(cu) for cu in CUDA_SOURCES + SELFTEST_SOURCES] + [str(ROOT / s) for s in HOST_SOURCES]
     load(
         name="pyengine_simt_emulation",
         sources=sources,

@@ -133,12 +133,10 @@ inline Lane& self() {
   return e.lanes[size_t(e.current)];
 }
 
-inline int order_reversed() {
-  static const int rev = [] {
-    const char* s = std::getenv("PYE_SIMT_ORDER");
-    return s && std::string(s) == "reverse" ? 1 : 0;
-  }();
-  return rev;
+// Read at every launch, so a test can switch it (os.environ) between calls.
+inline bool order_reversed() {
+  const char* s = std::getenv("PYE_SIMT_ORDER");
+  return s && std::string(s) == "reverse";
 }
 
 // Ends the current fiber with an error: the launch stops and throws it.
