@@ -44,6 +44,9 @@ class GNOIntegral(nn.Module):
             PyTorch (any kernel module, any dtype, double backward; memory
             ``O(E * max(hidden, C))``). The fused path raises a ``ValueError`` /
             ``TypeError`` for what it does not support rather than falling back.
+            On CUDA, float32 runs on tensor cores (TF32 products) when PyTorch's
+            float32 matmuls may (``torch.set_float32_matmul_precision("high")``),
+            exact float32 FMA otherwise; see :func:`pyengine.ops.gno_integral`.
 
     Attributes:
         kernel: ``torch.nn.Sequential`` of ``Linear`` and activation modules; input

@@ -100,7 +100,14 @@ def gno_integral(
         reduction: ``"sum"`` or ``"mean"``.
 
     Returns:
-        ``(M, C)``. float32 and float64 on CPU (and CUDA when built with it).
+        ``(M, C)``, float32 or float64 like the inputs (under ``torch.autocast``,
+        bf16/fp16 inputs are computed in float32).
+
+    Precision on CUDA follows PyTorch's float32 matmul setting: by default the
+    kernels use exact float32 FMA; with ``torch.backends.cuda.matmul.allow_tf32 =
+    True`` (or ``torch.set_float32_matmul_precision("high")``) the per-edge MLP runs
+    on tensor cores with TF32 products and float32 accumulation (about 1e-3
+    relative error, several times faster). float64 is always exact.
     """
     for name, t in (("y", y), ("x", x), ("row_ptr", row_ptr), ("col", col)):
         if not isinstance(t, Tensor):
@@ -151,6 +158,13 @@ def _gno_backward(ctx, grad_out):
 
 
 torch.library.register_autograd("pyengine::gno_integral", _gno_backward, setup_context=_gno_setup)
+
+# Under torch.autocast (bf16 training) features reach the op in bf16 while the
+# coordinates stay float32; the kernels compute in float32 anyway, so autocast
+# casts the reduced-precision inputs up (float64 inputs are left alone).
+if hasattr(torch.library, "register_autocast"):  # torch >= 2.5
+    for _device in ("cpu", "cuda"):
+        torch.library.register_autocast("pyengine::gno_integral", _device, torch.float32)
 
 
 @torch.library.register_fake("pyengine::gno_integral_backward")

@@ -21,7 +21,8 @@ class TrainConfig:
         schedule: "cosine" (warm-up free cosine decay to ``lr * min_lr_ratio``), "onecycle" or "constant".
         min_lr_ratio: final/peak learning rate for the cosine schedule.
         grad_clip: max global gradient norm (0 disables clipping).
-        amp: bf16 autocast on CUDA (ignored on CPU).
+        amp: mixed precision on CUDA (ignored on CPU): bf16 autocast, and TF32 for what stays float32
+            (matmuls, the fused GNO kernels on tensor cores) during training steps and prediction.
         seed: seeds the shuffling and the weight initialisation done by the caller.
         eval_every: evaluate on the validation samples every this many epochs (0: only at the end).
         checkpoint_every: write the checkpoint every this many epochs (0: only at the end).

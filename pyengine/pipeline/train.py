@@ -9,6 +9,7 @@ step on the same global batch (the DDP test checks this with 2 gloo ranks).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -156,22 +157,38 @@ class Trainer:
             return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0)
 
+    def _amp(self) -> bool:
+        return self.config.amp and self.device.type == "cuda"
+
     def _autocast(self):
-        use = self.config.amp and self.device.type == "cuda"
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use)
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self._amp())
+
+    @contextlib.contextmanager
+    def _tf32(self):
+        """With amp, what stays float32 (matmuls, the fused GNO kernels) may use TF32 tensor cores too."""
+        if not self._amp():
+            yield
+            return
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
 
     def step(self, batch: list[_Prepared]) -> float:
         """One optimizer step on this rank's share of a global batch; returns the global mean loss."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            preds = self._forward(batch)
-        losses = [F.mse_loss(p.float(), s.target.float()) for p, s in zip(preds, batch)]
-        loss = torch.stack(losses).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {float(loss)} at epoch {self.epoch}; "
-                                     f"lower the learning rate or check the inputs")
-        loss.backward()
+        with self._tf32():
+            with self._autocast():
+                preds = self._forward(batch)
+            losses = [F.mse_loss(p.float(), s.target.float()) for p, s in zip(preds, batch)]
+            loss = torch.stack(losses).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {float(loss)} at epoch {self.epoch}; "
+                                         f"lower the learning rate or check the inputs")
+            loss.backward()
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -226,7 +243,7 @@ class Trainer:
         """Fields predicted at ``sample.query_points``, in physical units."""
         self.model.eval()
         p = self._prepare(sample)
-        with self._autocast():
+        with self._tf32(), self._autocast():
             pred = self.model(p.points, p.features, p.queries).float()
         return {k: v.cpu() for k, v in self._split(pred).items()}
 
