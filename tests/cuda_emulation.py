@@ -34,6 +34,9 @@ CUDA_SOURCES = (
     "csrc/integral/gno_tc_cuda.cu",
     "csrc/integral/attention_cuda.cu",
     "csrc/integral/local_cuda.cu",
+    "csrc/segment/segment_cuda.cu",
+    "csrc/nufft/spread_cuda.cu",
+    "csrc/nufft/interp_cuda.cu",
 )
 # The emulator's own self-test kernels (tests/test_simt_emulator.py).
 SELFTEST_SOURCES = ("tests/simt/selftest.cu",)
@@ -43,6 +46,8 @@ HOST_SOURCES = (
     "csrc/integral/gno_args.cpp",
     "csrc/integral/attention_args.cpp",
     "csrc/integral/local_args.cpp",
+    "csrc/segment/segment_args.cpp",
+    "csrc/nufft/nufft_args.cpp",
 )
 
 

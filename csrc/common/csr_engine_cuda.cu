@@ -1,4 +1,5 @@
 #include "common/csr_engine_cuda.cuh"
+#include "common/expand_rows.h"
 
 namespace pyengine::cuda {
 
@@ -14,9 +15,7 @@ WorkItems make_work_items(const at::Tensor& row_ptr, int64_t num_edges) {
   const auto ends = pieces.cumsum(0);
   const auto starts = ends - pieces;
   w.num_items = ends[-1].item<int64_t>();
-  // The one-tensor overload (row index per piece); an int64 second argument would pick
-  // repeat_interleave(self, int repeats) instead.
-  w.item_row = at::repeat_interleave(pieces, std::optional<int64_t>(w.num_items));
+  w.item_row = expand_rows(pieces, w.num_items);
   w.item_chunk = at::arange(w.num_items, row_ptr.options()) - starts.index_select(0, w.item_row);
   w.split_row = at::nonzero(pieces.gt(1)).flatten();
   w.split_first = starts.index_select(0, w.split_row);

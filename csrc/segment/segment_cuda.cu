@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "common/csr_engine_cuda.cuh"
+#include "common/expand_rows.h"
 #include "segment/segment_impl.h"
 
 namespace pyengine::segment {
@@ -22,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_transpose_cuda(const at::Tens
   auto perm = std::get<1>(sorted);
   auto row_ptr_t = at::searchsorted(sorted_col, at::arange(num_cols + 1, row_ptr.options()));
   auto lens = row_ptr.narrow(0, 1, M) - row_ptr.narrow(0, 0, M);
-  auto row_of_edge = at::repeat_interleave(lens, E);
+  auto row_of_edge = expand_rows(lens, E);
   auto col_t = row_of_edge.index_select(0, perm);
   return {row_ptr_t, col_t, perm};
 }
