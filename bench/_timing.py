@@ -24,12 +24,14 @@ inputs) must be done outside ``fn``.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import statistics
 import time
 from dataclasses import dataclass
 import argparse
+import sys
 from typing import Callable, Sequence
 
 import torch
@@ -37,6 +39,8 @@ import torch
 __all__ = [
     "measure",
     "synchronize",
+    "cuda_peak_extra",
+    "guarded",
     "max_abs_diff",
     "Row",
     "format_table",
@@ -114,6 +118,42 @@ def measure(
             if max_seconds is not None and i + 1 >= min_repeat and t1 - budget_start > max_seconds:
                 break
     return statistics.median(times)
+
+
+def cuda_peak_extra(fn: Callable[[], object], device: str | torch.device | None = "cuda") -> int:
+    """Peak CUDA memory allocated during one ``fn()`` call beyond what was allocated before it (bytes).
+
+    ``torch.cuda.max_memory_allocated()`` after ``torch.cuda.reset_peak_memory_stats()``,
+    minus ``torch.cuda.memory_allocated()`` before the call: outputs, gradients, the
+    autograd graph and temporaries, everything that goes through PyTorch's caching
+    allocator (memory a library takes with its own ``cudaMalloc`` is not seen). Call
+    ``fn`` once before (warm-up) so that lazily created buffers are not counted.
+    """
+    dev = _as_device(device)
+    gc.collect()
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    before = torch.cuda.memory_allocated(dev)
+    fn()
+    torch.cuda.synchronize(dev)
+    return torch.cuda.max_memory_allocated(dev) - before
+
+
+def guarded(fn: Callable[[], object], what: str, failed=None):
+    """``(fn(), "")``, or ``(failed, "OOM" / "error")`` when ``fn`` raises, so that one failed
+    cell (CUDA out of memory, or any error: printed to stderr under ``what``) does not stop
+    a benchmark; memory the failed call held is released (``torch.cuda.empty_cache``)."""
+    try:
+        return fn(), ""
+    except torch.cuda.OutOfMemoryError:
+        note, msg = "OOM", "out of memory, reported as OOM"
+    except Exception as exc:  # noqa: BLE001 - report the cell and go on
+        note, msg = "error", f"{type(exc).__name__}: {str(exc)[:300]}"
+    print(f"  {what}: {msg}", file=sys.stderr, flush=True)
+    gc.collect()  # outside the except block, so the traceback's tensors are gone
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return failed, note
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:

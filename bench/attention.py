@@ -3,7 +3,9 @@ gather -> compute -> scatter PyTorch versions of the same computation.
 
 Inputs: ``N`` random points in the unit cube (3-D), used as both sources and queries,
 with a radius graph from ``pyengine.ops.radius_search`` sized for about ``--degree``
-neighbors per point. In the same run, on the same inputs, it times (median, see
+neighbors per point (points, features and graph are made on the CPU, so every device
+gets the same inputs, then moved to ``--device``; the GPU neighbor search has its own
+benchmark, ``bench/neighbors.py``). In the same run, on the same inputs, it times (median, see
 ``_timing.measure``) and measures the peak extra memory of:
 
 * ``attention op``: ``ops.csr_attention`` (H heads of dim D, per-source keys/values)
@@ -16,16 +18,25 @@ neighbors per point. In the same run, on the same inputs, it times (median, see
 * ``local layer``: ``nn.LocalIntegral`` vs the same layer with the plain aggregation;
 
 each as forward and forward+backward (loss ``(out * w).sum()``, gradients of all
-inputs and parameters). "Peak extra" is the process's peak resident memory during
-one call minus the resident memory before it (Linux ``/proc/self/status`` VmHWM after
-resetting it through ``/proc/self/clear_refs``); large allocations are forced to
+inputs and parameters). "Peak extra" is, on CPU, the process's peak resident memory
+during one call minus the resident memory before it (Linux ``/proc/self/status`` VmHWM
+after resetting it through ``/proc/self/clear_refs``; large allocations are forced to
 ``mmap`` (``MALLOC_MMAP_THRESHOLD_``) so freed memory is returned and not reused
-invisibly. It includes the outputs and the autograd graph the call creates.
+invisibly); on CUDA, ``torch.cuda.max_memory_allocated()`` during one call minus the
+memory allocated before it (``_timing.cuda_peak_extra``). It includes the outputs and
+the autograd graph the call creates. A cell that fails (CUDA out of memory, or any
+error) is reported as ``OOM`` / ``error`` and the run goes on.
+
+Sizes: N = 20k on CPU, 200k on CUDA (4k / 20k with ``--quick``). On CUDA a ``target``
+column checks the issue's target for the attention rows: the fused attention
+aggregation at least 5x faster than plain. The matmuls (``nn.Linear`` projections,
+the same for fused and plain) run at PyTorch's default precision (no TF32).
 
 Examples::
 
     python bench/attention.py --markdown
     python bench/attention.py --quick
+    python bench/attention.py --device cuda --markdown        # N = 200k
     python bench/attention.py --points 50k --degree 32 --heads 4 --head-dim 16
 """
 
@@ -37,7 +48,6 @@ import gc
 import math
 import os
 import re
-import shlex
 import sys
 import time
 
@@ -49,8 +59,19 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith(
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import add_common_args, busy_cpus, format_count, machine_description, max_abs_diff, measure  # noqa: E402
-from _timing import parse_common, parse_count  # noqa: E402
+from _timing import (  # noqa: E402
+    add_common_args,
+    busy_cpus,
+    command_line,
+    cuda_peak_extra,
+    format_count,
+    guarded,
+    machine_description,
+    max_abs_diff,
+    measure,
+    parse_common,
+    parse_count,
+)
 
 from pyengine import ops  # noqa: E402
 from pyengine.nn import AttentionAggregation, LocalIntegral  # noqa: E402
@@ -97,18 +118,19 @@ def peak_extra_bytes(fn) -> float | None:
 
 def edge_rows(row_ptr, E):
     M = row_ptr.numel() - 1
-    return torch.repeat_interleave(torch.arange(M), row_ptr.diff(), output_size=E)
+    return torch.repeat_interleave(torch.arange(M, device=row_ptr.device), row_ptr.diff(), output_size=E)
 
 
 def plain_softmax_aggregate(s, v_e, row, M):
     """sum_e softmax_row(s)[e] v_e with scatter ops; s (E, H), v_e (E, H, D)."""
     E, H = s.shape
     idx = row[:, None].expand(E, H)
-    m = torch.full((M, H), -math.inf, dtype=s.dtype).scatter_reduce(0, idx, s.detach(), "amax", include_self=True)
+    m = torch.full((M, H), -math.inf, dtype=s.dtype, device=s.device).scatter_reduce(
+        0, idx, s.detach(), "amax", include_self=True)
     p = torch.exp(s - m[row])
-    z = torch.zeros(M, H, dtype=s.dtype).index_add_(0, row, p)
+    z = torch.zeros(M, H, dtype=s.dtype, device=s.device).index_add_(0, row, p)
     a = p / z[row]
-    return torch.zeros(M, H, v_e.shape[2], dtype=s.dtype).index_add_(0, row, a.unsqueeze(-1) * v_e)
+    return torch.zeros(M, H, v_e.shape[2], dtype=s.dtype, device=s.device).index_add_(0, row, a.unsqueeze(-1) * v_e)
 
 
 def plain_attention_op(q, k, v, row, col):
@@ -128,7 +150,7 @@ def plain_attention_layer(layer, y, x, row, col, f_y):
 
 def plain_local_op(psi, f, w, row, col, M):
     msg = psi.unsqueeze(2) * (f[col] * w[col].unsqueeze(1)).unsqueeze(1)  # (E, B, C)
-    return torch.zeros(M, psi.shape[1], f.shape[1], dtype=f.dtype).index_add_(0, row, msg)
+    return torch.zeros(M, psi.shape[1], f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, row, msg)
 
 
 def plain_local_layer(layer, y, x, row_ptr, col, row, f, w):
@@ -155,62 +177,75 @@ def fwd_bwd(fn, inputs, params):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p)
-    p.add_argument("--points", default="20k", help="number of points N (sources = queries)")
+    p.add_argument("--points", default=None, help="number of points N, sources = queries (default 200k cuda, 20k cpu)")
     p.add_argument("--degree", type=int, default=32, help="target average neighbors per point")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=16)
     p.add_argument("--channels", type=int, default=32, help="feature channels of the local integral")
     args = parse_common(p, argv)
-    if args.device != "cpu":
-        p.error("this benchmark's memory measurement is CPU-only; run it with --device cpu")
-    N = 4000 if args.quick else parse_count(args.points)
+    dev = torch.device(args.device)
+    on_cuda = dev.type == "cuda"
+    if args.quick:
+        N = 20_000 if on_cuda else 4000
+    else:
+        N = parse_count(args.points or ("200k" if on_cuda else "20k"))
     max_s = args.max_seconds if args.max_seconds is not None else (1.0 if args.quick else 3.0)
     torch.manual_seed(args.seed)
-    busy = busy_cpus()
+    busy = None if on_cuda else busy_cpus()
 
+    # Inputs are made on the CPU (the same on every device), then moved.
     pts = torch.rand(N, 3)
     radius = (3 * args.degree / (4 * math.pi * N)) ** (1 / 3)
     row_ptr, col = ops.radius_search(pts, pts, radius)
     E = col.numel()
+    pts, row_ptr, col = pts.to(dev), row_ptr.to(dev), col.to(dev)
     row = edge_rows(row_ptr, E)
     H, D, C = args.heads, args.head_dim, args.channels
-    log(f"N = {N}, radius {radius:.4f}, E = {E} ({E / N:.1f} per point), H = {H}, D = {D}, C = {C}")
+    log(f"N = {N}, radius {radius:.4f}, E = {E} ({E / N:.1f} per point), H = {H}, D = {D}, C = {C}, on {dev}")
+
+    def leaf(*shape):
+        return torch.randn(*shape).to(dev).requires_grad_(True)
+
+    def time_and_memory(fn):
+        t = measure(fn, repeat=10, warmup=1, device=dev, max_seconds=max_s)
+        return t, cuda_peak_extra(fn, dev) if on_cuda else peak_extra_bytes(fn)
 
     results = []
 
     def compare(case, fused, plain, inputs=(), params=()):
-        with torch.no_grad():
-            diff = max_abs_diff(fused(), plain())
+        diff, _ = guarded(lambda: _fwd_diff(fused, plain), f"{case} max abs diff")
         for mode in ("forward", "forward+backward"):
             if mode == "forward":
                 fns = [_no_grad(fused), _no_grad(plain)]
             else:
                 fns = [fwd_bwd(fused, inputs, params), fwd_bwd(plain, inputs, params)]
-            times = [measure(fn, repeat=10, warmup=1, max_seconds=max_s) for fn in fns]
-            mems = [peak_extra_bytes(fn) for fn in fns]
-            results.append((case, mode, times, mems, diff))
-            log(f"{case:16s} {mode:17s} fused {times[0] * 1e3:9.2f} ms  plain {times[1] * 1e3:9.2f} ms  "
-                f"mem {_mib(mems[0])} / {_mib(mems[1])} MiB")
+            cells = [guarded(lambda: time_and_memory(fn), f"{case} {mode} {impl}", failed=(None, None))
+                     for fn, impl in zip(fns, ("fused", "plain"))]  # fmt: skip
+            times = [c[0][0] for c in cells]
+            mems = [c[0][1] for c in cells]
+            notes = [c[1] for c in cells]
+            results.append((case, mode, times, mems, notes, diff))
+            log(f"{case:16s} {mode:17s} fused {_ms(times[0], notes[0]):>9s} ms  plain {_ms(times[1], notes[1]):>9s} ms"
+                f"  mem {_mib(mems[0])} / {_mib(mems[1])} MiB")
 
     # attention op
-    q = torch.randn(N, H, D, requires_grad=True)
-    k = torch.randn(N, H, D, requires_grad=True)
-    v = torch.randn(N, H, D, requires_grad=True)
+    q, k, v = leaf(N, H, D), leaf(N, H, D), leaf(N, H, D)
     compare("attention op", lambda: ops.csr_attention(q, k, v, row_ptr, col),
             lambda: plain_attention_op(q, k, v, row, col), inputs=(q, k, v))
 
     # attention layer
-    layer = AttentionAggregation(C, H * D, 3, heads=H, head_dim=D)
-    f = torch.randn(N, C, requires_grad=True)
+    layer = AttentionAggregation(C, H * D, 3, heads=H, head_dim=D).to(dev)
+    f = leaf(N, C)
     y = pts.clone().requires_grad_(True)
     compare("attention layer", lambda: layer(y, y, row_ptr, col, f),
             lambda: plain_attention_layer(layer, y, y, row, col, f), inputs=(y, f), params=layer.parameters())
 
     # local op and layer
     local = LocalIntegral(C, C, 3, radius=radius, angular_order=1)
-    w = torch.full((N,), 1.0 / N)
     with torch.no_grad():
         local.bias.normal_()
+    local = local.to(dev)
+    w = torch.full((N,), 1.0 / N, device=dev)
     psi = local.basis_values(pts, pts, row_ptr, col).requires_grad_(True)
     compare("local op", lambda: ops.local_basis_aggregate(psi, f, row_ptr, col, w),
             lambda: plain_local_op(psi, f, w, row, col, N), inputs=(psi, f))
@@ -218,20 +253,19 @@ def main(argv=None) -> int:
             lambda: plain_local_layer(local, y, y, row_ptr, col, row, f, w), inputs=(y, f),
             params=local.parameters())
 
-    busy_end = busy_cpus()
-    cmd = "python bench/attention.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    print(f"# {cmd}")
-    print(f"# {machine_description('cpu')}; {time.strftime('%Y-%m-%d', time.gmtime())}")
-    print(f"# N = {format_count(N)} points, E = {format_count(E)} edges ({E / N:.1f}/point), heads {H} x dim {D}, "
-          f"local C = {C}, B = {local.basis.num_bases}; other CPUs busy: "
-          f"{'?' if busy is None else f'{busy:.2f}'} at start, {'?' if busy_end is None else f'{busy_end:.2f}'} at end")
-    head = ["case", "pass", "fused ms", "plain ms", "speedup (plain/fused)", "fused peak extra MiB",
-            "plain peak extra MiB", "memory ratio (plain/fused)", "max abs diff"]
-    lines = []
-    for case, mode, t, m, diff in results:
-        ratio = "" if None in m or not m[0] else f"{m[1] / m[0]:.1f}x"
-        lines.append([case, mode, f"{t[0] * 1e3:.2f}", f"{t[1] * 1e3:.2f}", f"{t[1] / t[0]:.2f}x", _mib(m[0]),
-                      _mib(m[1]), ratio, f"{diff:.1e}"])
+    print(f"# {command_line(__file__)}")
+    print(f"# {machine_description(dev)}; {time.strftime('%Y-%m-%d', time.gmtime())}")
+    setup = (f"# N = {format_count(N)} points, E = {format_count(E)} edges ({E / N:.1f}/point), heads {H} x dim {D}, "
+             f"local C = {C}, B = {local.basis.num_bases}; ")  # fmt: skip
+    if on_cuda:
+        print(setup + f"torch.backends.cuda.matmul.allow_tf32 = {torch.backends.cuda.matmul.allow_tf32} (not set "
+              "here) for fused and plain; peak extra = torch.cuda.max_memory_allocated during one warm call")
+        print("# issue target (GPU): attention aggregation >= 5x faster than plain")
+    else:
+        busy_end = busy_cpus()
+        print(setup + f"other CPUs busy: {'?' if busy is None else f'{busy:.2f}'} at start, "
+              f"{'?' if busy_end is None else f'{busy_end:.2f}'} at end")
+    head, lines = table(results, target=on_cuda)
     if args.markdown:
         print("| " + " | ".join(head) + " |")
         print("|---|---|" + "---:|" * (len(head) - 2))
@@ -244,6 +278,28 @@ def main(argv=None) -> int:
     return 0
 
 
+def table(results, target: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the report; ``target`` adds the issue's GPU target column (attention >= 5x)."""
+    head = ["case", "pass", "fused ms", "plain ms", "speedup (plain/fused)", "fused peak extra MiB",
+            "plain peak extra MiB", "memory ratio (plain/fused)", "max abs diff"] + (["target"] if target else [])
+    lines = []
+    for case, mode, t, m, notes, diff in results:
+        speedup = None if None in t else t[1] / t[0]
+        line = [case, mode, _ms(t[0], notes[0]), _ms(t[1], notes[1]), "" if speedup is None else f"{speedup:.2f}x",
+                _mib(m[0]), _mib(m[1]), "" if None in m or not m[0] else f"{m[1] / m[0]:.1f}x",
+                "" if diff is None else f"{diff:.1e}"]  # fmt: skip
+        if target:
+            judged = speedup is not None and case.startswith("attention")
+            line.append(f">= 5x: {'met' if speedup >= 5 else 'NOT met'}" if judged else "")
+        lines.append(line)
+    return head, lines
+
+
+def _fwd_diff(fused, plain) -> float:
+    with torch.no_grad():
+        return max_abs_diff(fused(), plain())
+
+
 def _no_grad(fn):
     def run():
         with torch.no_grad():
@@ -254,6 +310,10 @@ def _no_grad(fn):
 
 def _mib(b):
     return "?" if b is None else f"{b / 2**20:.1f}"
+
+
+def _ms(t, note=""):
+    return note if t is None else f"{t * 1e3:.2f}"
 
 
 if __name__ == "__main__":

@@ -34,7 +34,15 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import add_common_args, format_count, machine_description, measure, parse_common, parse_count  # noqa: E402
+from _timing import (  # noqa: E402
+    add_common_args,
+    cuda_peak_extra,
+    format_count,
+    machine_description,
+    measure,
+    parse_common,
+    parse_count,
+)
 
 CONFIGS = {
     "gno": dict(hidden=32, layers=2, radius=0.06, kernel_hidden=(32,), max_neighbors=24),
@@ -86,14 +94,9 @@ def _rss() -> int:
 
 def peak_extra(fn, device: torch.device) -> int | None:
     """Peak memory of one call of ``fn`` beyond what was in use before it (bytes)."""
-    gc.collect()
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
+        return cuda_peak_extra(fn, device)
+    gc.collect()
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # VmHWM := current RSS
