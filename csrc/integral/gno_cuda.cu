@@ -3,8 +3,8 @@
 // Which kernel runs follows PyTorch's own float32 matmul policy, so the fused
 // op is exactly as precise as the torch.matmul calls around it:
 //   * float32 with TF32 allowed (torch.set_float32_matmul_precision("high") or
-//     torch.backends.cuda.matmul.allow_tf32 = True): tensor cores, TF32 inputs,
-//     float32 accumulation (gno_tc_cuda.cu), about 1e-3 relative error;
+//     torch.backends.cuda.matmul.allow_tf32 = True) on sm_80+: tensor cores, TF32
+//     inputs, float32 accumulation (gno_tc_cuda.cu), about 1e-3 relative error;
 //   * float32 otherwise (PyTorch's default) and float64: FMA kernels exact to
 //     the input precision (gno_fma_cuda.cu).
 #include <ATen/ATen.h>
@@ -23,7 +23,8 @@ void check_channels(const GnoArgs& a) {
 }
 
 bool use_tensor_cores(const GnoArgs& a) {
-  return a.y.scalar_type() == at::kFloat && at::globalContext().allowTF32CuBLAS();
+  return a.y.scalar_type() == at::kFloat && at::globalContext().allowTF32CuBLAS() &&
+         cuda::device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8;  // TF32 needs sm_80+
 }
 
 }  // namespace

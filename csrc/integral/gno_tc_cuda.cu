@@ -52,13 +52,18 @@ constexpr int kChunkTiles = 16;    // forward: warp tiles per work chunk
 constexpr int kBwdChunkTiles = 4;  // backward: CTA tiles per work chunk
 constexpr int kMaxFwdWarps = 16;
 constexpr int kMaxBwdWarps = 8;
-constexpr int kMaxCh = int(kMaxChannels / 32);  // channels per lane
 
+// TF32 tensor cores need sm_80+. Device code for older architectures keeps only
+// trapping kernel stubs; gno_cuda.cu never picks these kernels on such devices.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define PYE_GNO_TC_DEVICE_CODE 1
+constexpr int kMaxCh = int(kMaxChannels / 32);  // channels per lane
 using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
 using FragAt = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
 using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
 using FragBt = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
 using FragC = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+#endif
 
 // Everything the kernels need, by value. Shared memory starts with 32 int64 per
 // warp (the tile's 16 columns and 16 rows), then the float area; *_off are
@@ -85,6 +90,7 @@ struct TcParams {
   int ld_z0, ld_g, ld_p[kMaxLayers];  // backward: inputs, last layer, hidden layers
 };
 
+#if defined(PYE_GNO_TC_DEVICE_CODE)
 __device__ __forceinline__ float tf32(float v) { return wmma::__float_to_tf32(v); }
 
 template <typename Frag>
@@ -201,7 +207,7 @@ __device__ void flush_row(const TcParams& p, int64_t r, float (&acc)[kMaxCh], in
 }
 
 template <typename index_t>
-__global__ void __launch_bounds__(kMaxFwdWarps * 32) tc_forward_kernel(TcParams p, const index_t* __restrict__ col) {
+__device__ void forward_body(const TcParams& p, const index_t* __restrict__ col) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   int64_t* s_col = warp_indices(warp);
   int64_t* s_row = s_col + kTile;
@@ -406,7 +412,7 @@ __device__ void point_grads(const TcParams& p, const int64_t* s_col, const int64
 }
 
 template <typename index_t>
-__global__ void __launch_bounds__(kMaxBwdWarps * 32) tc_backward_kernel(TcParams p, const index_t* __restrict__ col) {
+__device__ void backward_body(const TcParams& p, const index_t* __restrict__ col) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int rows = warps * kTile;
   int64_t* s_col = warp_indices(warp);
@@ -482,6 +488,26 @@ __global__ void __launch_bounds__(kMaxBwdWarps * 32) tc_backward_kernel(TcParams
     }
     for (int o = threadIdx.x; o < p.dout[l]; o += blockDim.x) atomicAdd(&p.gprm[p.prm_b[l] + o], s[p.db_off[l] + o]);
   }
+}
+
+#endif  // PYE_GNO_TC_DEVICE_CODE
+
+template <typename index_t>
+__global__ void __launch_bounds__(kMaxFwdWarps * 32) tc_forward_kernel(TcParams p, const index_t* __restrict__ col) {
+#if defined(PYE_GNO_TC_DEVICE_CODE)
+  forward_body(p, col);
+#else
+  __trap();
+#endif
+}
+
+template <typename index_t>
+__global__ void __launch_bounds__(kMaxBwdWarps * 32) tc_backward_kernel(TcParams p, const index_t* __restrict__ col) {
+#if defined(PYE_GNO_TC_DEVICE_CODE)
+  backward_body(p, col);
+#else
+  __trap();
+#endif
 }
 
 // ------------------------------------------------------------------------ host side
