@@ -152,3 +152,26 @@ def test_local_matches_cpu(emu, make_csr, layout, dtype, weights, index):
     ref, res = results
     for name, expected in ref.items():
         torch.testing.assert_close(res[name], expected, **TOL[dtype], msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("layout", ["lane_group", "piece"])
+def test_attention_nan_score_propagates(emu, make_csr, layout):
+    """A NaN score gives NaN outputs, as in the CPU's single-pass fold, even when it is the
+    only unmasked score of a lane group (D = 8: four groups per warp) or of a row's piece:
+    such a partial state has m = -inf, like an empty one, but l = NaN."""
+    g = torch.Generator().manual_seed(2)
+    if layout == "lane_group":  # row 1's second edge, alone in lane group 1
+        row_ptr, nan_edge, masked = make_csr(lens=[3, 2, 4]), 3 + 1, slice(0, 0)
+    else:  # the only unmasked edge of the second 1024-edge piece of a 2500-edge row
+        row_ptr, nan_edge, masked = make_csr(lens=[5, 2500, 4]), 5 + 1500, slice(5 + 1024, 5 + 2048)
+    M, E = row_ptr.numel() - 1, int(row_ptr[-1])
+    col = torch.randint(0, N_SRC, (E,), generator=g)
+    q, k, v = (torch.randn(n, 1, 8, generator=g) for n in (M, N_SRC, N_SRC))
+    bias = torch.randn(E, 1, generator=g)
+    bias[masked] = -torch.inf
+    bias[nan_edge] = torch.nan
+    ref = torch.ops.pyengine.csr_attention(row_ptr, col, q, k, v, bias, 0.5)
+    res = emu.csr_attention(row_ptr, col, q, k, v, bias, 0.5)
+    assert ref[0][1].isnan().all() and ref[1][1].isnan().all()  # the reference: row 1 is NaN, the others are not
+    for a, b in zip(res, ref):
+        torch.testing.assert_close(a, b, equal_nan=True, **TOL[f32])

@@ -142,12 +142,14 @@ __device__ __forceinline__ void store_row(scalar_t* __restrict__ row, const acc_
 }
 
 // Online-softmax state (m, l, acc) <- merged with (m2, l2, acc2), as if the
-// latter's edges had been folded in. m = -inf means nothing folded yet.
+// latter's edges had been folded in. l == 0 means nothing folded yet; not
+// m == -inf, which a state whose only scores were NaN also has (with l = NaN):
+// that NaN must reach the result, as it does in a single-pass fold.
 template <int kPer, typename acc_t>
 __device__ __forceinline__ void merge_state(acc_t& m, acc_t& l, acc_t (&acc)[kPer], acc_t m2, acc_t l2,
                                             const acc_t (&acc2)[kPer]) {
-  if (m2 == neg_inf<acc_t>()) return;
-  if (m == neg_inf<acc_t>()) {
+  if (l2 == acc_t(0)) return;
+  if (l == acc_t(0)) {
     m = m2;
     l = l2;
 #pragma unroll
