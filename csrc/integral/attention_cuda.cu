@@ -1,17 +1,33 @@
 // CUDA kernels of the fused CSR attention (see attention.h for the math).
 //
-// One warp per (row, head). The warp is cut into groups of `gw` lanes (gw = the
-// head dim rounded up to a power of two, at most 32); each group takes every
-// (32 / gw)-th edge of the row, so short heads (D = 8, 16) still use all lanes.
-// A lane holds kPer channels (cl + gw * t) of q and of its running accumulators;
-// a score is a shuffle-sum within the group; each group keeps its own online
-// softmax state (max, sum, Dv accumulators) in registers, and the groups' states
-// are merged by shuffles at the end. Nothing per edge is written to global memory.
+// Work items: a row, or a piece of at most cuda::kChunk edges of a longer row
+// (cuda::make_work_items, the decomposition the CSR engine uses), so a huge row
+// (or, in backward, a huge column) is spread over many warps instead of
+// serialising on one. One warp per (item, head).
 //
-// Backward recomputes the probabilities from the saved log-sum-exp: one warp per
-// (row, head) for grad_q / grad_bias, one warp per (source, head) over the
-// transposed CSR for grad_k / grad_v (gathers only: no atomics, deterministic).
-// Long rows are not split across warps yet: a huge row runs on one warp.
+// Within a warp, lanes form groups of `gw` lanes (gw = the head dim rounded up
+// to a power of two, at most 32); each group takes every (32 / gw)-th edge of
+// the item, so short heads (D = 8, 16) still use all lanes. A lane holds kPer
+// channels (cl + gw * t) of q and of its running accumulators; a score is a
+// shuffle-sum within the group; each group keeps its own online-softmax state
+// (max, sum, Dv accumulators) in registers, and the groups' states are merged by
+// shuffles at the end. Nothing per edge is written to global memory.
+//
+// Forward (flash-decoding style): a warp whose item is a whole row writes out
+// and lse directly, as a single pass. A warp on a piece of a split row writes
+// its unnormalised state (m, l, acc[Dv]) to a scratch slot instead, and
+// merge_forward_kernel (one warp per (split row, head)) folds the row's pieces
+// and writes out and lse.
+//
+// Backward recomputes the probabilities from the saved log-sum-exp: a pass over
+// the rows' items for grad_q / grad_bias, and a pass over the items of the
+// transposed CSR (source points, long columns cut the same way) for grad_k /
+// grad_v. grad_bias is per edge, so pieces write it directly; grad_q, grad_k and
+// grad_v of a split row / column are sums over its pieces, which write partial
+// sums that merge_sum_kernel adds up. Gathers only, no float atomics, and every
+// merge runs in a fixed order (piece j in group j mod groups, then a fixed
+// butterfly over the groups), so results are deterministic. float16/bfloat16
+// accumulate (and keep their partial states) in float.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -20,6 +36,7 @@
 
 #include <limits>
 
+#include "common/csr_engine_cuda.cuh"
 #include "common/cuda_launch.cuh"
 #include "common/dispatch.h"
 #include "integral/attention.h"
@@ -45,6 +62,26 @@ struct Lanes {
     groups = 32 >> gw_log2;
   }
 };
+
+__device__ __forceinline__ int64_t warp_index() { return (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; }
+
+// What the warp with index wh = item * H + h works on: head h of the edges
+// [beg, end) of `row` (a row of the CSR, or a source point of the transposed
+// one). `split` marks a piece of a row longer than kChunk: its results go to the
+// scratch slot wh, to be merged, instead of to the outputs.
+struct WarpTask {
+  int64_t row, h, beg, end;
+  bool split;
+};
+
+__device__ __forceinline__ WarpTask warp_task(const int64_t* __restrict__ row_ptr,
+                                              const int64_t* __restrict__ item_row,
+                                              const int64_t* __restrict__ item_chunk, int64_t wh, int64_t H) {
+  const int64_t item = wh / H;
+  const cuda::ItemRange it = cuda::decode_item(row_ptr, item_row, item_chunk, item);
+  // item_row is null when no row is longer than kChunk: then items are rows and nothing is split.
+  return {it.row, wh - item * H, it.beg, it.end, it.row_len > cuda::kChunk};
+}
 
 // Sum over the lanes of one group (all 32 lanes call it; xor offsets < gw stay in the group).
 template <typename T>
@@ -104,27 +141,78 @@ __device__ __forceinline__ void store_row(scalar_t* __restrict__ row, const acc_
   }
 }
 
+// Online-softmax state (m, l, acc) <- merged with (m2, l2, acc2), as if the
+// latter's edges had been folded in. l == 0 means nothing folded yet; not
+// m == -inf, which a state whose only scores were NaN also has (with l = NaN):
+// that NaN must reach the result, as it does in a single-pass fold.
+template <int kPer, typename acc_t>
+__device__ __forceinline__ void merge_state(acc_t& m, acc_t& l, acc_t (&acc)[kPer], acc_t m2, acc_t l2,
+                                            const acc_t (&acc2)[kPer]) {
+  if (l2 == acc_t(0)) return;
+  if (l == acc_t(0)) {
+    m = m2;
+    l = l2;
+#pragma unroll
+    for (int t = 0; t < kPer; ++t) acc[t] = acc2[t];
+    return;
+  }
+  const acc_t mx = m > m2 ? m : m2;
+  const acc_t f1 = ::exp(m - mx), f2 = ::exp(m2 - mx);
+  l = l * f1 + l2 * f2;
+#pragma unroll
+  for (int t = 0; t < kPer; ++t) acc[t] = acc[t] * f1 + acc2[t] * f2;
+  m = mx;
+}
+
+// Merges the groups' states; afterwards every group holds the warp's state.
+template <int kPer, typename acc_t>
+__device__ __forceinline__ void merge_groups(acc_t& m, acc_t& l, acc_t (&acc)[kPer], const Lanes& L) {
+  for (int off = L.gw; off < 32; off <<= 1) {
+    const acc_t m2 = __shfl_xor_sync(0xffffffffu, m, off);
+    const acc_t l2 = __shfl_xor_sync(0xffffffffu, l, off);
+    acc_t acc2[kPer];
+#pragma unroll
+    for (int t = 0; t < kPer; ++t) acc2[t] = __shfl_xor_sync(0xffffffffu, acc[t], off);
+    merge_state<kPer>(m, l, acc, m2, l2, acc2);
+  }
+}
+
+// out = acc / l and lse = m + log(l) of one (row, head); zeros and -inf when nothing was summed.
+template <int kPer, typename acc_t, typename scalar_t>
+__device__ __forceinline__ void finish_row(scalar_t* __restrict__ out_row, acc_t* __restrict__ lse_at, acc_t m,
+                                           acc_t l, const acc_t (&acc)[kPer], int64_t Dv, const Lanes& L) {
+  const bool empty = l == acc_t(0);
+  store_row<kPer>(out_row, acc, Dv, L, empty ? acc_t(0) : acc_t(1) / l);
+  if (L.lane == 0) *lse_at = empty ? neg_inf<acc_t>() : m + ::log(l);
+}
+
+// One warp per (item, head). Pieces of split rows write their state to
+// part_ml[wh] = (m, l) and part_acc[wh, :Dv]; whole rows write out and lse.
 template <typename scalar_t, typename index_t, int kPer>
-__global__ void forward_kernel(const int64_t* __restrict__ row_ptr, const index_t* __restrict__ col,
-                               const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
-                               const scalar_t* __restrict__ v, const scalar_t* __restrict__ bias, int64_t M,
-                               int64_t H, int64_t Dk, int64_t Dv, at::opmath_type<scalar_t> scale, int gw_log2,
-                               scalar_t* __restrict__ out, at::opmath_type<scalar_t>* __restrict__ lse) {
+__global__ void forward_kernel(const int64_t* __restrict__ row_ptr, const int64_t* __restrict__ item_row,
+                               const int64_t* __restrict__ item_chunk, int64_t num_items,
+                               const index_t* __restrict__ col, const scalar_t* __restrict__ q,
+                               const scalar_t* __restrict__ k, const scalar_t* __restrict__ v,
+                               const scalar_t* __restrict__ bias, int64_t H, int64_t Dk, int64_t Dv,
+                               at::opmath_type<scalar_t> scale, int gw_log2, scalar_t* __restrict__ out,
+                               at::opmath_type<scalar_t>* __restrict__ lse,
+                               at::opmath_type<scalar_t>* __restrict__ part_ml,
+                               at::opmath_type<scalar_t>* __restrict__ part_acc) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t item = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  if (item >= M * H) return;  // uniform across the warp
+  const int64_t wh = warp_index();
+  if (wh >= num_items * H) return;  // uniform across the warp
   const Lanes L(gw_log2);
-  const int64_t r = item / H, h = item - r * H;
+  const WarpTask w = warp_task(row_ptr, item_row, item_chunk, wh, H);
+  const int64_t h = w.h, rh = w.row * H + h;
   acc_t qa[kPer], acc[kPer];
-  load_row<kPer>(qa, q + item * Dk, Dk, L, scale);
+  load_row<kPer>(qa, q + rh * Dk, Dk, L, scale);
 #pragma unroll
   for (int t = 0; t < kPer; ++t) acc[t] = 0;
   acc_t m = neg_inf<acc_t>(), l = 0;
-  const int64_t beg = row_ptr[r], end = row_ptr[r + 1];
   // Every lane runs the same number of iterations (the shuffles need the whole warp).
-  for (int64_t base = beg; base < end; base += L.groups) {
+  for (int64_t base = w.beg; base < w.end; base += L.groups) {
     const int64_t e = base + L.group;
-    const bool valid = e < end;
+    const bool valid = e < w.end;
     const int64_t jh = valid ? static_cast<int64_t>(col[e]) * H + h : 0;
     acc_t s = group_sum(valid ? lane_dot<kPer>(qa, k + jh * Dk, Dk, L) : acc_t(0), L.gw);
     if (valid && bias) s += static_cast<acc_t>(bias[e * H + h]);
@@ -140,58 +228,76 @@ __global__ void forward_kernel(const int64_t* __restrict__ row_ptr, const index_
     l += p;
     axpy<kPer>(acc, p, v + jh * Dv, Dv, L);
   }
-  // Merge the groups' online-softmax states.
-  for (int off = L.gw; off < 32; off <<= 1) {
-    const acc_t m2 = __shfl_xor_sync(0xffffffffu, m, off);
-    const acc_t l2 = __shfl_xor_sync(0xffffffffu, l, off);
-    acc_t acc2[kPer];
-#pragma unroll
-    for (int t = 0; t < kPer; ++t) acc2[t] = __shfl_xor_sync(0xffffffffu, acc[t], off);
-    if (m2 == neg_inf<acc_t>()) continue;
-    if (m == neg_inf<acc_t>()) {
-      m = m2;
-      l = l2;
-#pragma unroll
-      for (int t = 0; t < kPer; ++t) acc[t] = acc2[t];
-      continue;
-    }
-    const acc_t mx = m > m2 ? m : m2;
-    const acc_t f1 = ::exp(m - mx), f2 = ::exp(m2 - mx);
-    l = l * f1 + l2 * f2;
-#pragma unroll
-    for (int t = 0; t < kPer; ++t) acc[t] = acc[t] * f1 + acc2[t] * f2;
-    m = mx;
+  merge_groups<kPer>(m, l, acc, L);
+  if (!w.split) {
+    finish_row<kPer>(out + rh * Dv, lse + rh, m, l, acc, Dv, L);
+    return;
   }
-  const bool empty = l == acc_t(0);
-  store_row<kPer>(out + item * Dv, acc, Dv, L, empty ? acc_t(0) : acc_t(1) / l);
-  if (L.lane == 0) lse[item] = empty ? neg_inf<acc_t>() : m + ::log(l);
+  store_row<kPer>(part_acc + wh * Dv, acc, Dv, L, acc_t(1));
+  if (L.lane == 0) {
+    part_ml[2 * wh] = m;
+    part_ml[2 * wh + 1] = l;
+  }
 }
 
-template <typename scalar_t, typename index_t, int kPer>
-__global__ void backward_rows_kernel(const int64_t* __restrict__ row_ptr, const index_t* __restrict__ col,
-                                     const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
-                                     const scalar_t* __restrict__ v, const scalar_t* __restrict__ bias,
-                                     const scalar_t* __restrict__ grad_out,
-                                     const at::opmath_type<scalar_t>* __restrict__ lse,
-                                     const at::opmath_type<scalar_t>* __restrict__ delta, int64_t M, int64_t H,
-                                     int64_t Dk, int64_t Dv, at::opmath_type<scalar_t> scale, int gw_log2,
-                                     scalar_t* __restrict__ grad_q, scalar_t* __restrict__ grad_bias) {
+// One warp per (split row, head): folds the states of the row's pieces (group g
+// takes pieces g, g + groups, ... in order, then the groups merge by a fixed
+// butterfly) and writes out and lse.
+template <typename scalar_t, int kPer>
+__global__ void merge_forward_kernel(const int64_t* __restrict__ split_row, const int64_t* __restrict__ split_first,
+                                     const int64_t* __restrict__ split_count, int64_t num_split, int64_t H,
+                                     int64_t Dv, int gw_log2, const at::opmath_type<scalar_t>* __restrict__ part_ml,
+                                     const at::opmath_type<scalar_t>* __restrict__ part_acc,
+                                     scalar_t* __restrict__ out, at::opmath_type<scalar_t>* __restrict__ lse) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t item = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  if (item >= M * H) return;
+  const int64_t wh = warp_index();
+  if (wh >= num_split * H) return;
   const Lanes L(gw_log2);
-  const int64_t r = item / H, h = item - r * H;
-  const acc_t lse_r = lse[item], dl = delta[item];
+  const int64_t s = wh / H, h = wh - s * H;
+  const int64_t first = split_first[s], count = split_count[s];
+  acc_t m = neg_inf<acc_t>(), l = 0, acc[kPer];
+#pragma unroll
+  for (int t = 0; t < kPer; ++t) acc[t] = 0;
+  for (int64_t j = L.group; j < count; j += L.groups) {
+    const int64_t slot = (first + j) * H + h;
+    acc_t acc2[kPer];
+    load_row<kPer>(acc2, part_acc + slot * Dv, Dv, L, acc_t(1));
+    merge_state<kPer>(m, l, acc, part_ml[2 * slot], part_ml[2 * slot + 1], acc2);
+  }
+  merge_groups<kPer>(m, l, acc, L);
+  const int64_t rh = split_row[s] * H + h;
+  finish_row<kPer>(out + rh * Dv, lse + rh, m, l, acc, Dv, L);
+}
+
+// Row pass of backward, one warp per (item, head): grad_bias of the item's
+// edges, and grad_q (to part_dq[wh, :Dk], unscaled, for a piece of a split row).
+template <typename scalar_t, typename index_t, int kPer>
+__global__ void backward_rows_kernel(const int64_t* __restrict__ row_ptr, const int64_t* __restrict__ item_row,
+                                     const int64_t* __restrict__ item_chunk, int64_t num_items,
+                                     const index_t* __restrict__ col, const scalar_t* __restrict__ q,
+                                     const scalar_t* __restrict__ k, const scalar_t* __restrict__ v,
+                                     const scalar_t* __restrict__ bias, const scalar_t* __restrict__ grad_out,
+                                     const at::opmath_type<scalar_t>* __restrict__ lse,
+                                     const at::opmath_type<scalar_t>* __restrict__ delta, int64_t H, int64_t Dk,
+                                     int64_t Dv, at::opmath_type<scalar_t> scale, int gw_log2,
+                                     scalar_t* __restrict__ grad_q, scalar_t* __restrict__ grad_bias,
+                                     at::opmath_type<scalar_t>* __restrict__ part_dq) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t wh = warp_index();
+  if (wh >= num_items * H) return;
+  const Lanes L(gw_log2);
+  const WarpTask w = warp_task(row_ptr, item_row, item_chunk, wh, H);
+  const int64_t h = w.h, rh = w.row * H + h;
+  const acc_t lse_r = lse[rh], dl = delta[rh];
   const bool live = lse_r != neg_inf<acc_t>();  // else every probability is 0
   acc_t qa[kPer], ga[kPer], dq[kPer];
-  load_row<kPer>(qa, q + item * Dk, Dk, L, scale);
-  load_row<kPer>(ga, grad_out + item * Dv, Dv, L, acc_t(1));
+  load_row<kPer>(qa, q + rh * Dk, Dk, L, scale);
+  load_row<kPer>(ga, grad_out + rh * Dv, Dv, L, acc_t(1));
 #pragma unroll
   for (int t = 0; t < kPer; ++t) dq[t] = 0;
-  const int64_t beg = row_ptr[r], end = row_ptr[r + 1];
-  for (int64_t base = beg; base < end; base += L.groups) {
+  for (int64_t base = w.beg; base < w.end; base += L.groups) {
     const int64_t e = base + L.group;
-    const bool valid = e < end;
+    const bool valid = e < w.end;
     const bool work = valid && live;
     const int64_t jh = valid ? static_cast<int64_t>(col[e]) * H + h : 0;
     acc_t s = group_sum(work ? lane_dot<kPer>(qa, k + jh * Dk, Dk, L) : acc_t(0), L.gw);
@@ -206,33 +312,44 @@ __global__ void backward_rows_kernel(const int64_t* __restrict__ row_ptr, const 
   }
 #pragma unroll
   for (int t = 0; t < kPer; ++t) dq[t] = across_groups_sum(dq[t], L.gw);
-  store_row<kPer>(grad_q + item * Dk, dq, Dk, L, scale);
+  if (w.split) {
+    store_row<kPer>(part_dq + wh * Dk, dq, Dk, L, acc_t(1));
+  } else {
+    store_row<kPer>(grad_q + rh * Dk, dq, Dk, L, scale);
+  }
 }
 
+// Column pass of backward over the transposed CSR, one warp per (item, head)
+// where items are source points or pieces of long columns: grad_k (unscaled)
+// and grad_v, to part_dk[wh, :Dk] and part_dv[wh, :Dv] for a piece.
 template <typename scalar_t, int kPer>
-__global__ void backward_cols_kernel(const int64_t* __restrict__ row_ptr_t, const int64_t* __restrict__ rows,
-                                     const int64_t* __restrict__ perm, const scalar_t* __restrict__ q,
-                                     const scalar_t* __restrict__ k, const scalar_t* __restrict__ v,
-                                     const scalar_t* __restrict__ bias, const scalar_t* __restrict__ grad_out,
+__global__ void backward_cols_kernel(const int64_t* __restrict__ row_ptr_t, const int64_t* __restrict__ item_row,
+                                     const int64_t* __restrict__ item_chunk, int64_t num_items,
+                                     const int64_t* __restrict__ rows, const int64_t* __restrict__ perm,
+                                     const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
+                                     const scalar_t* __restrict__ v, const scalar_t* __restrict__ bias,
+                                     const scalar_t* __restrict__ grad_out,
                                      const at::opmath_type<scalar_t>* __restrict__ lse,
-                                     const at::opmath_type<scalar_t>* __restrict__ delta, int64_t N, int64_t H,
-                                     int64_t Dk, int64_t Dv, at::opmath_type<scalar_t> scale, int gw_log2,
-                                     scalar_t* __restrict__ grad_k, scalar_t* __restrict__ grad_v) {
+                                     const at::opmath_type<scalar_t>* __restrict__ delta, int64_t H, int64_t Dk,
+                                     int64_t Dv, at::opmath_type<scalar_t> scale, int gw_log2,
+                                     scalar_t* __restrict__ grad_k, scalar_t* __restrict__ grad_v,
+                                     at::opmath_type<scalar_t>* __restrict__ part_dk,
+                                     at::opmath_type<scalar_t>* __restrict__ part_dv) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t item = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  if (item >= N * H) return;
+  const int64_t wh = warp_index();
+  if (wh >= num_items * H) return;
   const Lanes L(gw_log2);
-  const int64_t j = item / H, h = item - j * H;
+  const WarpTask w = warp_task(row_ptr_t, item_row, item_chunk, wh, H);
+  const int64_t h = w.h, jh = w.row * H + h;
   acc_t ka[kPer], va[kPer], dk[kPer], dv[kPer];
-  load_row<kPer>(ka, k + item * Dk, Dk, L, scale);
-  load_row<kPer>(va, v + item * Dv, Dv, L, acc_t(1));
+  load_row<kPer>(ka, k + jh * Dk, Dk, L, scale);
+  load_row<kPer>(va, v + jh * Dv, Dv, L, acc_t(1));
 #pragma unroll
   for (int t = 0; t < kPer; ++t) dk[t] = dv[t] = 0;
-  const int64_t beg = row_ptr_t[j], end = row_ptr_t[j + 1];
-  for (int64_t base = beg; base < end; base += L.groups) {
+  for (int64_t base = w.beg; base < w.end; base += L.groups) {
     const int64_t t_edge = base + L.group;
-    const int64_t ih = t_edge < end ? rows[t_edge] * H + h : 0;
-    const acc_t lse_i = t_edge < end ? lse[ih] : neg_inf<acc_t>();
+    const int64_t ih = t_edge < w.end ? rows[t_edge] * H + h : 0;
+    const acc_t lse_i = t_edge < w.end ? lse[ih] : neg_inf<acc_t>();
     const bool work = lse_i != neg_inf<acc_t>();  // padding lanes and dead rows do nothing
     acc_t s = group_sum(work ? lane_dot<kPer>(ka, q + ih * Dk, Dk, L) : acc_t(0), L.gw);
     const acc_t dp = group_sum(work ? lane_dot<kPer>(va, grad_out + ih * Dv, Dv, L) : acc_t(0), L.gw);
@@ -248,8 +365,36 @@ __global__ void backward_cols_kernel(const int64_t* __restrict__ row_ptr_t, cons
     dk[t] = across_groups_sum(dk[t], L.gw);
     dv[t] = across_groups_sum(dv[t], L.gw);
   }
-  store_row<kPer>(grad_k + item * Dk, dk, Dk, L, scale);
-  store_row<kPer>(grad_v + item * Dv, dv, Dv, L, acc_t(1));
+  if (w.split) {
+    store_row<kPer>(part_dk + wh * Dk, dk, Dk, L, acc_t(1));
+    store_row<kPer>(part_dv + wh * Dv, dv, Dv, L, acc_t(1));
+  } else {
+    store_row<kPer>(grad_k + jh * Dk, dk, Dk, L, scale);
+    store_row<kPer>(grad_v + jh * Dv, dv, Dv, L, acc_t(1));
+  }
+}
+
+// One warp per (split row, head): out[row, h, :D] = mult * (sum of the row's
+// pieces' part[slot, :D]), in a fixed order (group g adds pieces g, g + groups,
+// ..., then a fixed butterfly over the groups).
+template <typename scalar_t, int kPer>
+__global__ void merge_sum_kernel(const int64_t* __restrict__ split_row, const int64_t* __restrict__ split_first,
+                                 const int64_t* __restrict__ split_count, int64_t num_split, int64_t H, int64_t D,
+                                 int gw_log2, const at::opmath_type<scalar_t>* __restrict__ part,
+                                 at::opmath_type<scalar_t> mult, scalar_t* __restrict__ out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t wh = warp_index();
+  if (wh >= num_split * H) return;
+  const Lanes L(gw_log2);
+  const int64_t s = wh / H, h = wh - s * H;
+  const int64_t first = split_first[s], count = split_count[s];
+  acc_t sum[kPer];
+#pragma unroll
+  for (int t = 0; t < kPer; ++t) sum[t] = 0;
+  for (int64_t j = L.group; j < count; j += L.groups) axpy<kPer>(sum, acc_t(1), part + ((first + j) * H + h) * D, D, L);
+#pragma unroll
+  for (int t = 0; t < kPer; ++t) sum[t] = across_groups_sum(sum[t], L.gw);
+  store_row<kPer>(out + (split_row[s] * H + h) * D, sum, D, L, mult);
 }
 
 // Lane layout for head dims Dk, Dv: fn(kPer) with kPer channels per lane, and the
@@ -269,11 +414,40 @@ void dispatch_lanes(int64_t Dk, int64_t Dv, const Fn& fn) {
   }
 }
 
-unsigned num_blocks(int64_t items) {
-  const int64_t blocks = (items + kWarps - 1) / kWarps;
+unsigned num_blocks(int64_t warps) {
+  const int64_t blocks = (warps + kWarps - 1) / kWarps;
   TORCH_CHECK_VALUE(blocks <= int64_t(std::numeric_limits<int32_t>::max()), "csr_attention: too many rows x heads (",
-                    items, ") for one launch");
+                    warps, ") for one launch");
   return unsigned(std::max<int64_t>(blocks, 1));
+}
+
+// Work items of one CSR as kernel arguments (null item pointers: items are rows).
+struct Items {
+  cuda::WorkItems w;
+  Items(const at::Tensor& row_ptr, int64_t num_edges) : w(cuda::make_work_items(row_ptr, num_edges)) {}
+  const int64_t* row() const { return w.item_row.defined() ? w.item_row.const_data_ptr<int64_t>() : nullptr; }
+  const int64_t* chunk() const { return w.item_chunk.defined() ? w.item_chunk.const_data_ptr<int64_t>() : nullptr; }
+  // Partial results of `width` accumulators per (item, head); only pieces of split
+  // rows write theirs, and nothing is allocated when no row is split.
+  at::Tensor scratch(int64_t H, int64_t width, const at::TensorOptions& acc) const {
+    return w.num_split > 0 ? at::empty({w.num_items * H, width}, acc) : at::Tensor();
+  }
+};
+
+template <typename T>
+T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// out[split row, h, :D] = mult * sum over the row's pieces of part (see merge_sum_kernel).
+template <typename scalar_t, int kPer>
+void merge_sums(const Items& it, int64_t H, int64_t D, int gw_log2, const at::Tensor& part,
+                at::opmath_type<scalar_t> mult, at::Tensor& out, cudaStream_t stream) {
+  if (it.w.num_split == 0) return;
+  cuda::launch(merge_sum_kernel<scalar_t, kPer>, num_blocks(it.w.num_split * H), kWarps * 32, 0, stream,
+               it.w.split_row.const_data_ptr<int64_t>(), it.w.split_first.const_data_ptr<int64_t>(),
+               it.w.split_count.const_data_ptr<int64_t>(), it.w.num_split, H, D, gw_log2,
+               part.const_data_ptr<at::opmath_type<scalar_t>>(), mult, out.data_ptr<scalar_t>());
 }
 
 }  // namespace
@@ -282,21 +456,33 @@ std::tuple<at::Tensor, at::Tensor> csr_attention_cuda(const at::Tensor& row_ptr,
                                                       const std::optional<at::Tensor>& bias, double scale) {
   const AttentionArgs a = check_attention_args(row_ptr, col, q, k, v, bias, scale);
   c10::cuda::CUDAGuard guard(a.q.device());
+  const auto acc_opts = a.q.options().dtype(acc_dtype(a.q.scalar_type()));
   auto out = at::empty({a.num_rows, a.heads, a.dv}, a.q.options());
-  auto lse = at::empty({a.num_rows, a.heads}, a.q.options().dtype(acc_dtype(a.q.scalar_type())));
-  const int64_t items = a.num_rows * a.heads;
-  if (items == 0) return {out, lse};
+  auto lse = at::empty({a.num_rows, a.heads}, acc_opts);
+  if (a.num_rows * a.heads == 0) return {out, lse};
+  const Items it(a.row_ptr, a.num_edges);
+  const int64_t H = a.heads;
+  at::Tensor part_ml = it.scratch(H, 2, acc_opts), part_acc = it.scratch(H, a.dv, acc_opts);
   auto stream = c10::cuda::getCurrentCUDAStream();
   PYE_DISPATCH_FLOATING(a.q.scalar_type(), "csr_attention", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention", [&] {
-      dispatch_lanes(a.dk, a.dv, [&](auto per, int gw_log2) {
-        cuda::launch(forward_kernel<scalar_t, index_t, decltype(per)::value>, num_blocks(items), kWarps * 32, 0, stream,
-            a.row_ptr.const_data_ptr<int64_t>(), a.col.const_data_ptr<index_t>(), a.q.const_data_ptr<scalar_t>(),
-            a.k.const_data_ptr<scalar_t>(), a.v.const_data_ptr<scalar_t>(),
-            a.bias.defined() ? a.bias.const_data_ptr<scalar_t>() : nullptr, a.num_rows, a.heads, a.dk, a.dv,
-            static_cast<acc_t>(scale), gw_log2, out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>());
+    dispatch_lanes(a.dk, a.dv, [&](auto per, int gw_log2) {
+      constexpr int kPer = decltype(per)::value;
+      AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention", [&] {
+        cuda::launch(forward_kernel<scalar_t, index_t, kPer>, num_blocks(it.w.num_items * H), kWarps * 32, 0, stream,
+            a.row_ptr.const_data_ptr<int64_t>(), it.row(), it.chunk(), it.w.num_items,
+            a.col.const_data_ptr<index_t>(), a.q.const_data_ptr<scalar_t>(), a.k.const_data_ptr<scalar_t>(),
+            a.v.const_data_ptr<scalar_t>(), a.bias.defined() ? a.bias.const_data_ptr<scalar_t>() : nullptr, H, a.dk,
+            a.dv, static_cast<acc_t>(scale), gw_log2, out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(),
+            ptr_or_null<acc_t>(part_ml), ptr_or_null<acc_t>(part_acc));
       });
+      if (it.w.num_split > 0) {
+        cuda::launch(merge_forward_kernel<scalar_t, kPer>, num_blocks(it.w.num_split * H), kWarps * 32, 0, stream,
+            it.w.split_row.const_data_ptr<int64_t>(), it.w.split_first.const_data_ptr<int64_t>(),
+            it.w.split_count.const_data_ptr<int64_t>(), it.w.num_split, H, a.dv, gw_log2,
+            part_ml.const_data_ptr<acc_t>(), part_acc.const_data_ptr<acc_t>(), out.data_ptr<scalar_t>(),
+            lse.data_ptr<acc_t>());
+      }
     });
   });
   return {out, lse};
@@ -314,30 +500,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_attention_backwar
   auto grad_k = at::empty_like(a.k);
   auto grad_v = at::empty_like(a.v);
   auto grad_bias = a.bias.defined() ? at::empty_like(a.bias) : at::empty({0}, a.q.options());
+  const int64_t H = a.heads;
+  if (H == 0) return {grad_q, grad_k, grad_v, grad_bias};
+  const auto acc_opts = a.q.options().dtype(acc_dtype(a.q.scalar_type()));
   auto stream = c10::cuda::getCurrentCUDAStream();
   PYE_DISPATCH_FLOATING(a.q.scalar_type(), "csr_attention_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* bias_p = a.bias.defined() ? a.bias.const_data_ptr<scalar_t>() : nullptr;
     dispatch_lanes(a.dk, a.dv, [&](auto per, int gw_log2) {
       constexpr int kPer = decltype(per)::value;
-      const int64_t row_items = a.num_rows * a.heads, col_items = a.num_src * a.heads;
-      if (row_items > 0) {
+      if (a.num_rows > 0) {
+        const Items it(a.row_ptr, a.num_edges);
+        const at::Tensor part_dq = it.scratch(H, a.dk, acc_opts);
         AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention_backward", [&] {
-          cuda::launch(backward_rows_kernel<scalar_t, index_t, kPer>, num_blocks(row_items), kWarps * 32, 0, stream,
-              a.row_ptr.const_data_ptr<int64_t>(), a.col.const_data_ptr<index_t>(), a.q.const_data_ptr<scalar_t>(),
-              a.k.const_data_ptr<scalar_t>(), a.v.const_data_ptr<scalar_t>(), bias_p,
-              b.grad_out.const_data_ptr<scalar_t>(), b.lse.const_data_ptr<acc_t>(), b.delta.const_data_ptr<acc_t>(),
-              a.num_rows, a.heads, a.dk, a.dv, static_cast<acc_t>(scale), gw_log2, grad_q.data_ptr<scalar_t>(),
-              a.bias.defined() ? grad_bias.data_ptr<scalar_t>() : nullptr);
+          cuda::launch(backward_rows_kernel<scalar_t, index_t, kPer>, num_blocks(it.w.num_items * H), kWarps * 32, 0,
+              stream, a.row_ptr.const_data_ptr<int64_t>(), it.row(), it.chunk(), it.w.num_items,
+              a.col.const_data_ptr<index_t>(), a.q.const_data_ptr<scalar_t>(), a.k.const_data_ptr<scalar_t>(),
+              a.v.const_data_ptr<scalar_t>(), bias_p, b.grad_out.const_data_ptr<scalar_t>(),
+              b.lse.const_data_ptr<acc_t>(), b.delta.const_data_ptr<acc_t>(), H, a.dk, a.dv,
+              static_cast<acc_t>(scale), gw_log2, grad_q.data_ptr<scalar_t>(),
+              a.bias.defined() ? grad_bias.data_ptr<scalar_t>() : nullptr, ptr_or_null<acc_t>(part_dq));
         });
+        merge_sums<scalar_t, kPer>(it, H, a.dk, gw_log2, part_dq, static_cast<acc_t>(scale), grad_q, stream);
       }
-      if (col_items > 0) {
-        cuda::launch(backward_cols_kernel<scalar_t, kPer>, num_blocks(col_items), kWarps * 32, 0, stream,
-            b.row_ptr_t.const_data_ptr<int64_t>(), b.col_t.const_data_ptr<int64_t>(),
-            b.perm.const_data_ptr<int64_t>(), a.q.const_data_ptr<scalar_t>(), a.k.const_data_ptr<scalar_t>(),
-            a.v.const_data_ptr<scalar_t>(), bias_p, b.grad_out.const_data_ptr<scalar_t>(),
-            b.lse.const_data_ptr<acc_t>(), b.delta.const_data_ptr<acc_t>(), a.num_src, a.heads, a.dk, a.dv,
-            static_cast<acc_t>(scale), gw_log2, grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>());
+      if (a.num_src > 0) {
+        const Items it(b.row_ptr_t, a.num_edges);  // long columns are cut like long rows
+        const at::Tensor part_dk = it.scratch(H, a.dk, acc_opts), part_dv = it.scratch(H, a.dv, acc_opts);
+        cuda::launch(backward_cols_kernel<scalar_t, kPer>, num_blocks(it.w.num_items * H), kWarps * 32, 0, stream,
+            b.row_ptr_t.const_data_ptr<int64_t>(), it.row(), it.chunk(), it.w.num_items,
+            b.col_t.const_data_ptr<int64_t>(), b.perm.const_data_ptr<int64_t>(), a.q.const_data_ptr<scalar_t>(),
+            a.k.const_data_ptr<scalar_t>(), a.v.const_data_ptr<scalar_t>(), bias_p,
+            b.grad_out.const_data_ptr<scalar_t>(), b.lse.const_data_ptr<acc_t>(), b.delta.const_data_ptr<acc_t>(),
+            H, a.dk, a.dv, static_cast<acc_t>(scale), gw_log2, grad_k.data_ptr<scalar_t>(),
+            grad_v.data_ptr<scalar_t>(), ptr_or_null<acc_t>(part_dk), ptr_or_null<acc_t>(part_dv));
+        merge_sums<scalar_t, kPer>(it, H, a.dk, gw_log2, part_dk, static_cast<acc_t>(scale), grad_k, stream);
+        merge_sums<scalar_t, kPer>(it, H, a.dv, gw_log2, part_dv, acc_t(1), grad_v, stream);
       }
     });
   });
