@@ -108,6 +108,19 @@ def test_masked_edges_and_fully_masked_rows(make_csr):
         torch.testing.assert_close(a.grad, r.grad, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("nan_edges", [slice(6, 7), slice(4099, 5003)], ids=["one_pass", "whole_last_piece"])
+def test_nan_scores_propagate(make_csr, nan_edges):
+    """NaN scores give NaN outputs, whether the row is folded in one pass or in pieces:
+    a piece whose scores are all NaN (the 5000-edge row is cut after 4096) must not be
+    mistaken for an empty one when the pieces merge."""
+    row_ptr = make_csr(lens=[3, 5000, 2])
+    q, k, v, col, b = make_inputs(row_ptr, 50, 1, 4, 4, bias=True)
+    b[nan_edges] = torch.nan
+    out, lse = ops.csr_attention(q, k, v, row_ptr, col, bias=b, return_lse=True)
+    assert out[1].isnan().all() and lse[1].isnan().all()
+    assert torch.isfinite(out[[0, 2]]).all() and torch.isfinite(lse[[0, 2]]).all()
+
+
 def test_float32_and_half_types_accumulate_accurately(make_csr):
     row_ptr = make_csr(M=200, max_deg=30)
     q, k, v, col, b = make_inputs(row_ptr, 120, 2, 16, 8, bias=True)

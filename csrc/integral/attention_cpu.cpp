@@ -83,8 +83,10 @@ void fold_edges(const Operands<scalar_t, index_t>& o, int64_t h, int64_t beg, in
 // (m, l, acc) <- merge with (m2, l2, acc2), as if their edges had been folded in.
 template <typename acc_t>
 void merge_state(acc_t& m, acc_t& l, acc_t* acc, acc_t m2, acc_t l2, const acc_t* acc2, int64_t Dv) {
-  if (m2 == static_cast<acc_t>(kNegInf)) return;
-  if (m == static_cast<acc_t>(kNegInf)) {
+  // Empty means no contribution (l == 0): a piece whose scores were all NaN also keeps
+  // m = -inf, but its l is NaN, and that NaN must reach the result as in one pass.
+  if (l2 == acc_t(0)) return;
+  if (l == acc_t(0)) {
     m = m2;
     l = l2;
     std::copy(acc2, acc2 + Dv, acc);
