@@ -4,6 +4,7 @@
   *and* pyengine was built with its CUDA kernels.
 * Every test starts from fixed RNG seeds, so the suite is deterministic.
 * ``make_csr`` builds random CSR row pointers with controlled degree patterns.
+* ``emu`` is ``torch.ops.pyengine_emu``, the CUDA kernels on the CPU SIMT emulator.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def emu():
+    """``torch.ops.pyengine_emu``: the CUDA kernels on the CPU SIMT emulator (tests/cuda_emulation.py),
+    built on first use; the test is skipped when no compiler or ninja is available."""
+    import cuda_emulation
+
+    ok, why = cuda_emulation.available()
+    if not ok:
+        pytest.skip(f"the SIMT emulator cannot be built here: {why}")
+    return cuda_emulation.emulated_ops()
 
 
 @pytest.fixture(autouse=True)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cuda_emulation
-
 pytestmark = pytest.mark.emulated
 
 f64, f32, f16, bf16 = torch.float64, torch.float32, torch.float16, torch.bfloat16
@@ -31,14 +29,6 @@ TOL = {f64: dict(atol=1e-11, rtol=1e-10), f32: dict(atol=2e-5, rtol=2e-4),
        f16: dict(atol=1e-2, rtol=1e-2), bf16: dict(atol=1e-2, rtol=1e-2)}
 N_SRC = 100
 HUGE_COL = 7  # the source point that most edges of the "huge_col" layout point to
-
-
-@pytest.fixture(scope="module")
-def emu():
-    ok, why = cuda_emulation.available()
-    if not ok:
-        pytest.skip(f"the CUDA emulator cannot be built here: {why}")
-    return cuda_emulation.emulated_ops()
 
 
 def make_layout(make_csr, name: str, g: torch.Generator):

@@ -20,20 +20,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cuda_emulation
 from pyengine.ops.integral import pack_mlp
 from test_gno import in_width, random_graph, random_lens, random_mlp
 
 pytestmark = pytest.mark.emulated
 P = torch.ops.pyengine
-_ok, _why = cuda_emulation.available()
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if not _ok:
-        pytest.skip(f"SIMT emulator not buildable here: {_why}")
-    return cuda_emulation.emulated_ops()
 
 
 @pytest.fixture

@@ -15,20 +15,11 @@ import math
 import pytest
 import torch
 
-import cuda_emulation
 from pyengine.ops import nufft as nufft_module
 from pyengine.ops import nufft1, nufft2
 
 pytestmark = pytest.mark.emulated
-_ok, _why = cuda_emulation.available()
 KERNEL_OPS = ("nufft_sort", "nufft_spread", "nufft_interp")
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if not _ok:
-        pytest.skip(f"SIMT emulator not buildable here: {_why}")
-    return cuda_emulation.emulated_ops()
 
 
 class _Routed:

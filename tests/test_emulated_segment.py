@@ -13,11 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cuda_emulation
 
 pytestmark = pytest.mark.emulated
 P = torch.ops.pyengine
-_ok, _why = cuda_emulation.available()
 
 LAYOUTS = {
     "small": dict(M=37, max_deg=9, empty_frac=0.25),
@@ -25,13 +23,6 @@ LAYOUTS = {
     "no_edges": dict(lens=[0, 0, 0]),
 }
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.bfloat16: 2e-2}
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if not _ok:
-        pytest.skip(f"SIMT emulator not buildable here: {_why}")
-    return cuda_emulation.emulated_ops()
 
 
 def close(a, b, dtype):

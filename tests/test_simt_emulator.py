@@ -12,18 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cuda_emulation
 
 pytestmark = pytest.mark.emulated
-
-_ok, _why = cuda_emulation.available()
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if not _ok:
-        pytest.skip(f"SIMT emulator not buildable here: {_why}")
-    return cuda_emulation.emulated_ops()
 
 
 def run(emu, name, a=None, b=None):

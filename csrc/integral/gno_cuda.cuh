@@ -97,6 +97,29 @@ struct GnoGradTensors {
   at::Tensor y, x, f, w, params;
 };
 
+// The tensors' data pointers, set the same way in both implementations' kernel
+// parameter structs (whose members share these names).
+template <typename T, typename Params>
+void set_input_pointers(Params& p, const GnoArgs& a) {
+  p.x = a.x.const_data_ptr<T>();
+  p.y = a.y.const_data_ptr<T>();
+  p.f = a.f_y.defined() ? a.f_y.const_data_ptr<T>() : nullptr;
+  p.w = a.weights.defined() ? a.weights.const_data_ptr<T>() : nullptr;
+  p.prm = a.params.const_data_ptr<T>();
+  p.rp = a.row_ptr.const_data_ptr<int64_t>();
+}
+
+template <typename T, typename Params>
+void set_grad_pointers(Params& p, const at::Tensor& grad_out, GnoGradTensors& g) {
+  auto ptr = [](at::Tensor& t) { return t.numel() ? t.data_ptr<T>() : nullptr; };
+  p.g = grad_out.const_data_ptr<T>();
+  p.gy = ptr(g.y);
+  p.gx = ptr(g.x);
+  p.gf = ptr(g.f);
+  p.gw = ptr(g.w);
+  p.gprm = g.params.data_ptr<T>();
+}
+
 // The channel limit of both implementations (a lane holds up to 8 channels of a row).
 constexpr int64_t kMaxChannels = 256;
 

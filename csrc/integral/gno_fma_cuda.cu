@@ -279,12 +279,7 @@ __global__ void gno_backward_kernel(GnoParams<T, index_t> a) {
 template <typename T, typename index_t>
 GnoParams<T, index_t> make_params(const GnoArgs& a) {
   GnoParams<T, index_t> p{};
-  p.x = a.x.const_data_ptr<T>();
-  p.y = a.y.const_data_ptr<T>();
-  p.f = a.f_y.defined() ? a.f_y.const_data_ptr<T>() : nullptr;
-  p.w = a.weights.defined() ? a.weights.const_data_ptr<T>() : nullptr;
-  p.prm = a.params.const_data_ptr<T>();
-  p.rp = a.row_ptr.const_data_ptr<int64_t>();
+  set_input_pointers<T>(p, a);
   p.col = a.col.const_data_ptr<index_t>();
   p.item_row = nullptr;
   p.item_chunk = nullptr;
@@ -338,16 +333,10 @@ void launch_forward(const GnoArgs& a, at::Tensor& out) {
 }
 
 template <typename T, typename index_t>
-void launch_backward(const GnoArgs& a, const at::Tensor& g, at::Tensor& gy, at::Tensor& gx, at::Tensor& gf,
-                     at::Tensor& gw, at::Tensor& gprm) {
+void launch_backward(const GnoArgs& a, const at::Tensor& g, GnoGradTensors& gr) {
   auto p = make_params<T, index_t>(a);
   const cuda::WorkItems items = attach_items(a, p);
-  p.g = g.const_data_ptr<T>();
-  p.gy = gy.numel() ? gy.data_ptr<T>() : nullptr;
-  p.gx = gx.numel() ? gx.data_ptr<T>() : nullptr;
-  p.gf = gf.numel() ? gf.data_ptr<T>() : nullptr;
-  p.gw = gw.numel() ? gw.data_ptr<T>() : nullptr;
-  p.gprm = gprm.data_ptr<T>();
+  set_grad_pointers<T>(p, g, gr);
   p.want_input = p.gx || p.gy || (p.nonlinear && p.gf);
   const int64_t fixed = int64_t(2) * p.P * sizeof(T);
   const int64_t per_warp = 32 * sizeof(int64_t) + backward_tile_rows(p) * kLd * int64_t(sizeof(T));
@@ -374,9 +363,9 @@ void fma_forward(const GnoArgs& a, at::Tensor& out) {
 void fma_backward(const GnoArgs& a, const at::Tensor& grad_out, GnoGradTensors& g) {
   AT_DISPATCH_FLOATING_TYPES(a.y.scalar_type(), "gno_integral_backward_cuda", [&] {
     if (a.col_is_int32) {
-      launch_backward<scalar_t, int32_t>(a, grad_out, g.y, g.x, g.f, g.w, g.params);
+      launch_backward<scalar_t, int32_t>(a, grad_out, g);
     } else {
-      launch_backward<scalar_t, int64_t>(a, grad_out, g.y, g.x, g.f, g.w, g.params);
+      launch_backward<scalar_t, int64_t>(a, grad_out, g);
     }
   });
 }

@@ -517,12 +517,7 @@ int align8(int64_t n) { return int((n + 7) / 8 * 8); }
 
 TcParams make_params(const GnoArgs& a) {
   TcParams p{};
-  p.x = a.x.const_data_ptr<float>();
-  p.y = a.y.const_data_ptr<float>();
-  p.f = a.f_y.defined() ? a.f_y.const_data_ptr<float>() : nullptr;
-  p.w = a.weights.defined() ? a.weights.const_data_ptr<float>() : nullptr;
-  p.prm = a.params.const_data_ptr<float>();
-  p.rp = a.row_ptr.const_data_ptr<int64_t>();
+  set_input_pointers<float>(p, a);
   p.M = a.num_rows;
   p.E = a.num_edges;
   p.act = int(a.act);
@@ -587,12 +582,7 @@ void launch_forward(const GnoArgs& a, at::Tensor& out) {
 template <typename index_t>
 void launch_backward(const GnoArgs& a, const at::Tensor& g, GnoGradTensors& gr) {
   TcParams p = make_params(a);
-  p.g = g.const_data_ptr<float>();
-  p.gy = gr.y.numel() ? gr.y.data_ptr<float>() : nullptr;
-  p.gx = gr.x.numel() ? gr.x.data_ptr<float>() : nullptr;
-  p.gf = gr.f.numel() ? gr.f.data_ptr<float>() : nullptr;
-  p.gw = gr.w.numel() ? gr.w.data_ptr<float>() : nullptr;
-  p.gprm = gr.params.data_ptr<float>();
+  set_grad_pointers<float>(p, g, gr);
   p.want_input = p.gx || p.gy || (p.nonlinear && p.gf);
   int64_t rows_ld = p.ld_z0 + p.ld_g;
   for (int l = 0; l + 1 < p.L; ++l) rows_ld += p.ld_p[l];

@@ -488,26 +488,19 @@ inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
-inline float __int_as_float(int v) {
-  float f;
-  std::memcpy(&f, &v, 4);
-  return f;
+namespace pye_simt {
+template <typename To, typename From>
+inline To bit_cast(From v) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of one size");
+  To r;
+  std::memcpy(&r, &v, sizeof(To));
+  return r;
 }
-inline int __float_as_int(float f) {
-  int v;
-  std::memcpy(&v, &f, 4);
-  return v;
-}
-inline unsigned __float_as_uint(float f) {
-  unsigned v;
-  std::memcpy(&v, &f, 4);
-  return v;
-}
-inline float __uint_as_float(unsigned v) {
-  float f;
-  std::memcpy(&f, &v, 4);
-  return f;
-}
+}  // namespace pye_simt
+inline float __int_as_float(int v) { return pye_simt::bit_cast<float>(v); }
+inline int __float_as_int(float f) { return pye_simt::bit_cast<int>(f); }
+inline unsigned __float_as_uint(float f) { return pye_simt::bit_cast<unsigned>(f); }
+inline float __uint_as_float(unsigned v) { return pye_simt::bit_cast<float>(v); }
 
 // Host-side runtime API.
 inline cudaError_t cudaGetDevice(int* dev) {
