@@ -116,11 +116,6 @@ def peak_extra_bytes(fn) -> float | None:
 # --------------------------------------------------------------------------- plain peers
 
 
-def edge_rows(row_ptr, E):
-    M = row_ptr.numel() - 1
-    return torch.repeat_interleave(torch.arange(M, device=row_ptr.device), row_ptr.diff(), output_size=E)
-
-
 def plain_softmax_aggregate(s, v_e, row, M):
     """sum_e softmax_row(s)[e] v_e with scatter ops; s (E, H), v_e (E, H, D)."""
     E, H = s.shape
@@ -199,7 +194,7 @@ def main(argv=None) -> int:
     row_ptr, col = ops.radius_search(pts, pts, radius)
     E = col.numel()
     pts, row_ptr, col = pts.to(dev), row_ptr.to(dev), col.to(dev)
-    row = edge_rows(row_ptr, E)
+    row = ops.row_index(row_ptr, E)
     H, D, C = args.heads, args.head_dim, args.channels
     log(f"N = {N}, radius {radius:.4f}, E = {E} ({E / N:.1f} per point), H = {H}, D = {D}, C = {C}, on {dev}")
 

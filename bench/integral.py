@@ -83,6 +83,7 @@ from _timing import (  # noqa: E402
 )
 
 from pyengine.nn import GNOIntegral, MessagePassing  # noqa: E402
+from pyengine.ops import row_index  # noqa: E402
 
 KINDS = ("linear", "nonlinear", "linear_kernelonly", "mp", "mp_node")
 # The targets for GNOIntegral linear, C = 64: on CUDA at E = 12.8M (N = 400k, 32 neighbors),
@@ -118,8 +119,7 @@ class PlainMessagePassing(torch.nn.Module):
 
     def forward(self, h, row_ptr, col, e):
         M = h.shape[0]
-        rows = torch.repeat_interleave(torch.arange(M, device=h.device), row_ptr[1:] - row_ptr[:-1],
-                                       output_size=col.shape[0])  # fmt: skip
+        rows = row_index(row_ptr, col.shape[0])
         e_new = e + self.mp.edge_mlp(torch.cat([h[rows], h[col], e], dim=1))
         agg = torch.zeros(M, e.shape[1], device=e.device, dtype=e.dtype).index_add_(0, rows, e_new)
         if self.mp.reduction == "mean":

@@ -58,7 +58,7 @@ from _timing import (  # noqa: E402
     print_table,
 )
 
-from pyengine.ops.segment import segment_reduce, segment_softmax, spmm  # noqa: E402
+from pyengine.ops.segment import row_index, segment_reduce, segment_softmax, spmm  # noqa: E402
 
 DTYPES = {
     "float32": torch.float32,
@@ -183,7 +183,7 @@ class Bench:
         row_ptr = row_ptr_cpu.to(dev)
         M = row_ptr.numel() - 1
         # Untimed: per-edge row index for the scatter-style peers.
-        index = torch.repeat_interleave(torch.arange(M, device=dev), row_ptr.diff(), output_size=E)
+        index = row_index(row_ptr, E)
         index_c = index.view(-1, 1).expand(E, C)
         es = src.element_size()
 
