@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/csr_search.h"
 #include "common/row_fold_cpu.h"
 
 namespace pyengine::cpu {
@@ -49,8 +50,7 @@ class CsrEngine {
     if (C == 0 || num_edges_ == 0) return;
     const int64_t grain = std::max<int64_t>(1, 16384 / C);
     at::parallel_for(0, num_edges_, grain, [&](int64_t e0, int64_t e1) {
-      // Last row starting at or before e0; it contains e0 because row_ptr is non-decreasing.
-      int64_t r = std::upper_bound(row_ptr_, row_ptr_ + num_rows_ + 1, e0) - row_ptr_ - 1;
+      int64_t r = row_of_edge(row_ptr_, num_rows_, e0);
       for (int64_t e = e0; e < e1; ++e) {
         while (row_ptr_[r + 1] <= e) ++r;
         const int64_t len = row_ptr_[r + 1] - row_ptr_[r];

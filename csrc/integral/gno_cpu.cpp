@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/csr_search.h"
 #include "integral/gno.h"
 #include "integral/gno_mlp_cpu.h"
 
@@ -33,11 +34,6 @@ struct TaskSplit {
 TaskSplit split_edges(int64_t E, int64_t chunk) {
   const int64_t by_size = (E + chunk - 1) / chunk;
   return {std::max<int64_t>(1, std::min<int64_t>(by_size, int64_t(at::get_num_threads()) * 4)), E};
-}
-
-// Row containing edge e (e < E): the last r with row_ptr[r] <= e.
-int64_t row_of_edge(const int64_t* rp, int64_t M, int64_t e) {
-  return std::upper_bound(rp, rp + M + 1, e) - rp - 1;
 }
 
 template <typename T, typename index_t>

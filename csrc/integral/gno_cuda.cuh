@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/csr_search.h"
 #include "common/cuda_launch.cuh"
 #include "integral/gno.h"
 
@@ -43,32 +44,6 @@ __device__ __forceinline__ T act_d(int act, T v) {
       return T(1) - t * t;
     }
   }
-}
-
-// The row of edge e, i.e. the largest r with row_ptr[r] <= e, searched upwards
-// from a row `lo` known to start at or before e (galloping, then bisection), so
-// the cost grows with the log of the distance, whatever the number of empty rows.
-__device__ __forceinline__ int64_t row_of_edge(const int64_t* __restrict__ row_ptr, int64_t num_rows, int64_t e,
-                                               int64_t lo) {
-  int64_t hi = num_rows;  // row_ptr[num_rows] = E > e
-  for (int64_t step = 1;; step *= 2) {
-    const int64_t next = lo + step;
-    if (next >= num_rows) break;
-    if (row_ptr[next] > e) {
-      hi = next;
-      break;
-    }
-    lo = next;
-  }
-  while (hi - lo > 1) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (row_ptr[mid] <= e) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
 }
 
 // Largest warp count (<= max_warps) whose shared memory fits the device's opt-in limit.
