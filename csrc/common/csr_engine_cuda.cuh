@@ -30,6 +30,10 @@ struct WorkItems {
   at::Tensor item_chunk;   // (num_items,) int64, piece index within the row
   int64_t num_split = 0;   // rows cut into several pieces
   at::Tensor split_row, split_first, split_count;  // (num_split,) int64 each
+
+  // Kernel arguments of decode_item: null when items are rows.
+  const int64_t* row_data() const { return item_row.defined() ? item_row.const_data_ptr<int64_t>() : nullptr; }
+  const int64_t* chunk_data() const { return item_chunk.defined() ? item_chunk.const_data_ptr<int64_t>() : nullptr; }
 };
 WorkItems make_work_items(const at::Tensor& row_ptr, int64_t num_edges);
 
@@ -158,8 +162,8 @@ class CsrEngine {
                           items_.item_row.options().dtype(at::kByte));
       partial_ptr = reinterpret_cast<State*>(partial.data_ptr());
     }
-    launch(reduce_items_kernel<Op, Load, Store>, grid(), kWarpsPerBlock * 32, 0, stream, row_ptr_, item_row(),
-           item_chunk(), items_.num_items, C, channel_lanes_log2(C), load, store, partial_ptr);
+    launch(reduce_items_kernel<Op, Load, Store>, grid(), kWarpsPerBlock * 32, 0, stream, row_ptr_, items_.row_data(),
+           items_.chunk_data(), items_.num_items, C, channel_lanes_log2(C), load, store, partial_ptr);
     if (items_.num_split > 0) {
       launch(merge_split_kernel<Op, Store>, unsigned(items_.num_split), kWarpsPerBlock * 32, 0, stream, row_ptr_,
              items_.split_row.data_ptr<int64_t>(), items_.split_first.data_ptr<int64_t>(),
@@ -171,8 +175,8 @@ class CsrEngine {
   void map(int64_t C, const Map& fn) const {
     if (C == 0 || items_.num_items == 0) return;
     auto stream = c10::cuda::getCurrentCUDAStream();
-    launch(map_items_kernel<Map>, grid(), kWarpsPerBlock * 32, 0, stream, row_ptr_, item_row(), item_chunk(),
-           items_.num_items, C, channel_lanes_log2(C), fn);
+    launch(map_items_kernel<Map>, grid(), kWarpsPerBlock * 32, 0, stream, row_ptr_, items_.row_data(),
+           items_.chunk_data(), items_.num_items, C, channel_lanes_log2(C), fn);
   }
 
  private:
@@ -182,10 +186,6 @@ class CsrEngine {
     return l;
   }
   unsigned grid() const { return unsigned((items_.num_items + kWarpsPerBlock - 1) / kWarpsPerBlock); }
-  const int64_t* item_row() const { return items_.item_row.defined() ? items_.item_row.data_ptr<int64_t>() : nullptr; }
-  const int64_t* item_chunk() const {
-    return items_.item_chunk.defined() ? items_.item_chunk.data_ptr<int64_t>() : nullptr;
-  }
 
   const int64_t* row_ptr_;
   c10::cuda::CUDAGuard guard_;

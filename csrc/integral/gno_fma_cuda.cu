@@ -310,10 +310,8 @@ template <typename T, typename index_t>
 cuda::WorkItems attach_items(const GnoArgs& a, GnoParams<T, index_t>& p) {
   cuda::WorkItems w = cuda::make_work_items(a.row_ptr, a.num_edges);
   p.num_items = w.num_items;
-  if (w.item_row.defined()) {
-    p.item_row = w.item_row.const_data_ptr<int64_t>();
-    p.item_chunk = w.item_chunk.const_data_ptr<int64_t>();
-  }
+  p.item_row = w.row_data();
+  p.item_chunk = w.chunk_data();
   return w;  // keeps the item tensors alive until the launch is queued
 }
 
