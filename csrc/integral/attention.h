@@ -21,7 +21,33 @@
 #include <optional>
 #include <tuple>
 
+#include "common/macros.h"
+#include "common/reducers.h"
+
 namespace pyengine::attention {
+
+// Merging online-softmax states (max m, sum l of exp(s - m), accumulators acc),
+// shared by both devices: folds (m2, l2) into (m, l) and returns the factors of
+// acc = acc * f1 + acc2 * f2, or false when (m2, l2) is empty (nothing to add).
+// Empty means l == 0, not m == -inf: a state whose only scores were NaN also
+// has m = -inf, with l = NaN, and that NaN must reach the result, as in one pass.
+template <typename acc_t>
+PYE_HD bool merge_softmax_scales(acc_t& m, acc_t& l, acc_t m2, acc_t l2, acc_t& f1, acc_t& f2) {
+  if (l2 == acc_t(0)) return false;
+  if (l == acc_t(0)) {  // acc is all zeros: take the other state as it is
+    m = m2;
+    l = l2;
+    f1 = acc_t(0);
+    f2 = acc_t(1);
+    return true;
+  }
+  const acc_t mx = m > m2 ? m : m2;
+  f1 = fast_exp(m - mx);
+  f2 = fast_exp(m2 - mx);
+  l = l * f1 + l2 * f2;
+  m = mx;
+  return true;
+}
 
 // Validated, contiguous arguments of the forward op.
 struct AttentionArgs {

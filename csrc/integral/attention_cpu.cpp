@@ -83,19 +83,9 @@ void fold_edges(const Operands<scalar_t, index_t>& o, int64_t h, int64_t beg, in
 // (m, l, acc) <- merge with (m2, l2, acc2), as if their edges had been folded in.
 template <typename acc_t>
 void merge_state(acc_t& m, acc_t& l, acc_t* acc, acc_t m2, acc_t l2, const acc_t* acc2, int64_t Dv) {
-  // Empty means no contribution (l == 0): a piece whose scores were all NaN also keeps
-  // m = -inf, but its l is NaN, and that NaN must reach the result as in one pass.
-  if (l2 == acc_t(0)) return;
-  if (l == acc_t(0)) {
-    m = m2;
-    l = l2;
-    std::copy(acc2, acc2 + Dv, acc);
-    return;
-  }
-  const acc_t mx = std::max(m, m2), f1 = std::exp(m - mx), f2 = std::exp(m2 - mx);
-  l = l * f1 + l2 * f2;
+  acc_t f1, f2;
+  if (!merge_softmax_scales(m, l, m2, l2, f1, f2)) return;
   for (int64_t c = 0; c < Dv; ++c) acc[c] = acc[c] * f1 + acc2[c] * f2;
-  m = mx;
 }
 
 template <typename scalar_t, typename acc_t>

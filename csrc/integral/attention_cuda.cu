@@ -83,6 +83,19 @@ __device__ __forceinline__ WarpTask warp_task(const int64_t* __restrict__ row_pt
   return {it.row, wh - item * H, it.beg, it.end, it.row_len > cuda::kChunk};
 }
 
+// What the warp with index wh = s * H + h of a merge kernel folds: head h of the
+// pieces first .. first + count - 1 (scratch items) of split row number s, `row`.
+struct SplitTask {
+  int64_t row, h, first, count;
+};
+
+__device__ __forceinline__ SplitTask split_task(const int64_t* __restrict__ split_row,
+                                                const int64_t* __restrict__ split_first,
+                                                const int64_t* __restrict__ split_count, int64_t wh, int64_t H) {
+  const int64_t s = wh / H;
+  return {split_row[s], wh - s * H, split_first[s], split_count[s]};
+}
+
 // Sum over the lanes of one group (all 32 lanes call it; xor offsets < gw stay in the group).
 template <typename T>
 __device__ __forceinline__ T group_sum(T x, int gw) {
@@ -141,27 +154,14 @@ __device__ __forceinline__ void store_row(scalar_t* __restrict__ row, const acc_
   }
 }
 
-// Online-softmax state (m, l, acc) <- merged with (m2, l2, acc2), as if the
-// latter's edges had been folded in. l == 0 means nothing folded yet; not
-// m == -inf, which a state whose only scores were NaN also has (with l = NaN):
-// that NaN must reach the result, as it does in a single-pass fold.
+// (m, l, acc) <- merged with (m2, l2, acc2) (merge_softmax_scales, attention.h).
 template <int kPer, typename acc_t>
 __device__ __forceinline__ void merge_state(acc_t& m, acc_t& l, acc_t (&acc)[kPer], acc_t m2, acc_t l2,
                                             const acc_t (&acc2)[kPer]) {
-  if (l2 == acc_t(0)) return;
-  if (l == acc_t(0)) {
-    m = m2;
-    l = l2;
-#pragma unroll
-    for (int t = 0; t < kPer; ++t) acc[t] = acc2[t];
-    return;
-  }
-  const acc_t mx = m > m2 ? m : m2;
-  const acc_t f1 = ::exp(m - mx), f2 = ::exp(m2 - mx);
-  l = l * f1 + l2 * f2;
+  acc_t f1, f2;
+  if (!merge_softmax_scales(m, l, m2, l2, f1, f2)) return;
 #pragma unroll
   for (int t = 0; t < kPer; ++t) acc[t] = acc[t] * f1 + acc2[t] * f2;
-  m = mx;
 }
 
 // Merges the groups' states; afterwards every group holds the warp's state.
@@ -253,19 +253,18 @@ __global__ void merge_forward_kernel(const int64_t* __restrict__ split_row, cons
   const int64_t wh = warp_index();
   if (wh >= num_split * H) return;
   const Lanes L(gw_log2);
-  const int64_t s = wh / H, h = wh - s * H;
-  const int64_t first = split_first[s], count = split_count[s];
+  const SplitTask w = split_task(split_row, split_first, split_count, wh, H);
   acc_t m = neg_inf<acc_t>(), l = 0, acc[kPer];
 #pragma unroll
   for (int t = 0; t < kPer; ++t) acc[t] = 0;
-  for (int64_t j = L.group; j < count; j += L.groups) {
-    const int64_t slot = (first + j) * H + h;
+  for (int64_t j = L.group; j < w.count; j += L.groups) {
+    const int64_t slot = (w.first + j) * H + w.h;
     acc_t acc2[kPer];
     load_row<kPer>(acc2, part_acc + slot * Dv, Dv, L, acc_t(1));
     merge_state<kPer>(m, l, acc, part_ml[2 * slot], part_ml[2 * slot + 1], acc2);
   }
   merge_groups<kPer>(m, l, acc, L);
-  const int64_t rh = split_row[s] * H + h;
+  const int64_t rh = w.row * H + w.h;
   finish_row<kPer>(out + rh * Dv, lse + rh, m, l, acc, Dv, L);
 }
 
@@ -386,15 +385,16 @@ __global__ void merge_sum_kernel(const int64_t* __restrict__ split_row, const in
   const int64_t wh = warp_index();
   if (wh >= num_split * H) return;
   const Lanes L(gw_log2);
-  const int64_t s = wh / H, h = wh - s * H;
-  const int64_t first = split_first[s], count = split_count[s];
+  const SplitTask w = split_task(split_row, split_first, split_count, wh, H);
   acc_t sum[kPer];
 #pragma unroll
   for (int t = 0; t < kPer; ++t) sum[t] = 0;
-  for (int64_t j = L.group; j < count; j += L.groups) axpy<kPer>(sum, acc_t(1), part + ((first + j) * H + h) * D, D, L);
+  for (int64_t j = L.group; j < w.count; j += L.groups) {
+    axpy<kPer>(sum, acc_t(1), part + ((w.first + j) * H + w.h) * D, D, L);
+  }
 #pragma unroll
   for (int t = 0; t < kPer; ++t) sum[t] = across_groups_sum(sum[t], L.gw);
-  store_row<kPer>(out + (split_row[s] * H + h) * D, sum, D, L, mult);
+  store_row<kPer>(out + (w.row * H + w.h) * D, sum, D, L, mult);
 }
 
 // Lane layout for head dims Dk, Dv: fn(kPer) with kPer channels per lane, and the
@@ -421,12 +421,10 @@ unsigned num_blocks(int64_t warps) {
   return unsigned(std::max<int64_t>(blocks, 1));
 }
 
-// Work items of one CSR as kernel arguments (null item pointers: items are rows).
+// Work items of one CSR, and scratch space for the pieces of its split rows.
 struct Items {
   cuda::WorkItems w;
   Items(const at::Tensor& row_ptr, int64_t num_edges) : w(cuda::make_work_items(row_ptr, num_edges)) {}
-  const int64_t* row() const { return w.item_row.defined() ? w.item_row.const_data_ptr<int64_t>() : nullptr; }
-  const int64_t* chunk() const { return w.item_chunk.defined() ? w.item_chunk.const_data_ptr<int64_t>() : nullptr; }
   // Partial results of `width` accumulators per (item, head); only pieces of split
   // rows write theirs, and nothing is allocated when no row is split.
   at::Tensor scratch(int64_t H, int64_t width, const at::TensorOptions& acc) const {
@@ -470,7 +468,7 @@ std::tuple<at::Tensor, at::Tensor> csr_attention_cuda(const at::Tensor& row_ptr,
       constexpr int kPer = decltype(per)::value;
       AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention", [&] {
         cuda::launch(forward_kernel<scalar_t, index_t, kPer>, num_blocks(it.w.num_items * H), kWarps * 32, 0, stream,
-            a.row_ptr.const_data_ptr<int64_t>(), it.row(), it.chunk(), it.w.num_items,
+            a.row_ptr.const_data_ptr<int64_t>(), it.w.row_data(), it.w.chunk_data(), it.w.num_items,
             a.col.const_data_ptr<index_t>(), a.q.const_data_ptr<scalar_t>(), a.k.const_data_ptr<scalar_t>(),
             a.v.const_data_ptr<scalar_t>(), a.bias.defined() ? a.bias.const_data_ptr<scalar_t>() : nullptr, H, a.dk,
             a.dv, static_cast<acc_t>(scale), gw_log2, out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(),
@@ -514,7 +512,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_attention_backwar
         const at::Tensor part_dq = it.scratch(H, a.dk, acc_opts);
         AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention_backward", [&] {
           cuda::launch(backward_rows_kernel<scalar_t, index_t, kPer>, num_blocks(it.w.num_items * H), kWarps * 32, 0,
-              stream, a.row_ptr.const_data_ptr<int64_t>(), it.row(), it.chunk(), it.w.num_items,
+              stream, a.row_ptr.const_data_ptr<int64_t>(), it.w.row_data(), it.w.chunk_data(), it.w.num_items,
               a.col.const_data_ptr<index_t>(), a.q.const_data_ptr<scalar_t>(), a.k.const_data_ptr<scalar_t>(),
               a.v.const_data_ptr<scalar_t>(), bias_p, b.grad_out.const_data_ptr<scalar_t>(),
               b.lse.const_data_ptr<acc_t>(), b.delta.const_data_ptr<acc_t>(), H, a.dk, a.dv,
@@ -527,7 +525,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_attention_backwar
         const Items it(b.row_ptr_t, a.num_edges);  // long columns are cut like long rows
         const at::Tensor part_dk = it.scratch(H, a.dk, acc_opts), part_dv = it.scratch(H, a.dv, acc_opts);
         cuda::launch(backward_cols_kernel<scalar_t, kPer>, num_blocks(it.w.num_items * H), kWarps * 32, 0, stream,
-            b.row_ptr_t.const_data_ptr<int64_t>(), it.row(), it.chunk(), it.w.num_items,
+            b.row_ptr_t.const_data_ptr<int64_t>(), it.w.row_data(), it.w.chunk_data(), it.w.num_items,
             b.col_t.const_data_ptr<int64_t>(), b.perm.const_data_ptr<int64_t>(), a.q.const_data_ptr<scalar_t>(),
             a.k.const_data_ptr<scalar_t>(), a.v.const_data_ptr<scalar_t>(), bias_p,
             b.grad_out.const_data_ptr<scalar_t>(), b.lse.const_data_ptr<acc_t>(), b.delta.const_data_ptr<acc_t>(),
