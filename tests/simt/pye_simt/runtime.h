@@ -119,7 +119,6 @@ struct Engine {
   void (*body)(void*) = nullptr;
   void* body_arg = nullptr;
   std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute opt-ins
-  cudaError_t last_error = cudaSuccess;
   bool in_kernel = false;
 };
 
@@ -533,12 +532,8 @@ inline cudaError_t cudaFuncSetAttribute(F* func, cudaFuncAttribute attr, int val
   pye_simt::engine().max_dynamic_smem[reinterpret_cast<const void*>(func)] = value;
   return cudaSuccess;
 }
-inline cudaError_t cudaGetLastError() {
-  const cudaError_t e = pye_simt::engine().last_error;
-  pye_simt::engine().last_error = cudaSuccess;
-  return e;
-}
-inline cudaError_t cudaPeekAtLastError() { return pye_simt::engine().last_error; }
+// Launch errors are thrown by launch() itself, so nothing is ever pending here.
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
     case cudaSuccess: return "no error";
