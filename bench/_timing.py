@@ -2,7 +2,7 @@
 
 Usage::
 
-    from _timing import measure, Row, print_table
+    from ._timing import measure, Row, print_table
 
     t = measure(lambda: op(x), repeat=10, warmup=2, device=x.device)   # seconds, median
 
@@ -343,8 +343,9 @@ def choice_list(parser: argparse.ArgumentParser, text: str, choices: Sequence[st
 
 
 def command_line(script: str) -> str:
-    """How this benchmark was invoked, for the reports (``python bench/x.py --flags``)."""
+    """How this benchmark was invoked, for the reports (``python -m bench.x --flags``)."""
     import shlex
     import sys
 
-    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(script)] + sys.argv[1:])
+    module = "bench." + os.path.splitext(os.path.basename(script))[0]
+    return f"python -m {module} " + " ".join(shlex.quote(a) for a in sys.argv[1:])

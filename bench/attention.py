@@ -34,10 +34,10 @@ the same for fused and plain) run at PyTorch's default precision (no TF32).
 
 Examples::
 
-    python bench/attention.py --markdown
-    python bench/attention.py --quick
-    python bench/attention.py --device cuda --markdown        # N = 200k
-    python bench/attention.py --points 50k --degree 32 --heads 4 --head-dim 16
+    python -m bench.attention --markdown
+    python -m bench.attention --quick
+    python -m bench.attention --device cuda --markdown        # N = 200k
+    python -m bench.attention --points 50k --degree 32 --heads 4 --head-dim 16
 """
 
 from __future__ import annotations
@@ -54,12 +54,11 @@ import time
 if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
     # Re-run with large allocations served by mmap, so the memory numbers are honest.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    os.execve(sys.executable, [sys.executable, "-m", __spec__.name] + sys.argv[1:], env)
 
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
+from ._timing import (  # noqa: E402
     add_common_args,
     busy_cpus,
     command_line,

@@ -16,8 +16,8 @@ just before the run (near 0 means an idle machine).
 
 Examples::
 
-    python bench/datasets.py --markdown
-    python bench/datasets.py --quick            # 4 shapes, smoke run
+    python -m bench.datasets --markdown
+    python -m bench.datasets --quick            # 4 shapes, smoke run
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import busy_cpus, machine_description  # noqa: E402
+from ._timing import busy_cpus, machine_description  # noqa: E402
 
 from pyengine.data import DiskCache  # noqa: E402
 from pyengine.data.physics import QUICK_FLOW, build_darcy_dataset, build_flow_dataset, potential_flow, sphere  # noqa: E402

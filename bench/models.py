@@ -18,9 +18,9 @@ gives the fused/plain ratios.
 
 Examples::
 
-    python bench/models.py --device cpu --points 100k --markdown
-    python bench/models.py --device cuda --points 100k
-    python bench/models.py --quick
+    python -m bench.models --device cpu --points 100k --markdown
+    python -m bench.models --device cuda --points 100k
+    python -m bench.models --quick
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
+from ._timing import (  # noqa: E402
     add_common_args,
     cuda_peak_extra,
     format_count,

@@ -38,10 +38,10 @@ radius; kNN distances equal to rounding) and the "match" column says so.
 
 Examples::
 
-    python bench/neighbors.py --device cpu --markdown
-    python bench/neighbors.py --device cpu --large          # adds N = 1e6
-    python bench/neighbors.py --quick
-    python bench/neighbors.py --device cuda --markdown
+    python -m bench.neighbors --device cpu --markdown
+    python -m bench.neighbors --device cpu --large          # adds N = 1e6
+    python -m bench.neighbors --quick
+    python -m bench.neighbors --device cuda --markdown
 """
 
 from __future__ import annotations
@@ -56,8 +56,7 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
+from ._timing import (  # noqa: E402
     Row,
     add_common_args,
     busy_cpus,
@@ -75,7 +74,7 @@ from pyengine import ops  # noqa: E402
 
 CLOUDS = ("uniform", "clustered", "car")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-REL_TOL = {torch.float32: 4e-6, torch.float64: 1e-12}  # tie band, as in tests/test_neighbors.py
+REL_TOL = {torch.float32: 4e-6, torch.float64: 1e-12}  # tie band, as in tests/neighbors/test_neighbors.py
 CAR_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "shapenet_car_mini"
 TARGET_NEIGHBORS = 32
 K = 16

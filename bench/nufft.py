@@ -22,10 +22,10 @@ built inside forward, as the peers do, in chunks of points).
 
 Examples::
 
-    python bench/nufft.py --device cpu --markdown                 # 3-D, 1M points, 64^3, eps 1e-6, complex64
-    python bench/nufft.py --device cpu --points 250k --quick
-    python bench/nufft.py --device cuda --points 10M --eps 1e-3 --no-input-checks
-    python bench/nufft.py --device cuda --points 1M --batch 32 --eps 1e-3 --no-input-checks
+    python -m bench.nufft --device cpu --markdown                 # 3-D, 1M points, 64^3, eps 1e-6, complex64
+    python -m bench.nufft --device cpu --points 250k --quick
+    python -m bench.nufft --device cuda --points 10M --eps 1e-3 --no-input-checks
+    python -m bench.nufft --device cuda --points 1M --batch 32 --eps 1e-3 --no-input-checks
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
+from ._timing import (  # noqa: E402
     Row,
     add_common_args,
     busy_cpus,
@@ -279,7 +278,7 @@ def main(argv=None) -> int:
     if cpu:
         busy = busy_cpus()
         log(f"other busy CPUs at end: {busy:.2f}" if busy is not None else "")
-    log("command: python bench/nufft.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
+    log("command: python -m bench.nufft " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     print_table(rows, markdown=args.markdown, show_bandwidth=False)
     return 0
 

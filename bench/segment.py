@@ -26,9 +26,9 @@ allocation is inside for every implementation (each returns a fresh tensor).
 
 Examples::
 
-    python bench/segment.py --device cpu --markdown
-    python bench/segment.py --quick
-    python bench/segment.py --device cuda --dtype bfloat16 --edges 64M
+    python -m bench.segment --device cpu --markdown
+    python -m bench.segment --quick
+    python -m bench.segment --device cuda --dtype bfloat16 --edges 64M
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
+from ._timing import (  # noqa: E402
     Row,
     add_common_args,
     busy_cpus,

@@ -54,20 +54,29 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+BENCHMARKS = ("segment", "neighbors", "nufft", "gno", "attention", "models")
+
+
+def _source_checkout(start: Path) -> Path | None:
+    """The folder at or above ``start`` that holds pyengine's ``bench`` package, if any."""
+    for folder in (start, *start.parents):
+        if (folder / "bench" / "__init__.py").is_file() and (folder / "bench" / "_timing.py").is_file():
+            return folder
+    return None
+
+
 def _cmd_bench(args) -> int:
-    bench = Path(__file__).resolve().parents[1] / "bench"
-    if not bench.is_dir():
-        raise SystemExit(f"pyengine bench: the bench/ scripts are not next to this installation ({bench}); "
-                         "run it from a source checkout")
-    scripts = [s for s in ("segment", "neighbors", "nufft", "integral", "attention", "models")
-               if (bench / f"{s}.py").exists() and (not args.only or s in args.only)]
+    root = _source_checkout(Path.cwd().resolve())
+    if root is None:
+        raise SystemExit("pyengine bench: the benchmarks ship with the source, not the installed package; "
+                         "run it inside a pyengine source checkout (the folder holding bench/)")
     status = 0
-    for s in scripts:
-        cmd = [sys.executable, str(bench / f"{s}.py"), "--device", _device(args.device)]
+    for name in (s for s in BENCHMARKS if not args.only or s in args.only):
+        cmd = [sys.executable, "-m", f"bench.{name}", "--device", _device(args.device)]
         if args.quick:
             cmd.append("--quick")
-        print(f"\n$ {' '.join(cmd[1:])}", flush=True)
-        status |= subprocess.call(cmd, cwd=bench)
+        print(f"\n$ python {' '.join(cmd[1:])}", flush=True)
+        status |= subprocess.call(cmd, cwd=root)
     return status
 
 
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="run the kernel and model benchmarks (ratio tables vs peers)")
     bench.add_argument("--device", choices=["cpu", "cuda"], default=None)
     bench.add_argument("--quick", action="store_true", help="small sizes")
-    bench.add_argument("--only", nargs="+", default=None, help="subset: segment neighbors nufft integral ...")
+    bench.add_argument("--only", nargs="+", default=None, choices=BENCHMARKS, help="run only these benchmarks")
     bench.set_defaults(fn=_cmd_bench)
 
     args = parser.parse_args(argv)

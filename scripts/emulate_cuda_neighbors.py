@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the neighbor tests against the CUDA k-d tree algorithm, executed on the host.
 
-The CUDA build and queries (csrc/neighbors/kdtree_gpu.h) are written with Thrust
+The CUDA build and queries (csrc/neighbors/kdtree_cuda.cuh) are written with Thrust
 algorithms and __host__ __device__ functors. Compiled with Thrust's sequential C++
 backend (headers from the CUDA toolkit, no GPU needed), the same code runs on the CPU.
 This script builds that host version as a small extension and runs the given tests
@@ -10,7 +10,7 @@ This script builds that host version as a small extension and runs the given tes
 machines without a GPU. It does not replace the ``cuda`` tests: device code paths
 (rounding intrinsics, memory, the CUB primitives) only run on a GPU.
 
-With ``--cuda-tests`` it runs tests/test_neighbors_cuda.py instead, on the CPU: the
+With ``--cuda-tests`` it runs tests/neighbors/test_neighbors_cuda.py instead, on the CPU: the
 "CUDA" side of its parity helpers (``radius_both``, ``knn_both``) is the host-compiled GPU
 code and the reference side the CPU op; the other calls in that file run the CPU op on both
 sides (which still checks the test code), and the tests about real devices are deselected.
@@ -28,7 +28,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_TESTS = ["tests/test_neighbors.py", "tests/test_partition.py"]
+DEFAULT_TESTS = ["tests/neighbors/test_neighbors.py", "tests/neighbors/test_partition.py"]
 
 
 def cccl_include() -> list[str]:
@@ -89,7 +89,7 @@ class RoutePlugin:
 
 
 class CudaTestsPlugin:
-    """tests/test_neighbors_cuda.py on the CPU, its CUDA side routed to the host-compiled GPU code."""
+    """tests/neighbors/test_neighbors_cuda.py on the CPU, its CUDA side routed to the host-compiled GPU code."""
 
     def __init__(self, host):
         self.host = host
@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     if argv[:1] == ["--cuda-tests"]:
         sys.path.insert(0, str(ROOT / "tests"))
-        args = ["tests/test_neighbors_cuda.py", "-q", "-x", "-k", "not device_mismatch and not partition_cuda",
+        args = ["tests/neighbors/test_neighbors_cuda.py", "-q", "-x", "-k", "not device_mismatch and not partition_cuda",
                 *argv[1:]]
         return pytest.main(args, plugins=[CudaTestsPlugin(host)])
     args = argv or [*DEFAULT_TESTS, "-q", "-x"]

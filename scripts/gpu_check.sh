@@ -37,16 +37,16 @@ limit() { timeout -k 10 "$@"; }  # limit SECONDS command...: TERM at SECONDS, KI
 status=0
 limit 300 "$PY" -m pytest -q -m cuda tests 2>&1 | tee "$OUT/pytest_cuda.log" || status=$?
 # GNO integral at the size (N = 400k, 32 neighbors, E = 12.8M, C = 64), TF32, fused vs plain.
-limit 120 "$PY" bench/integral.py --device cuda --precision tf32 --max-seconds 2 --markdown 2>&1 \
+limit 120 "$PY" -m bench.gno --device cuda --precision tf32 --max-seconds 2 --markdown 2>&1 \
   | tee "$OUT/bench_integral.md" || true
 # Attention aggregation and local integral, N = 200k points, ~32 neighbors (E ~ 6.4M).
-limit 120 "$PY" bench/attention.py --device cuda --points 200k --max-seconds 2 --markdown 2>&1 \
+limit 120 "$PY" -m bench.attention --device cuda --points 200k --max-seconds 2 --markdown 2>&1 \
   | tee "$OUT/bench_attention.md" || true
 # The emulated tests run the CUDA code on the CPU: CI's job, not worth GPU-machine time.
 limit 300 "$PY" -m pytest -q -m "not emulated" tests >"$OUT/pytest_all.log" 2>&1 || true
 tail -5 "$OUT/pytest_all.log"
-limit 120 "$PY" bench/segment.py --device cuda --markdown 2>&1 | tee "$OUT/bench_segment.md" || true
-limit 120 "$PY" bench/neighbors.py --device cuda --markdown 2>&1 | tee "$OUT/bench_neighbors.md" || true
-limit 120 "$PY" bench/nufft.py --device cuda --markdown 2>&1 | tee "$OUT/bench_nufft.md" || true
-limit 120 "$PY" bench/models.py --device cuda --points 100k --markdown 2>&1 | tee "$OUT/bench_models.md" || true
+limit 120 "$PY" -m bench.segment --device cuda --markdown 2>&1 | tee "$OUT/bench_segment.md" || true
+limit 120 "$PY" -m bench.neighbors --device cuda --markdown 2>&1 | tee "$OUT/bench_neighbors.md" || true
+limit 120 "$PY" -m bench.nufft --device cuda --markdown 2>&1 | tee "$OUT/bench_nufft.md" || true
+limit 120 "$PY" -m bench.models --device cuda --points 100k --markdown 2>&1 | tee "$OUT/bench_models.md" || true
 exit "$status"

@@ -29,23 +29,23 @@ BUILD = ROOT / "build" / "simt_emulation"
 # CUDA sources emulated, and the host sources they need (argument checks, schemas).
 CUDA_SOURCES = (
     "csrc/common/csr_engine_cuda.cu",
-    "csrc/integral/gno_cuda.cu",
-    "csrc/integral/gno_fma_cuda.cu",
-    "csrc/integral/gno_tc_cuda.cu",
-    "csrc/integral/attention_cuda.cu",
-    "csrc/integral/local_cuda.cu",
+    "csrc/gno/gno_cuda.cu",
+    "csrc/gno/gno_fma_cuda.cu",
+    "csrc/gno/gno_tc_cuda.cu",
+    "csrc/attention/attention_cuda.cu",
+    "csrc/local/local_cuda.cu",
     "csrc/segment/segment_cuda.cu",
     "csrc/nufft/spread_cuda.cu",
     "csrc/nufft/interp_cuda.cu",
 )
-# The emulator's own self-test kernels (tests/test_simt_emulator.py).
+# The emulator's own self-test kernels (tests/emulator/test_simt_emulator.py).
 SELFTEST_SOURCES = ("tests/simt/selftest.cu",)
 HOST_SOURCES = (
     "csrc/registration.cpp",
     "csrc/common/checks.cpp",
-    "csrc/integral/gno_args.cpp",
-    "csrc/integral/attention_args.cpp",
-    "csrc/integral/local_args.cpp",
+    "csrc/gno/gno_args.cpp",
+    "csrc/attention/attention_args.cpp",
+    "csrc/local/local_args.cpp",
     "csrc/segment/segment_args.cpp",
     "csrc/nufft/nufft_args.cpp",
 )

@@ -1,7 +1,7 @@
 """Constants and helpers shared by the segment op tests.
 
-Used by tests/test_segment.py (CPU kernels against float64 numpy references) and
-tests/test_segment_cuda.py (CUDA kernels against the CPU kernels). A plain module, not
+Used by tests/segment/test_segment.py (CPU kernels against float64 numpy references) and
+tests/segment/test_segment_cuda.py (CUDA kernels against the CPU kernels). A plain module, not
 a test file: tests/ has no __init__.py, so pytest's default ("prepend") import mode puts
 tests/ on sys.path and the test files import it as ``from segment_helpers import ...``.
 """

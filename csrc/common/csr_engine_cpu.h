@@ -86,19 +86,7 @@ class CsrEngine {
     });
   }
 
-  // Smallest row r in [0, M] with r + row_ptr[r] >= target.
-  int64_t merge_path(int64_t target) const {
-    int64_t lo = 0, hi = num_rows_;
-    while (lo < hi) {
-      const int64_t mid = lo + (hi - lo) / 2;
-      if (mid + row_ptr_[mid] < target) {
-        lo = mid + 1;
-      } else {
-        hi = mid;
-      }
-    }
-    return lo;
-  }
+  int64_t merge_path(int64_t target) const { return ::pyengine::merge_path(row_ptr_, num_rows_, target); }
 
   template <class Op, class Load, class Store>
   void reduce_long_rows(int64_t C, const Load& load, const Store& store,

@@ -32,4 +32,19 @@ PYE_HD int64_t row_of_edge(const int64_t* row_ptr, int64_t num_rows, int64_t e, 
   return lo;
 }
 
+// Smallest row r in [0, num_rows] with r + row_ptr[r] >= target: the merge-path
+// split that cuts rows + edges into blocks of equal cost (target in [0, num_rows + E]).
+PYE_HD int64_t merge_path(const int64_t* row_ptr, int64_t num_rows, int64_t target) {
+  int64_t lo = 0, hi = num_rows;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (mid + row_ptr[mid] < target) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
 }  // namespace pyengine

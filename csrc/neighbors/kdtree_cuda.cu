@@ -1,4 +1,4 @@
-// CUDA k-d tree ops: the GPU build and queries of kdtree_gpu.h run with
+// CUDA k-d tree ops: the GPU build and queries of kdtree_cuda.cuh run with
 // Thrust's CUDA policy on the current stream. Thrust's temporary memory comes
 // from torch's caching allocator, and the policy does not synchronize after
 // each algorithm (only the steps that need a count on the host wait).
@@ -8,7 +8,7 @@
 #include <thrust/execution_policy.h>
 #include <torch/library.h>
 
-#include "neighbors/kdtree_gpu.h"
+#include "neighbors/kdtree_cuda.cuh"
 
 namespace pyengine::neighbors {
 namespace {
@@ -25,7 +25,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kdtree_build_cuda(con
                                                                              int64_t leaf_size) {
   const c10::cuda::CUDAGuard guard(points.device());
   CudaBackend be;
-  return gpu::build(be, points, batch_ptr, leaf_size);
+  return cuda::build(be, points, batch_ptr, leaf_size);
 }
 
 std::tuple<at::Tensor, at::Tensor> kdtree_radius_cuda(const at::Tensor& points, const at::Tensor& perm,
@@ -35,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor> kdtree_radius_cuda(const at::Tensor& points, 
                                                       int64_t max_neighbors) {
   const c10::cuda::CUDAGuard guard(points.device());
   CudaBackend be;
-  return gpu::radius(be, points, perm, nodes, bounds, roots, queries, query_ptr, radius, max_neighbors);
+  return cuda::radius(be, points, perm, nodes, bounds, roots, queries, query_ptr, radius, max_neighbors);
 }
 
 std::vector<at::Tensor> kdtree_radius_multi_cuda(const at::Tensor& points, const at::Tensor& perm,
@@ -45,7 +45,7 @@ std::vector<at::Tensor> kdtree_radius_multi_cuda(const at::Tensor& points, const
                                                  int64_t max_neighbors) {
   const c10::cuda::CUDAGuard guard(points.device());
   CudaBackend be;
-  return gpu::radius_multi(be, points, perm, nodes, bounds, roots, queries, query_ptr, radii, max_neighbors);
+  return cuda::radius_multi(be, points, perm, nodes, bounds, roots, queries, query_ptr, radii, max_neighbors);
 }
 
 std::tuple<at::Tensor, at::Tensor> kdtree_knn_cuda(const at::Tensor& points, const at::Tensor& perm,
@@ -54,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor> kdtree_knn_cuda(const at::Tensor& points, con
                                                    const at::Tensor& query_ptr, int64_t k) {
   const c10::cuda::CUDAGuard guard(points.device());
   CudaBackend be;
-  return gpu::knn(be, points, perm, nodes, bounds, roots, queries, query_ptr, k);
+  return cuda::knn(be, points, perm, nodes, bounds, roots, queries, query_ptr, k);
 }
 
 TORCH_LIBRARY_IMPL(pyengine, CUDA, m) {

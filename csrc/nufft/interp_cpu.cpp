@@ -8,7 +8,7 @@
 
 #include <memory>
 
-#include "nufft/cpu_kernels.h"
+#include "nufft/kernels_cpu.h"
 
 namespace pyengine::nufft {
 namespace {

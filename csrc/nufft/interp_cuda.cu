@@ -2,7 +2,7 @@
 // so that the threads of a warp read neighbouring grid nodes (cached). Each
 // thread evaluates its kernel values once and loops over all B channels, so a
 // single launch serves every channel.
-#include "nufft/cuda_common.cuh"
+#include "nufft/common_cuda.cuh"
 
 namespace pyengine::nufft {
 namespace {

@@ -14,7 +14,7 @@
 #include <atomic>
 
 #include "common/checks.h"
-#include "nufft/cpu_kernels.h"
+#include "nufft/kernels_cpu.h"
 
 namespace pyengine::nufft {
 

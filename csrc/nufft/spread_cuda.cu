@@ -9,7 +9,7 @@
 #include <torch/library.h>
 
 #include "common/checks.h"
-#include "nufft/cuda_common.cuh"
+#include "nufft/common_cuda.cuh"
 
 namespace pyengine::nufft {
 namespace {

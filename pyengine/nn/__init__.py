@@ -2,7 +2,7 @@
 
 from .attention import AttentionAggregation
 from .fno import FNOBlock, SpectralConvGrid
-from .integral import GNOIntegral
+from .gno import GNOIntegral
 from .local import LocalBasis, LocalIntegral
 from .message_passing import MessagePassing
 from .spectral import SpectralConvPoints

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import row_index
-from ..ops.local_kernel import local_basis_aggregate
+from ..ops.local import local_basis_aggregate
 
 _BASES = ("piecewise_linear",)
 

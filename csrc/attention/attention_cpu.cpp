@@ -1,0 +1,345 @@
+// CPU kernels of the fused CSR attention (see attention.h for the math).
+//
+// Rows are processed in cost-balanced blocks, long rows in pieces merged
+// afterwards (attention_rows_cpu.h). The CSR engine's reduce() does not fit:
+// its loads see only (edge, channel), while a score needs the whole query row
+// and the state (max, sum, Dv accumulators) is per head.
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/dispatch.h"
+#include "attention/attention.h"
+#include "common/row_blocks_cpu.h"
+
+namespace pyengine::attention {
+namespace {
+
+using cpu::for_row_blocks;
+using cpu::sum_pieces;
+
+template <typename acc_t, typename scalar_t>
+inline acc_t dot(const acc_t* a, const scalar_t* b, int64_t n) {
+  acc_t s = 0;
+  for (int64_t c = 0; c < n; ++c) s += a[c] * static_cast<acc_t>(b[c]);
+  return s;
+}
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+// Raw pointers and sizes of the forward operands.
+template <typename scalar_t, typename index_t>
+struct Operands {
+  using acc_t = at::opmath_type<scalar_t>;
+  int64_t H, Dk, Dv;
+  const int64_t* rp;
+  const index_t* col;
+  const scalar_t *q, *k, *v, *bias;
+  acc_t scale;
+  Operands(const AttentionArgs& a, double sc)
+      : H(a.heads), Dk(a.dk), Dv(a.dv), rp(a.row_ptr.const_data_ptr<int64_t>()),
+        col(a.col.const_data_ptr<index_t>()), q(a.q.const_data_ptr<scalar_t>()), k(a.k.const_data_ptr<scalar_t>()),
+        v(a.v.const_data_ptr<scalar_t>()), bias(a.bias.defined() ? a.bias.const_data_ptr<scalar_t>() : nullptr),
+        scale(static_cast<acc_t>(sc)) {}
+
+  // qa = scale * q[r, h].
+  void load_query(int64_t r, int64_t h, acc_t* qa) const {
+    const scalar_t* qr = q + (r * H + h) * Dk;
+    for (int64_t c = 0; c < Dk; ++c) qa[c] = scale * static_cast<acc_t>(qr[c]);
+  }
+  acc_t score(const acc_t* qa, int64_t e, int64_t j, int64_t h) const {
+    acc_t s = dot(qa, k + (j * H + h) * Dk, Dk);
+    if (bias) s += static_cast<acc_t>(bias[e * H + h]);
+    return s;
+  }
+};
+
+// Online-softmax state of one (row, head): running max m, sum l, accumulators acc[Dv].
+// Folds edges [beg, end) of row r into it.
+template <typename scalar_t, typename index_t, typename acc_t>
+void fold_edges(const Operands<scalar_t, index_t>& o, int64_t h, int64_t beg, int64_t end, const acc_t* qa,
+                acc_t& m, acc_t& l, acc_t* acc) {
+  const int64_t H = o.H, Dv = o.Dv;
+  for (int64_t e = beg; e < end; ++e) {
+    const int64_t j = static_cast<int64_t>(o.col[e]);
+    const acc_t s = o.score(qa, e, j, h);
+    if (s == static_cast<acc_t>(kNegInf)) continue;  // masked edge: contributes nothing
+    if (s > m) {  // new running max: rescale what was summed so far
+      const acc_t f = std::exp(m - s);
+      l *= f;
+      for (int64_t c = 0; c < Dv; ++c) acc[c] *= f;
+      m = s;
+    }
+    const acc_t p = std::exp(s - m);  // NaN scores propagate through here
+    l += p;
+    const scalar_t* vj = o.v + (j * H + h) * Dv;
+    for (int64_t c = 0; c < Dv; ++c) acc[c] += p * static_cast<acc_t>(vj[c]);
+  }
+}
+
+// (m, l, acc) <- merge with (m2, l2, acc2), as if their edges had been folded in.
+template <typename acc_t>
+void merge_state(acc_t& m, acc_t& l, acc_t* acc, acc_t m2, acc_t l2, const acc_t* acc2, int64_t Dv) {
+  acc_t f1, f2;
+  if (!merge_softmax_scales(m, l, m2, l2, f1, f2)) return;
+  for (int64_t c = 0; c < Dv; ++c) acc[c] = acc[c] * f1 + acc2[c] * f2;
+}
+
+template <typename scalar_t, typename acc_t>
+void finish_row(int64_t rh, int64_t Dv, acc_t m, acc_t l, const acc_t* acc, scalar_t* out, acc_t* lse) {
+  scalar_t* orow = out + rh * Dv;
+  if (l == acc_t(0)) {  // empty or fully masked row
+    for (int64_t c = 0; c < Dv; ++c) orow[c] = scalar_t(0);
+    lse[rh] = static_cast<acc_t>(kNegInf);
+  } else {
+    const acc_t inv = acc_t(1) / l;
+    for (int64_t c = 0; c < Dv; ++c) orow[c] = static_cast<scalar_t>(acc[c] * inv);
+    lse[rh] = m + std::log(l);
+  }
+}
+
+template <typename scalar_t, typename index_t>
+void forward_kernel(const AttentionArgs& a, double scale, at::Tensor& out, at::Tensor& lse) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Operands<scalar_t, index_t> o(a, scale);
+  const int64_t H = o.H, Dk = o.Dk, Dv = o.Dv;
+  scalar_t* out_p = out.data_ptr<scalar_t>();
+  acc_t* lse_p = lse.data_ptr<acc_t>();
+  const cpu::RowSplit split = cpu::split_long_rows(o.rp, a.num_rows);
+  for_row_blocks(o.rp, a.num_rows, [&](int64_t r0, int64_t r1) {
+    std::vector<acc_t> qa(Dk), acc(Dv);
+    for (int64_t r = r0; r < r1; ++r) {
+      if (split.is_long(o.rp, r)) continue;
+      for (int64_t h = 0; h < H; ++h) {
+        o.load_query(r, h, qa.data());
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        acc_t m = static_cast<acc_t>(kNegInf), l = 0;
+        fold_edges(o, h, o.rp[r], o.rp[r + 1], qa.data(), m, l, acc.data());
+        finish_row(r * H + h, Dv, m, l, acc.data(), out_p, lse_p);
+      }
+    }
+  });
+  if (split.rows.empty()) return;
+  // Long rows: each piece folds into its own state (m, l, acc[Dv]) per head, then the pieces merge.
+  const int64_t width = 2 + Dv;
+  std::vector<acc_t> partial(split.num_pieces() * H * width);
+  at::parallel_for(0, split.num_pieces(), 1, [&](int64_t p0, int64_t p1) {
+    std::vector<acc_t> qa(Dk);
+    for (int64_t p = p0; p < p1; ++p) {
+      for (int64_t h = 0; h < H; ++h) {
+        acc_t* st = partial.data() + (p * H + h) * width;
+        o.load_query(split.piece_row[p], h, qa.data());
+        st[0] = static_cast<acc_t>(kNegInf);
+        st[1] = 0;
+        std::fill(st + 2, st + width, acc_t(0));
+        fold_edges(o, h, split.piece_beg[p], split.piece_end[p], qa.data(), st[0], st[1], st + 2);
+      }
+    }
+  });
+  at::parallel_for(0, int64_t(split.rows.size()), 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      for (int64_t h = 0; h < H; ++h) {
+        acc_t* st = partial.data() + (split.first_piece[i] * H + h) * width;
+        for (int64_t p = split.first_piece[i] + 1; p < split.first_piece[i + 1]; ++p) {
+          const acc_t* o2 = partial.data() + (p * H + h) * width;
+          merge_state(st[0], st[1], st + 2, o2[0], o2[1], o2 + 2, Dv);
+        }
+        finish_row(split.rows[i] * H + h, Dv, st[0], st[1], st + 2, out_p, lse_p);
+      }
+    }
+  });
+}
+
+// Row pass of backward, edges [beg, end) of row r, head h: dq += sum_e ds_e k_j (unscaled),
+// grad_bias[e, h] = ds_e.
+template <typename scalar_t, typename index_t, typename acc_t>
+void backward_row_edges(const Operands<scalar_t, index_t>& o, int64_t h, int64_t beg, int64_t end, const acc_t* qa,
+                        const acc_t* ga, acc_t lse, acc_t delta, acc_t* dq, scalar_t* gb) {
+  const int64_t H = o.H, Dk = o.Dk, Dv = o.Dv;
+  const bool live = lse != static_cast<acc_t>(kNegInf);  // else every probability is 0
+  for (int64_t e = beg; e < end; ++e) {
+    acc_t ds = 0;
+    if (live) {
+      const int64_t j = static_cast<int64_t>(o.col[e]);
+      const acc_t p = std::exp(o.score(qa, e, j, h) - lse);
+      ds = p * (dot(ga, o.v + (j * H + h) * Dv, Dv) - delta);
+      const scalar_t* kj = o.k + (j * H + h) * Dk;
+      for (int64_t c = 0; c < Dk; ++c) dq[c] += ds * static_cast<acc_t>(kj[c]);
+    }
+    if (gb) gb[e * H + h] = static_cast<scalar_t>(ds);
+  }
+}
+
+template <typename scalar_t, typename index_t>
+void backward_rows_kernel(const AttentionBackwardArgs& b, double scale, at::Tensor& grad_q, at::Tensor& grad_bias) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const AttentionArgs& a = b.fwd;
+  const Operands<scalar_t, index_t> o(a, scale);
+  const int64_t H = o.H, Dk = o.Dk, Dv = o.Dv;
+  const scalar_t* go = b.grad_out.const_data_ptr<scalar_t>();
+  const acc_t* L = b.lse.const_data_ptr<acc_t>();
+  const acc_t* delta = b.delta.const_data_ptr<acc_t>();
+  scalar_t* gq = grad_q.data_ptr<scalar_t>();
+  scalar_t* gb = o.bias ? grad_bias.data_ptr<scalar_t>() : nullptr;
+  auto load_grad = [&](int64_t rh, acc_t* ga) {
+    for (int64_t c = 0; c < Dv; ++c) ga[c] = static_cast<acc_t>(go[rh * Dv + c]);
+  };
+  const cpu::RowSplit split = cpu::split_long_rows(o.rp, a.num_rows);
+  for_row_blocks(o.rp, a.num_rows, [&](int64_t r0, int64_t r1) {
+    std::vector<acc_t> qa(Dk), ga(Dv), dq(Dk);
+    for (int64_t r = r0; r < r1; ++r) {
+      if (split.is_long(o.rp, r)) continue;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t rh = r * H + h;
+        o.load_query(r, h, qa.data());
+        load_grad(rh, ga.data());
+        std::fill(dq.begin(), dq.end(), acc_t(0));
+        backward_row_edges(o, h, o.rp[r], o.rp[r + 1], qa.data(), ga.data(), L[rh], delta[rh], dq.data(), gb);
+        for (int64_t c = 0; c < Dk; ++c) gq[rh * Dk + c] = static_cast<scalar_t>(o.scale * dq[c]);
+      }
+    }
+  });
+  if (split.rows.empty()) return;
+  std::vector<acc_t> partial(split.num_pieces() * H * Dk, acc_t(0));
+  at::parallel_for(0, split.num_pieces(), 1, [&](int64_t p0, int64_t p1) {
+    std::vector<acc_t> qa(Dk), ga(Dv);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t r = split.piece_row[p];
+      for (int64_t h = 0; h < H; ++h) {
+        o.load_query(r, h, qa.data());
+        load_grad(r * H + h, ga.data());
+        backward_row_edges(o, h, split.piece_beg[p], split.piece_end[p], qa.data(), ga.data(), L[r * H + h],
+                           delta[r * H + h], partial.data() + (p * H + h) * Dk, gb);
+      }
+    }
+  });
+  sum_pieces(split, H * Dk, partial, [&](int64_t r, const acc_t* sum) {
+    for (int64_t i = 0; i < H * Dk; ++i) gq[r * H * Dk + i] = static_cast<scalar_t>(o.scale * sum[i]);
+  });
+}
+
+// Column pass of backward over the transposed CSR, transposed edges [beg, end) of source j, head h:
+// dk += sum ds q_i (unscaled), dv += sum p dO_i.
+template <typename scalar_t, typename acc_t>
+void backward_col_edges(const AttentionBackwardArgs& b, int64_t H, int64_t Dk, int64_t Dv, int64_t h, int64_t beg,
+                        int64_t end, const acc_t* ka, const acc_t* va, acc_t* dk, acc_t* dv) {
+  const int64_t* rows = b.col_t.const_data_ptr<int64_t>();
+  const int64_t* perm = b.perm.const_data_ptr<int64_t>();
+  const scalar_t* q = b.fwd.q.const_data_ptr<scalar_t>();
+  const scalar_t* bias = b.fwd.bias.defined() ? b.fwd.bias.const_data_ptr<scalar_t>() : nullptr;
+  const scalar_t* go = b.grad_out.const_data_ptr<scalar_t>();
+  const acc_t* L = b.lse.const_data_ptr<acc_t>();
+  const acc_t* delta = b.delta.const_data_ptr<acc_t>();
+  for (int64_t t = beg; t < end; ++t) {
+    const int64_t ih = rows[t] * H + h;
+    const acc_t lse = L[ih];
+    if (lse == static_cast<acc_t>(kNegInf)) continue;
+    const scalar_t* qi = q + ih * Dk;
+    const scalar_t* gi = go + ih * Dv;
+    acc_t s = dot(ka, qi, Dk);
+    if (bias) s += static_cast<acc_t>(bias[perm[t] * H + h]);
+    const acc_t p = std::exp(s - lse);
+    const acc_t ds = p * (dot(va, gi, Dv) - delta[ih]);
+    for (int64_t c = 0; c < Dv; ++c) dv[c] += p * static_cast<acc_t>(gi[c]);
+    for (int64_t c = 0; c < Dk; ++c) dk[c] += ds * static_cast<acc_t>(qi[c]);
+  }
+}
+
+template <typename scalar_t>
+void backward_cols_kernel(const AttentionBackwardArgs& b, double scale, at::Tensor& grad_k, at::Tensor& grad_v) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const AttentionArgs& a = b.fwd;
+  const int64_t H = a.heads, Dk = a.dk, Dv = a.dv;
+  const int64_t* rpt = b.row_ptr_t.const_data_ptr<int64_t>();
+  const scalar_t* k = a.k.const_data_ptr<scalar_t>();
+  const scalar_t* v = a.v.const_data_ptr<scalar_t>();
+  scalar_t* gk = grad_k.data_ptr<scalar_t>();
+  scalar_t* gv = grad_v.data_ptr<scalar_t>();
+  const acc_t sc = static_cast<acc_t>(scale);
+  auto load_kv = [&](int64_t jh, acc_t* ka, acc_t* va) {
+    for (int64_t c = 0; c < Dk; ++c) ka[c] = sc * static_cast<acc_t>(k[jh * Dk + c]);
+    for (int64_t c = 0; c < Dv; ++c) va[c] = static_cast<acc_t>(v[jh * Dv + c]);
+  };
+  // per (source, head): dk[Dk] then dv[Dv]
+  auto store = [&](int64_t jh, const acc_t* dk, const acc_t* dv) {
+    for (int64_t c = 0; c < Dk; ++c) gk[jh * Dk + c] = static_cast<scalar_t>(sc * dk[c]);
+    for (int64_t c = 0; c < Dv; ++c) gv[jh * Dv + c] = static_cast<scalar_t>(dv[c]);
+  };
+  const cpu::RowSplit split = cpu::split_long_rows(rpt, a.num_src);
+  for_row_blocks(rpt, a.num_src, [&](int64_t j0, int64_t j1) {
+    std::vector<acc_t> ka(Dk), va(Dv), dkv(Dk + Dv);
+    for (int64_t j = j0; j < j1; ++j) {
+      if (split.is_long(rpt, j)) continue;
+      for (int64_t h = 0; h < H; ++h) {
+        load_kv(j * H + h, ka.data(), va.data());
+        std::fill(dkv.begin(), dkv.end(), acc_t(0));
+        backward_col_edges<scalar_t>(b, H, Dk, Dv, h, rpt[j], rpt[j + 1], ka.data(), va.data(), dkv.data(),
+                                     dkv.data() + Dk);
+        store(j * H + h, dkv.data(), dkv.data() + Dk);
+      }
+    }
+  });
+  if (split.rows.empty()) return;
+  const int64_t width = H * (Dk + Dv);
+  std::vector<acc_t> partial(split.num_pieces() * width, acc_t(0));
+  at::parallel_for(0, split.num_pieces(), 1, [&](int64_t p0, int64_t p1) {
+    std::vector<acc_t> ka(Dk), va(Dv);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t j = split.piece_row[p];
+      for (int64_t h = 0; h < H; ++h) {
+        acc_t* st = partial.data() + p * width + h * (Dk + Dv);
+        load_kv(j * H + h, ka.data(), va.data());
+        backward_col_edges<scalar_t>(b, H, Dk, Dv, h, split.piece_beg[p], split.piece_end[p], ka.data(), va.data(),
+                                     st, st + Dk);
+      }
+    }
+  });
+  sum_pieces(split, width, partial, [&](int64_t j, const acc_t* sum) {
+    for (int64_t h = 0; h < H; ++h) store(j * H + h, sum + h * (Dk + Dv), sum + h * (Dk + Dv) + Dk);
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> csr_attention_cpu(const at::Tensor& row_ptr, const at::Tensor& col,
+                                                     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                     const std::optional<at::Tensor>& bias, double scale) {
+  const AttentionArgs a = check_attention_args(row_ptr, col, q, k, v, bias, scale);
+  auto out = at::empty({a.num_rows, a.heads, a.dv}, a.q.options());
+  auto lse = at::empty({a.num_rows, a.heads}, a.q.options().dtype(acc_dtype(a.q.scalar_type())));
+  PYE_DISPATCH_FLOATING(a.q.scalar_type(), "csr_attention", [&] {
+    AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention",
+                            [&] { forward_kernel<scalar_t, index_t>(a, scale, out, lse); });
+  });
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_attention_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& row_ptr, const at::Tensor& col, const at::Tensor& row_ptr_t,
+    const at::Tensor& col_t, const at::Tensor& perm, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& bias, const at::Tensor& lse, const at::Tensor& delta, double scale) {
+  const AttentionBackwardArgs b =
+      check_attention_backward_args(grad_out, row_ptr, col, row_ptr_t, col_t, perm, q, k, v, bias, lse, delta, scale);
+  const AttentionArgs& a = b.fwd;
+  auto grad_q = at::empty_like(a.q);
+  auto grad_k = at::empty_like(a.k);
+  auto grad_v = at::empty_like(a.v);
+  auto grad_bias = a.bias.defined() ? at::empty_like(a.bias) : at::empty({0}, a.q.options());
+  PYE_DISPATCH_FLOATING(a.q.scalar_type(), "csr_attention_backward", [&] {
+    AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention_backward", [&] {
+      backward_rows_kernel<scalar_t, index_t>(b, scale, grad_q, grad_bias);
+    });
+    backward_cols_kernel<scalar_t>(b, scale, grad_k, grad_v);
+  });
+  return {grad_q, grad_k, grad_v, grad_bias};
+}
+
+TORCH_LIBRARY_IMPL(pyengine, CPU, m) {
+  m.impl("csr_attention", &csr_attention_cpu);
+  m.impl("csr_attention_backward", &csr_attention_backward_cpu);
+}
+
+}  // namespace pyengine::attention
