@@ -70,9 +70,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def load_model(path_or_payload, device: str | torch.device = "cpu"):
     """Rebuild the model of a checkpoint, weights loaded, in eval mode. Returns ``(model, payload)``."""
     from ..models import build
+    from ..models.registry import upgrade_legacy
 
     payload = path_or_payload if isinstance(path_or_payload, dict) else load_checkpoint(path_or_payload)
-    model = build(payload["family"], payload["in_channels"], payload["out_channels"], payload["coord_dim"],
-                  **payload["config"])
+    family, config = upgrade_legacy(payload["family"], payload["config"])
+    model = build(family, payload["in_channels"], payload["out_channels"], payload["coord_dim"], **config)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload

@@ -10,8 +10,10 @@ from pyengine.pipeline.predict import predict_chunked
 SMALL = {
     "gno": dict(hidden=16, layers=2, radius=0.35, kernel_hidden=(16,), max_neighbors=12),
     "gino": dict(hidden=8, grid=(8, 8, 8), modes=(3, 3, 3), fno_layers=1, kernel_hidden=(16,), max_neighbors=12),
-    "gaot": dict(hidden=16, grid=(4, 4, 4), radii_cells=(1.0, 2.0), heads=2, dim=32, depth=1, vit_heads=2, patch=2,
-                 max_neighbors=16),
+    "gaot": dict(hidden=16, grid=(4, 4, 4), radii_cells=(1.0, 2.0), dim=32, depth=1, vit_heads=2, patch=2,
+                 encoder_kernel_hidden=(16, 16), decoder_kernel_hidden=(16,), projection_hidden=16),
+    "gaot_fast": dict(hidden=16, grid=(4, 4, 4), radii_cells=(1.0, 2.0), heads=2, dim=32, depth=1, vit_heads=2,
+                      patch=2, max_neighbors=16),
     "rigno": dict(hidden=16, edge_dim=8, regional_ratio=0.3, processor_steps=1, max_neighbors=12),
 }
 
@@ -30,8 +32,8 @@ def _cloud(n, d, seed):
     return pts, torch.randn(n, 2, generator=g)
 
 
-def test_registry_lists_the_four_families():
-    assert available() == ["gaot", "gino", "gno", "rigno"]
+def test_registry_lists_the_families():
+    assert available() == ["gaot", "gaot_fast", "gino", "gno", "rigno"]
     with pytest.raises(ValueError, match="unknown model"):
         build("fno9000", 1, 1, 3)
     with pytest.raises(ValueError, match="unknown gaot config"):
@@ -40,7 +42,7 @@ def test_registry_lists_the_four_families():
         build("gno", 1, 1, 4)
 
 
-@pytest.mark.parametrize("name", ["gno", "gino", "gaot", "rigno"])
+@pytest.mark.parametrize("name", ["gno", "gino", "gaot", "gaot_fast", "rigno"])
 @pytest.mark.parametrize("d", [2, 3])
 def test_shapes_queries_and_determinism(name, d):
     points, feats = _cloud(157, d, 0)
@@ -58,7 +60,7 @@ def test_shapes_queries_and_determinism(name, d):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("name", ["gno", "gino", "gaot", "rigno"])
+@pytest.mark.parametrize("name", ["gno", "gino", "gaot", "gaot_fast", "rigno"])
 def test_bf16_autocast_trains(name):
     """The Trainer's mixed precision (bf16 autocast) runs every family: fused ops
     that compute in float32 are registered with autocast (CPU autocast stands in for CUDA's)."""
@@ -75,7 +77,7 @@ def test_bf16_autocast_trains(name):
     assert float((out.detach().float() - ref).abs().max()) < 0.1 * float(ref.abs().max()) + 0.05  # bf16-level agreement
 
 
-@pytest.mark.parametrize("name", ["gno", "gaot", "rigno", "gino"])
+@pytest.mark.parametrize("name", ["gno", "gaot", "gaot_fast", "rigno", "gino"])
 def test_graphs_are_cached_per_geometry(name):
     points, feats = _cloud(120, 3, 1)
     model = build(name, 2, 1, 3, **_small(name, 3))
@@ -87,7 +89,7 @@ def test_graphs_are_cached_per_geometry(name):
     assert model.graphs.misses > misses
 
 
-@pytest.mark.parametrize("name", ["gno", "gaot", "rigno", "gino"])
+@pytest.mark.parametrize("name", ["gno", "gaot", "gaot_fast", "rigno", "gino"])
 def test_chunked_prediction_equals_one_pass(name):
     points, feats = _cloud(200, 3, 2)
     queries = torch.rand(333, 3) * 1.8 - 0.9
@@ -98,7 +100,7 @@ def test_chunked_prediction_equals_one_pass(name):
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["gaot", "gno"])
+@pytest.mark.parametrize("name", ["gaot", "gaot_fast", "gno"])
 def test_batched_forward_matches_per_geometry(name):
     model = build(name, 2, 1, 3, **_small(name, 3))
     samples = [Sample(*_cloud(n, 3, n), queries=torch.rand(n // 3, 3)) for n in (90, 130, 71)]
@@ -110,7 +112,7 @@ def test_batched_forward_matches_per_geometry(name):
         torch.testing.assert_close(rows, model(s.points, s.features, s.queries), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["gaot", "rigno"])
+@pytest.mark.parametrize("name", ["gaot", "gaot_fast", "rigno"])
 def test_time_conditioning_and_rollout(name):
     points, _ = _cloud(100, 2, 4)
     state = torch.randn(100, 1)
@@ -119,11 +121,11 @@ def test_time_conditioning_and_rollout(name):
     a = model(points, torch.cat([state, static], 1), time=0.0, lead_time=0.1)
     b = model(points, torch.cat([state, static], 1), time=0.5, lead_time=0.1)
     assert a.shape == (100, 1)
-    if name == "rigno":  # the time embedding enters additively at init, so outputs differ at once
+    if name in ("rigno", "gaot"):  # time enters additively / as input features, so outputs differ at once
         assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="time"):
         model(points, torch.cat([state, static], 1))
-    if name == "gaot":
+    if name.startswith("gaot"):
         states = model.rollout(points, state, steps=3, lead_time=0.1, static=static)
         assert len(states) == 3 and states[-1].shape == (100, 1)
 

@@ -18,8 +18,10 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "shapene
 CONFIGS = {
     "gno": dict(hidden=24, layers=2, radius=0.12, kernel_hidden=(24,), max_neighbors=16),
     "gino": dict(hidden=16, grid=(16, 8, 8), modes=(6, 4, 4), fno_layers=2, kernel_hidden=(24,), max_neighbors=16),
-    "gaot": dict(hidden=32, grid=(8, 4, 4), radii_cells=(1.0, 2.0), heads=2, dim=64, depth=2, vit_heads=4, patch=2,
-                 max_neighbors=32),
+    "gaot": dict(hidden=32, grid=(8, 4, 4), radii_cells=(1.0, 2.0), dim=64, depth=2, vit_heads=4, patch=2,
+                 encoder_kernel_hidden=(32, 32), decoder_kernel_hidden=(32,), projection_hidden=64),
+    "gaot_fast": dict(hidden=32, grid=(8, 4, 4), radii_cells=(1.0, 2.0), heads=2, dim=64, depth=2, vit_heads=4,
+                      patch=2, max_neighbors=32),
     "rigno": dict(hidden=32, edge_dim=16, regional_ratio=0.25, processor_steps=2, max_neighbors=16),
 }
 
@@ -56,7 +58,7 @@ def _rel(pred, y):
     return float((pred - y).norm() / y.norm())
 
 
-@pytest.mark.parametrize("name", ["gno", "gino", "gaot", "rigno"])
+@pytest.mark.parametrize("name", ["gno", "gino", "gaot", "gaot_fast", "rigno"])
 def test_family_fits_real_car_pressure(name):
     pts, normals, y = _car()
     torch.manual_seed(0)
