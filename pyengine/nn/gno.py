@@ -1,25 +1,27 @@
 """GNO kernel integral layer over a neighbor graph.
 
-Mapping to neuraloperator's ``IntegralTransform`` (neuralop 2.x), for porting trained
+Mapping to neuraloperator's ``IntegralTransform`` (neuralop 2.0), for porting trained
 blocks (:meth:`GNOIntegral.from_neuralop` does it):
 
-============================  ==========================================  ===========================================
-                              neuralop ``IntegralTransform``              pyengine ``GNOIntegral``
-============================  ==========================================  ===========================================
-kernel MLP input              ``[y_j, x_i]`` (+ ``f_j``)                  ``[x_i, y_j]`` (+ ``f_j``): the first
-                                                                          Linear's first ``2 d`` columns swap halves
-kernel MLP                    ``LinearChannelMLP`` (``fcs``, F.gelu)      ``nn.Sequential`` of Linear / activation
-transforms                    linear, nonlinear, linear_kernelonly,       the same four
-                              nonlinear_kernelonly
-reduction                     ``mean`` without weights, ``sum`` with      fixed per layer (``reduction=``)
-integration weights           ``weights[neighbors_index]``: indexed by    ``weights`` (N,) per source point, and/or
-                              the source point of each edge               ``edge_weights`` (E,) per edge
-graph                         ``neighbors_index`` / ``row_splits``        ``col`` / ``row_ptr`` (same CSR, int64/int32)
-============================  ==========================================  ===========================================
+====================  ============================================  ==============================================
+                      neuralop ``IntegralTransform``                pyengine ``GNOIntegral``
+====================  ============================================  ==============================================
+kernel MLP input      ``[y_j, x_i]`` (+ ``f_j``)                    ``[x_i, y_j]`` (+ ``f_j``): the first Linear's
+                                                                    first ``2 d`` columns swap halves
+kernel MLP            ``LinearChannelMLP`` (``fcs``, F.gelu)        ``nn.Sequential`` of Linear / activation
+transforms            linear, nonlinear, linear_kernelonly,         the same four
+                      nonlinear_kernelonly
+reduction             ``reduction`` (default ``"sum"``) without     ``reduction`` (``"sum"`` or ``"mean"``), always
+                      weights, ``"sum"`` with them
+weights               per *edge* (E,): ``weights=`` or              ``edge_weights`` (E,) per edge, and/or
+                      ``neighbors["weights"]``                      ``weights`` (N,) per source point (quadrature)
+weighting_fn          a function of the edge weights (mollifier)    not supported (apply it to ``edge_weights``)
+graph                 ``neighbors_index`` / ``neighbors_row_splits`` ``col`` / ``row_ptr`` (the same CSR)
+====================  ============================================  ==============================================
 
-So neuralop's ``transform(y, nbrs, x, f)`` equals ``GNOIntegral.from_neuralop(block, reduction="mean")(y, x,
-row_ptr, col, f)``, and ``transform(y, nbrs, x, f, weights=w)`` equals the ``reduction="sum"`` port called
-with ``weights=w``.
+So neuralop's ``transform(y, nbrs, x, f)`` equals ``GNOIntegral.from_neuralop(transform, d)(y, x, row_ptr,
+col, f)``, and ``transform(y, nbrs, x, f, weights=w)`` equals the ``reduction="sum"`` port called with
+``edge_weights=w``.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ class GNOIntegral(nn.Module):
         self.kernel = nn.Sequential(*layers)
 
     @classmethod
-    def from_neuralop(cls, block: nn.Module, coord_dim: int, reduction: str = "mean",
+    def from_neuralop(cls, block: nn.Module, coord_dim: int, reduction: str | None = None,
                       fused: bool = True) -> "GNOIntegral":
         """A ``GNOIntegral`` computing what neuraloperator's ``IntegralTransform`` ``block`` computes.
 
@@ -133,8 +135,9 @@ class GNOIntegral(nn.Module):
                 module with ``transform_type`` and a ``channel_mlp`` holding Linear layers in
                 ``fcs`` with GELU between them, as neuralop builds them).
             coord_dim: ``d`` of the points the block was trained on.
-            reduction: ``"mean"`` for calls without integration weights (neuralop's default),
-                ``"sum"`` for calls with them (pass them as ``weights`` or ``edge_weights``).
+            reduction: default the block's ``reduction`` (what neuralop applies without
+                weights); use ``"sum"`` to reproduce calls with weights (pass them as
+                ``edge_weights``).
             fused: as in the constructor.
 
         The weights are copied (not shared); the first Linear layer's coordinate columns
@@ -146,6 +149,9 @@ class GNOIntegral(nn.Module):
         if transform not in _gno.TRANSFORMS or fcs is None or not all(type(m) is nn.Linear for m in fcs):
             raise TypeError("block must be a neuralop IntegralTransform whose channel_mlp is a LinearChannelMLP "
                             f"(Linear layers in .fcs); got {type(block).__name__}")
+        if getattr(block, "weighting_fn", None) is not None:
+            raise ValueError("blocks with a weighting_fn cannot be ported: apply it to the edge weights instead")
+        reduction = getattr(block, "reduction", "sum") if reduction is None else reduction
         nonlin = getattr(mlp, "non_linearity", F.gelu)
         if nonlin is not F.gelu and len(fcs) > 1:
             raise ValueError(f"only GELU kernel MLPs can be ported (neuralop's default), got {nonlin}")

@@ -45,6 +45,7 @@ class DemoConfig:
     seed: int = 0
     features: str = "normals"
     extra: dict[str, Any] = field(default_factory=dict)
+    family: str = "gaot_fast"
 
 
 #: Two CPU cores, under 10 minutes including data generation.
@@ -87,7 +88,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = True, device: str =
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    model = build("gaot", feature_channels(cfg.features), 1, 3, **cfg.model)
+    model = build(cfg.family, feature_channels(cfg.features), 1, 3, **cfg.model)
     trainer = Trainer(model, train, fields=["cp"], val=None, config=cfg.train, out_dir=None, device=device)
     trainer.fit()
     timings["train_s"] = time.perf_counter() - t0

@@ -395,3 +395,68 @@ def test_double_backward_raises_instead_of_silently_wrong():
     (g,) = torch.autograd.grad(out.square().sum(), f, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         g.sum().backward()
+
+
+# --------------------------------------------------------------------------- neuralop mapping
+
+
+class _NeuralopStyleBlock(torch.nn.Module):
+    """neuralop 2.0's IntegralTransform semantics, written here from its documented formula: kernel of
+    [y_j, x_i] (+ f_j), GELU MLP in ``channel_mlp.fcs``, per-edge weights, sum reduction."""
+
+    def __init__(self, widths, transform):
+        super().__init__()
+        self.transform_type, self.reduction, self.weighting_fn = transform, "sum", None
+        self.channel_mlp = torch.nn.Module()
+        self.channel_mlp.fcs = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.channel_mlp.non_linearity = F.gelu
+
+    def forward(self, y, row_ptr, col, x, f=None, weights=None):
+        lens = row_ptr[1:] - row_ptr[:-1]
+        rows = torch.repeat_interleave(torch.arange(x.shape[0]), lens)
+        z = torch.cat([y[col], x[rows]] + ([f[col]] if self.transform_type in FEEDS_F else []), 1)
+        for i, fc in enumerate(self.channel_mlp.fcs):
+            z = fc(z)
+            if i + 1 < len(self.channel_mlp.fcs):
+                z = F.gelu(z)
+        if self.transform_type in ("linear", "nonlinear"):
+            z = z * f[col]
+        if weights is not None:
+            z = z * weights[:, None]
+        return torch.zeros(x.shape[0], z.shape[1], dtype=z.dtype).index_add(0, rows, z)
+
+
+@pytest.mark.parametrize("transform", ALL_TRANSFORMS)
+def test_from_neuralop_reproduces_the_block(transform):
+    y, x, row_ptr, col, f, w = random_graph(random_lens(40), N=30, d=3, C=4, seed=15)
+    ew = edge_weights_for((y, x, row_ptr, col))
+    out_c = 6 if transform == "nonlinear_kernelonly" else 4
+    block = _NeuralopStyleBlock([in_width(3, 4, transform), 16, 8, out_c], transform).double()
+    layer = GNOIntegral.from_neuralop(block, 3)
+    f_in = None if transform == "linear_kernelonly" else f
+    torch.testing.assert_close(layer(y, x, row_ptr, col, f_in), block(y, row_ptr, col, x, f_in), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer(y, x, row_ptr, col, f_in, edge_weights=ew), block(y, row_ptr, col, x, f_in, ew),
+                               rtol=1e-10, atol=1e-12)
+    assert layer.out_channels == out_c
+
+
+def test_from_neuralop_with_the_real_package():
+    """Against neuralop itself (float32: its native segment_csr returns float32)."""
+    it = pytest.importorskip("neuralop.layers.integral_transform")
+    graph = random_graph(random_lens(40), N=30, d=3, C=4, seed=16, dtype=torch.float32)
+    y, x, row_ptr, col, f, w = graph
+    ew = edge_weights_for(graph)
+    for transform in ALL_TRANSFORMS:
+        torch.manual_seed(0)
+        block = it.IntegralTransform(channel_mlp_layers=[in_width(3, 4, transform), 16, 4],
+                                     transform_type=transform, use_torch_scatter=False)
+        nbrs = {"neighbors_index": col, "neighbors_row_splits": row_ptr}
+        f_in = None if transform == "linear_kernelonly" else f
+        layer = GNOIntegral.from_neuralop(block, 3)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(y, x, row_ptr, col, f_in), block(y, nbrs, x, f_in), rtol=1e-5,
+                                       atol=1e-6)
+            if f_in is None:
+                continue  # neuralop 2.0 multiplies (E, C) in place by (1, E, 1) weights: only batched f works
+            torch.testing.assert_close(layer(y, x, row_ptr, col, f_in, edge_weights=ew),
+                                       block(y, nbrs, x, f_in[None], weights=ew)[0], rtol=1e-5, atol=1e-6)

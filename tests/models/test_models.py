@@ -145,3 +145,34 @@ def test_bad_inputs_raise_clear_errors():
         model(bad, feats)
     with pytest.raises(ValueError, match="queries must be"):
         model(points, feats, torch.rand(5, 2))
+
+
+@pytest.mark.parametrize("variant", ["grid", "points"])
+def test_gino_activation_reaches_every_layer(variant):
+    cfg = dict(_small("gino", 3), activation="tanh", variant=variant)
+    model = build("gino", 2, 1, 3, **cfg)
+    acts = [m for m in model.modules() if isinstance(m, (torch.nn.GELU, torch.nn.Tanh))]
+    assert acts and all(isinstance(m, torch.nn.Tanh) for m in acts)
+    if variant == "grid":
+        assert all(isinstance(b.act, torch.nn.Tanh) for b in model.blocks)
+    with pytest.raises(ValueError, match="activation"):
+        build("gino", 2, 1, 3, **dict(cfg, activation="swish"))
+
+
+def test_gaot_radii_are_in_real_token_spacings():
+    """radii_cells = 1 means the distance between neighbouring tokens (extent / (n - 1)) in both GAOT variants."""
+    from pyengine.geometry import latent_grid
+
+    points, feats = _cloud(300, 3, 6)
+    model = build("gaot", 2, 1, 3, **dict(_small("gaot", 3), radii_cells=(1.5,)))
+    model(points, feats)
+    (geo,) = [v for v in model.graphs._store.values() if isinstance(v, dict)]
+    nearest = torch.cdist(geo["tokens"], geo["tokens"]).topk(2, largest=False).values[:, 1].min()
+    assert abs(geo["radii"][0] - 1.5 * float(nearest)) < 1e-6
+    model = build("gaot_fast", 2, 1, 3, **_small("gaot_fast", 3))
+    model(points, feats)
+    (tokens, _, _, spacing, _, _), = [v for v in model.graphs._store.values() if isinstance(v, tuple) and len(v) == 6]
+    grid = latent_grid(points, (4, 4, 4), padding=0.05)
+    assert abs(spacing - float(grid.spacing.max())) < 1e-6
+    # the spacing is a real distance between tokens (the old extent / n was 0.75 of it for n = 4)
+    assert float((torch.cdist(tokens, tokens) - spacing).abs().min()) < 1e-5
