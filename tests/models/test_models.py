@@ -176,3 +176,27 @@ def test_gaot_radii_are_in_real_token_spacings():
     assert abs(spacing - float(grid.spacing.max())) < 1e-6
     # the spacing is a real distance between tokens (the old extent / n was 0.75 of it for n = 4)
     assert float((torch.cdist(tokens, tokens) - spacing).abs().min()) < 1e-5
+
+
+def test_rigno_paper_options_delaunay_support_and_edge_masking():
+    from scipy.spatial import Delaunay
+
+    from pyengine.models.rigno import _delaunay_radius
+
+    points, feats = _cloud(300, 3, 7)
+    nodes = points[:40].double()
+    r = _delaunay_radius(nodes)
+    tri = Delaunay(nodes.numpy()).simplices
+    for node in (0, 7, 33):  # the longest Delaunay edge at the node, computed here per simplex
+        longest = max(float((nodes[a] - nodes[node]).norm()) for s in tri if node in s for a in s)
+        assert abs(float(r[node]) - longest) < 1e-12
+    cfg = dict(_small("rigno", 3), support="delaunay", edge_drop=0.5)
+    torch.manual_seed(0)
+    model = build("rigno", 2, 1, 3, **cfg)
+    out1, out2 = model(points, feats), model(points, feats)  # training mode: different masks
+    assert not torch.allclose(out1, out2)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(points, feats), model(points, feats))  # no masking in eval
+    with pytest.raises(ValueError, match="edge_drop"):
+        build("rigno", 2, 1, 3, **dict(cfg, edge_drop=1.0))
