@@ -47,11 +47,29 @@ def _median_interleaved(fns: dict, repeat: int) -> dict:
 # --------------------------------------------------------------------------- GNO layer vs neuralop
 
 
+def _scatter_stand_in(src, indptr, reduction, use_scatter=True):
+    """What ``torch_scatter.segment_csr`` computes, vectorised with ``index_add_`` (neuralop's own
+    fallback without torch-scatter loops over the rows in Python, which would not be a fair peer)."""
+    lens = indptr[..., 1:] - indptr[..., :-1]
+    if src.dim() == 3:  # batched: (B, E, C) with per-batch splits
+        return torch.stack([_scatter_stand_in(s, indptr.reshape(-1, indptr.shape[-1])[0], reduction) for s in src])
+    rows = torch.repeat_interleave(torch.arange(lens.numel(), device=src.device), lens)
+    out = torch.zeros((lens.numel(),) + src.shape[1:], dtype=src.dtype, device=src.device).index_add_(0, rows, src)
+    if reduction == "mean":
+        out = out / lens.clamp_min(1).to(src.dtype).view(-1, *([1] * (src.dim() - 1)))
+    return out
+
+
 def gno_layer_peers(n_points: int, channels: int, repeat: int, peak_extra, seed: int = 0):
     try:
+        import neuralop.layers.integral_transform as nit
         from neuralop.layers.integral_transform import IntegralTransform
     except ImportError as e:
         return None, f"neuralop not importable ({e.__class__.__name__}: {e}); GNO peer skipped"
+    try:
+        import torch_scatter  # noqa: F401
+    except ImportError:
+        nit.segment_csr = _scatter_stand_in
     from pyengine.nn import GNOIntegral
     from pyengine.ops import radius_search
 
