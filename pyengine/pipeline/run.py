@@ -51,6 +51,10 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("the config asks for device 'cuda' but no CUDA device is available")
     out = Path(out or cfg.out)
+    if cfg.dataset.kind == "files":  # users' own results: streamed from a preprocessed cache
+        from .files_run import train_files
+
+        return train_files(cfg, Path(path), device, out)
     raw, recipe = load_dataset(cfg, progress=cfg.train.progress)
     samples = [prepare_sample(s, recipe)[0] for s in raw]
     fields = sorted(k for k, v in samples[0].fields.items() if k != "velocity") or sorted(samples[0].fields)
@@ -76,12 +80,22 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
 
 
 def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | Path, *, device: str = "cpu",
-                 chunk_size: int = 200_000) -> Path:
-    """Predict the checkpoint's fields on a mesh file and write them onto its connectivity."""
+                 chunk_size: int = 200_000, conditions: dict[str, float] | None = None) -> Path:
+    """Predict the checkpoint's fields on a mesh file and write them onto its connectivity.
+
+    ``conditions``: per-sample scalars of a model trained with conditioning (``kind: files``).
+    """
     from ..data import Normalizer, Sample
     from ..geometry import load_mesh
 
     payload = load_checkpoint(checkpoint)
+    if "files" in payload.get("extra", {}):  # trained on files: read the new one the same way
+        from .files_run import predict_files
+
+        return predict_files(payload, mesh_path, out_path, device=device, chunk_size=chunk_size,
+                             conditions=conditions)
+    if conditions:
+        raise ValueError("--condition applies to models trained on files with conditioning inputs")
     model, _ = load_model(payload, device)
     normalizer = Normalizer.from_state_dict(payload["normalizer"])
     mesh = load_mesh(mesh_path)

@@ -4,7 +4,9 @@ Every section has documented defaults; unknown keys are errors that list the
 valid ones. Example (all keys optional)::
 
     dataset:
-      kind: bodies          # "bodies" (parametric CAD bodies, potential-flow Cp) or "darcy2d"
+      kind: bodies          # "bodies" (parametric CAD bodies, potential-flow Cp), "darcy2d", or
+                            # "files" (your own results; options: pyengine.data.files.FileDatasetConfig,
+                            # n_train/n_test unused: the manifest's split or options.test decide)
       n_train: 32
       n_test: 8
       seed: 0
@@ -39,8 +41,12 @@ class DatasetConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("bodies", "darcy2d"):
-            raise ValueError(f"dataset.kind must be 'bodies' or 'darcy2d', got {self.kind!r}")
+        if self.kind not in ("bodies", "darcy2d", "files"):
+            raise ValueError(f"dataset.kind must be 'bodies', 'darcy2d' or 'files', got {self.kind!r}")
+        if self.kind == "files":  # check the options now, before anything is read or trained
+            from ..data.files import file_config_from_dict
+
+            file_config_from_dict(self.options)
         if self.n_train < 1 or self.n_test < 1:
             raise ValueError(f"need n_train >= 1 and n_test >= 1, got {self.n_train}, {self.n_test}")
 
