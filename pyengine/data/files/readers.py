@@ -74,7 +74,16 @@ def _merge(records: list[MeshRecord], source: str) -> MeshRecord:
                                        if k in r.cells]) for name in common}
     pcommon = set.intersection(*(set(r.point_data) for r in records))
     pdata = {n: np.concatenate([r.point_data[n] for r in records]) for n in pcommon}
-    return MeshRecord(source, np.concatenate([r.points for r in records]), cells, pdata, cell_data)
+    points = np.concatenate([r.points for r in records])
+    # patches share their seam vertices: merge exact duplicates (first copy kept, file order)
+    _, first, inverse = np.unique(points, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    remap = rank[inverse.reshape(-1)]
+    keep = first[order]
+    return MeshRecord(source, points[keep], {k: remap[c] for k, c in cells.items()},
+                      {n: v[keep] for n, v in pdata.items()}, cell_data)
 
 
 def read_record(path: str | Path, *, part: str = "surface", patches: list[str] | None = None,

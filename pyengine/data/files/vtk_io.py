@@ -247,6 +247,17 @@ def _blocks(ds, prefix=""):
             yield f"{prefix}{name}", b
 
 
+def _cell_types(grid):
+    """The per-cell VTK type array (``GetCellTypes()`` from VTK 9.6, ``GetCellTypesArray()`` before)."""
+    try:
+        arr = grid.GetCellTypes()
+        if hasattr(arr, "GetNumberOfTuples"):
+            return arr
+    except TypeError:
+        pass
+    return grid.GetCellTypesArray()
+
+
 def _grid_record(grid, source: str) -> MeshRecord:
     """An unstructured grid: cell centres (VTK's, so polyhedra work), standard-type connectivity."""
     from vtkmodules.util.numpy_support import vtk_to_numpy
@@ -260,7 +271,7 @@ def _grid_record(grid, source: str) -> MeshRecord:
     centers = np.array(vtk_to_numpy(cc.GetOutput().GetPoints().GetData()), dtype=np.float64) \
         if grid.GetNumberOfCells() else np.zeros((0, 3))
     points = np.array(vtk_to_numpy(grid.GetPoints().GetData()), dtype=np.float64)
-    types = vtk_to_numpy(grid.GetCellTypesArray()) if grid.GetNumberOfCells() else np.zeros(0, np.uint8)
+    types = vtk_to_numpy(_cell_types(grid)) if grid.GetNumberOfCells() else np.zeros(0, np.uint8)
     cells = {}
     if len(types) and all(int(t) in _VTK_TYPES for t in np.unique(types)) and len(np.unique(types)) == 1:
         # one standard type: keep the connectivity (written back with predictions)
