@@ -102,7 +102,7 @@ def evaluate_cache(trainer, cache, fcfg, frame, out_dir: Path | None = None, see
         qarr = cache.array(j, "queries")
         pts = np.asarray(cache.array(j, "points") if qarr is None else qarr)
         if out_dir is not None:
-            cells = {k[len("cells_"):]: torch.as_tensor(np.asarray(cache.array(j, k)))
+            cells = {k[len("cells_"):]: torch.from_numpy(np.array(cache.array(j, k)))
                      for k in entry["arrays"] if k.startswith("cells_")}
             write_prediction_mesh(Path(out_dir) / f"{pos:03d}_{Path(entry['name']).stem}.vtu",
                                   torch.as_tensor(pts), cells, true, pred)
