@@ -201,7 +201,7 @@ def predict_files(payload: dict, mesh_path: str | Path, out_path: str | Path, *,
     """Predict a files-trained checkpoint's fields on a new geometry file and write them onto it."""
     from ..data import Normalizer
     from ..data.files import CoordinateFrame, FileDatasetConfig, LoadedItem, SampleSpec, assemble
-    from ..data.files.loader import _subset
+    from ..data.files.loader import _subset, eval_seed
     from .checkpoint import load_model
 
     extra = payload["extra"]
@@ -221,7 +221,7 @@ def predict_files(payload: dict, mesh_path: str | Path, out_path: str | Path, *,
     normalizer = Normalizer.from_state_dict(payload["normalizer"])
     frame = CoordinateFrame(**extra["frame"])
     center, scale = frame.center_scale(a.points.min(axis=0), a.points.max(axis=0))
-    rng = np.random.default_rng([int(extra.get("seed", 0)), 2**31 - 1, 0])
+    rng = np.random.default_rng(eval_seed(int(extra.get("seed", 0)), len(a.points)))
     enc = _subset(rng, len(a.points), fcfg.encoder_points)
     pts = a.points if enc is None else a.points[enc]
     feats = None

@@ -25,6 +25,8 @@ def load_dataset(cfg: RunConfig, progress: bool = True):
     from ..data.physics import build_darcy_dataset, build_flow_dataset
 
     d = cfg.dataset
+    if d.kind == "files":
+        raise ValueError("dataset kind 'files' is streamed from a cache: use pyengine.data.files.FileDataset")
     n = d.n_train + d.n_test
     opts = dict(d.options)
     if d.kind == "bodies":

@@ -65,6 +65,12 @@ def test_streamed_cache_trains_like_memory(bodies, vtp_folder, tmp_path):
     cache = ds.preprocess(tmp_path / "cache")
     assert cache.points_per_second > 0 and len(cache) == 4
     assert ds.preprocess(tmp_path / "cache").built_seconds is None  # same files: the cache is reused
+    # two preprocessing processes give the same cache as one
+    par = ds.preprocess(tmp_path / "par", workers=2)
+    assert par.index["stats"] == cache.index["stats"] and par.index["train_bbox"] == cache.index["train_bbox"]
+    for i in range(4):
+        for name in cache.samples[i]["arrays"]:
+            np.testing.assert_array_equal(par.array(i, name), cache.array(i, name))
     # statistics from the streaming pass == Normalizer.fit on the samples in memory
     from pyengine.data import Normalizer
 
@@ -162,3 +168,37 @@ out: {tmp_path / 'run'}
     assert main(["predict", "--checkpoint", str(tmp_path / "run" / "model.pt"), "--mesh",
                  str(SHAPENET / "005" / "tri_mesh.ply"), "--out", str(tmp_path / "car.vtu")]) == 2
     assert "give each with --condition NAME=VALUE (missing: ['u_inf'])" in capsys.readouterr().err
+
+
+def test_two_gloo_ranks_stream_like_one_process(vtp_folder, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo")
+    from files_ddp_worker import trainer_for
+
+    # 2 training geometries, global batch 2: one per rank (a trailing odd batch would be trimmed under DDP)
+    cache = FileDataset({"path": str(vtp_folder), "fields": ["cp"], "test": 2}).preprocess(tmp_path / "cache")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "w.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), str(Path(__file__).with_name("files_ddp_worker.py")),
+           "--cache", str(cache.root), "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ddp = torch.load(out)
+    single = trainer_for(str(cache.root), workers=0)
+    init = {k: v.clone() for k, v in single.model.state_dict().items()}
+    single.fit()
+    ref = single.model.state_dict()
+    for k in ref:
+        torch.testing.assert_close(ddp[k], ref[k], rtol=2e-5, atol=2e-6, msg=f"parameter {k} differs")
+    assert any(not torch.allclose(ref[k], init[k]) for k in ref)

@@ -173,7 +173,8 @@ def _surface_inputs(points, cells, location, features, source):
     """Input points, features and outward area vectors of a surface at its vertices or cell centres."""
     areas = area_vectors(points, cells)
     sign = orientation(points, cells, areas)
-    areas = areas * sign
+    if sign < 0:
+        areas = -areas
     if location == "cells":
         centres = np.concatenate([points[c].mean(axis=1) for c in cells.values()])
         norms = np.linalg.norm(areas, axis=1)
@@ -181,7 +182,7 @@ def _surface_inputs(points, cells, location, features, source):
             raise DataFileError(f"{source}: {int((norms <= 0).sum())} surface cells have zero area, so no normal")
         normals = areas / norms[:, None] if features == "normals" else None
         return centres, normals, areas
-    normals = sign * vertex_normals(points, cells, source) if features == "normals" else None
+    normals = sign * vertex_normals(points, cells, source, areas) if features == "normals" else None
     return points, normals, _lumped(areas, cells, len(points))
 
 

@@ -67,9 +67,67 @@ def _save(root: Path, rel: str, array: np.ndarray) -> dict[str, Any]:
     return {"file": rel, "shape": list(a.shape), "dtype": a.dtype.str}
 
 
-def build_cache(dataset, cache_dir: str | os.PathLike, *, progress: bool = False, force: bool = False) -> "FileCache":
+def _process(dataset, i: int, root: Path) -> dict[str, Any]:
+    """Read, assemble and store sample ``i``; returns its index entry, shapes and the moments of
+    its stored fields and features (only one sample is in memory at a time)."""
+    cfg = dataset.config
+    a = dataset.arrays(i)
+    arrays = {"points": _save(root, f"{i:05d}/points.npy", a.points.astype(np.float32))}
+    if a.features is not None:
+        arrays["features"] = _save(root, f"{i:05d}/features.npy", a.features.astype(np.float32))
+    if a.queries is not None:
+        arrays["queries"] = _save(root, f"{i:05d}/queries.npy", a.queries.astype(np.float32))
+    target = np.concatenate([a.fields[f].reshape(len(a.fields[f]), -1) for f in cfg.fields], axis=1)
+    arrays["target"] = _save(root, f"{i:05d}/target.npy", target.astype(np.float32))
+    if a.area is not None:
+        arrays["area"] = _save(root, f"{i:05d}/area.npy", a.area.astype(np.float32))
+    for kind, c in (a.cells.items() if a.location == "points" and a.queries is None else ()):
+        arrays[f"cells_{kind}"] = _save(root, f"{i:05d}/cells_{kind}.npy", c.astype(np.int64))
+    if a.point_ids is not None:
+        arrays["point_ids"] = _save(root, f"{i:05d}/point_ids.npy", a.point_ids.astype(np.int64))
+    widths = {k: 1 if v.ndim == 1 else int(v.shape[1]) for k, v in a.fields.items()}
+    moments = {}
+    if dataset.split[i] == "train":  # moments of the values as stored (float32)
+        for f in cfg.fields:
+            moments[f] = _moments(a.fields[f].astype(np.float32).reshape(len(a.fields[f]), -1))
+        if a.features is not None:
+            moments[FEATURES] = _moments(a.features.astype(np.float32))
+    lo, hi = a.points.min(axis=0), a.points.max(axis=0)
+    entry = {"name": a.name, "split": dataset.split[i], "source": a.source, "location": a.location,
+             "scalars": a.scalars, "n_points": int(len(a.points)), "n_queries": int(len(a.query_points)),
+             "bbox": [lo.tolist(), hi.tolist()], "arrays": arrays}
+    return {"entry": entry, "widths": widths, "features": 0 if a.features is None else int(a.features.shape[1]),
+            "moments": moments, "points": int(len(a.points)) + (0 if a.queries is None else int(len(a.queries)))}
+
+
+def _moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(count, mean, sum of squared deviations) per column, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    return len(x), mean, ((x - mean) ** 2).sum(axis=0)
+
+
+def _merge(m: _Moments, part: tuple[int, np.ndarray, np.ndarray]) -> None:
+    """Fold one sample's moments into ``m`` (Chan et al.'s pairwise update, as _Moments.add does)."""
+    import torch
+
+    nb, mb, m2b = part
+    if nb == 0:
+        return
+    mb, m2b = torch.as_tensor(mb, dtype=torch.float64), torch.as_tensor(m2b, dtype=torch.float64)
+    n = m.n + nb
+    delta = mb - m.mean
+    m.mean = m.mean + delta * (nb / n)
+    m.m2 = m.m2 + m2b + delta ** 2 * (m.n * nb / n)
+    m.n = n
+
+
+def build_cache(dataset, cache_dir: str | os.PathLike, *, progress: bool = False, force: bool = False,
+                workers: int = 0) -> "FileCache":
     """Preprocess ``dataset`` into ``cache_dir`` (or reuse it when its key matches).
 
+    ``workers`` > 1 preprocesses that many samples at once in spawned processes (the statistics
+    are merged in sample order, so the result does not depend on it).
     Returns the opened :class:`FileCache`; ``cache.built_seconds`` and ``cache.points_per_second``
     tell how long the pass took (None when reused).
     """
@@ -87,47 +145,37 @@ def build_cache(dataset, cache_dir: str | os.PathLike, *, progress: bool = False
             return FileCache(root)
     cfg = dataset.config
     t0 = time.perf_counter()
+    n = len(dataset)
+    results: list[dict | None] = [None] * n
+    with tqdm(total=n, desc="preprocess", disable=not progress, unit="sample") as bar:
+        if workers > 1 and n > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(min(workers, n), mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(_process, dataset, i, root): i for i in range(n)}
+                for fut in futures:
+                    results[futures[fut]] = fut.result()
+                    bar.update(1)
+        else:
+            for i in range(n):
+                results[i] = _process(dataset, i, root)
+                bar.update(1)
     moments: dict[str, _Moments] = {}
     lo = hi = None
-    entries, widths, n_features, total_points = [], None, None, 0
-    for i in tqdm(range(len(dataset)), desc="preprocess", disable=not progress, unit="sample"):
-        a = dataset.arrays(i)
-        split = dataset.split[i]
-        w = {k: 1 if v.ndim == 1 else int(v.shape[1]) for k, v in a.fields.items()}
-        nf = 0 if a.features is None else int(a.features.shape[1])
-        if widths is None:
-            widths, n_features = w, nf
-        elif w != widths or nf != n_features:
-            raise DataFileError(f"{a.source}: fields {w} / {nf} input channels differ from the first sample's "
-                                f"{widths} / {n_features}")
-        arrays = {"points": _save(root, f"{i:05d}/points.npy", a.points.astype(np.float32))}
-        if a.features is not None:
-            arrays["features"] = _save(root, f"{i:05d}/features.npy", a.features.astype(np.float32))
-        if a.queries is not None:
-            arrays["queries"] = _save(root, f"{i:05d}/queries.npy", a.queries.astype(np.float32))
-        target = np.concatenate([a.fields[f].reshape(len(a.fields[f]), -1) for f in cfg.fields], axis=1)
-        arrays["target"] = _save(root, f"{i:05d}/target.npy", target.astype(np.float32))
-        if a.area is not None:
-            arrays["area"] = _save(root, f"{i:05d}/area.npy", a.area.astype(np.float32))
-        for kind, c in (a.cells.items() if a.location == "points" and a.queries is None else ()):
-            arrays[f"cells_{kind}"] = _save(root, f"{i:05d}/cells_{kind}.npy", c.astype(np.int64))
-        if a.point_ids is not None:
-            arrays["point_ids"] = _save(root, f"{i:05d}/point_ids.npy", a.point_ids.astype(np.int64))
-        p_lo, p_hi = a.points.min(axis=0), a.points.max(axis=0)
-        if split == "train":
-            for f in cfg.fields:
-                v = a.fields[f].astype(np.float32).astype(np.float64)  # the stored values' moments
-                moments.setdefault(f, _Moments(w[f])).add(_tensor(v.reshape(len(v), -1)))
-            if a.features is not None:
-                moments.setdefault(FEATURES, _Moments(nf)).add(_tensor(a.features.astype(np.float32)))
-            lo = p_lo if lo is None else np.minimum(lo, p_lo)
-            hi = p_hi if hi is None else np.maximum(hi, p_hi)
-        total_points += len(a.points) + (0 if a.queries is None else len(a.queries))
-        entries.append({"name": a.name, "split": split, "source": a.source, "location": a.location,
-                        "scalars": a.scalars, "n_points": int(len(a.points)),
-                        "n_queries": int(len(a.query_points)), "bbox": [p_lo.tolist(), p_hi.tolist()],
-                        "arrays": arrays})
-        del a
+    widths, n_features = results[0]["widths"], results[0]["features"]
+    for r in results:
+        e = r["entry"]
+        if r["widths"] != widths or r["features"] != n_features:
+            raise DataFileError(f"{e['source']}: fields {r['widths']} / {r['features']} input channels differ from "
+                                f"the first sample's {widths} / {n_features}")
+        for name, part in r["moments"].items():
+            _merge(moments.setdefault(name, _Moments(len(part[1]))), part)
+        if e["split"] == "train":
+            lo = np.array(e["bbox"][0]) if lo is None else np.minimum(lo, e["bbox"][0])
+            hi = np.array(e["bbox"][1]) if hi is None else np.maximum(hi, e["bbox"][1])
+    entries = [r["entry"] for r in results]
+    total_points = sum(r["points"] for r in results)
     norm = Normalizer()
     for name, m in moments.items():
         std = (m.m2 / m.n).sqrt()
@@ -141,19 +189,13 @@ def build_cache(dataset, cache_dir: str | os.PathLike, *, progress: bool = False
              "stats": {"eps": state["eps"], "mean": {k: v.tolist() for k, v in state["mean"].items()},
                        "std": {k: v.tolist() for k, v in state["std"].items()}},
              "train_bbox": [lo.tolist(), hi.tolist()], "samples": entries,
-             "build": {"seconds": seconds, "points": total_points}}
+             "build": {"seconds": seconds, "points": total_points, "workers": workers}}
     with atomic_path(index_path, suffix=".json") as tmp:
         Path(tmp).write_text(json.dumps(index, indent=1))
     cache = FileCache(root)
     cache.built_seconds = seconds
     cache.points_per_second = total_points / max(seconds, 1e-9)
     return cache
-
-
-def _tensor(a: np.ndarray):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 class FileCache:

@@ -93,14 +93,16 @@ class FileDataset:
         """Every sample of a split (all when None) in memory: for small datasets and tests."""
         return [self.sample(i) for i in self.indices(split)]
 
-    def preprocess(self, cache_dir: str | Path, *, progress: bool = False):
+    def preprocess(self, cache_dir: str | Path, *, progress: bool = False, workers: int | None = None):
         """Read every sample once into a memory-mapped cache (reused when nothing changed).
 
+        ``workers``: processes preprocessing samples in parallel (default: ``config.workers``).
         Returns a :class:`~.cache.FileCache`.
         """
         from .cache import build_cache
 
-        return build_cache(self, cache_dir, progress=progress)
+        return build_cache(self, cache_dir, progress=progress,
+                           workers=self.config.workers if workers is None else workers)
 
     def __repr__(self) -> str:
         return (f"FileDataset({len(self)} samples: {self.split.count('train')} train, "

@@ -51,6 +51,11 @@ class LoadedItem:
                           self.query_ids)
 
 
+def eval_seed(seed: int, n_points: int) -> list[int]:
+    """Seed of the encoder subsample at evaluation and prediction (same geometry, same subset)."""
+    return [int(seed), 2**31 - 1, int(n_points)]
+
+
 def _subset(rng: np.random.Generator, n: int, k: int | None) -> np.ndarray | None:
     if k is None or k >= n:
         return None
@@ -109,8 +114,9 @@ class CachedSamples(Dataset):
         seeded encoder subset (the same at every call)."""
         j = self.ids[pos]
         c = self.cache
-        rng = np.random.default_rng([self.seed, epoch if train else 2**31 - 1, j])
         pts, feats = c.array(j, "points"), c.array(j, "features")
+        # evaluation: the encoder subset depends on the geometry's size only, as in prediction
+        rng = np.random.default_rng([self.seed, epoch, j] if train else eval_seed(self.seed, len(pts)))
         enc = _subset(rng, len(pts), self.encoder_points)
         qsrc = c.array(j, "queries")
         separate = qsrc is not None
@@ -191,5 +197,6 @@ def make_loader(data: CachedSamples, batch_size: int, *, rank: int = 0, world: i
     """A DataLoader of per-rank batches (lists of :class:`LoadedItem`) with ``workers`` processes;
     call ``loader.batch_sampler.set_epoch(e)`` before each epoch."""
     sampler = ShardedBatchSampler(len(data), batch_size, rank=rank, world=world, seed=seed)
+    # items carry their epoch, so workers can persist across epochs (no restart per epoch)
     return DataLoader(data, batch_sampler=sampler, num_workers=workers, collate_fn=_as_list,
-                      persistent_workers=False, prefetch_factor=2 if workers else None)
+                      persistent_workers=workers > 0, prefetch_factor=2 if workers else None)

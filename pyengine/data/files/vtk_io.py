@@ -73,9 +73,11 @@ def _polys(polydata) -> tuple[dict[str, np.ndarray], np.ndarray]:
     ca = polydata.GetPolys()
     if ca is None or ca.GetNumberOfCells() == 0:
         return {}, np.zeros(0, dtype=np.int64)
-    offsets = vtk_to_numpy(ca.GetOffsetsArray()).astype(np.int64)
-    conn = vtk_to_numpy(ca.GetConnectivityArray()).astype(np.int64)
+    offsets = np.asarray(vtk_to_numpy(ca.GetOffsetsArray()), dtype=np.int64)
+    conn = np.asarray(vtk_to_numpy(ca.GetConnectivityArray()), dtype=np.int64)
     sizes = np.diff(offsets)
+    if len(sizes) and sizes.min() == sizes.max() and sizes[0] in (3, 4):  # one type: no regrouping
+        return {"triangle" if sizes[0] == 3 else "quad": conn.reshape(-1, int(sizes[0]))}, np.arange(len(sizes))
     cells, origin = {}, []
     tri_parts, tri_origin = [], []
     for k in np.unique(sizes):
