@@ -126,7 +126,12 @@ def train_child(args) -> dict:
     steps = len(step_times)
     with_loader = fit_s / steps
     # without the loader: the same kind of batches, loaded beforehand, stepped back to back
-    batches = [[train[(i, 99)], train[(i + 1, 99)]] for i in range(0, 2 * min(4, len(train) // 2), 2)]
+    load = []
+    batches = []
+    for i in range(0, 2 * min(4, len(train) // 2), 2):
+        t0 = time.perf_counter()
+        batches.append([train[(i, 99)], train[(i + 1, 99)]])
+        load.append(time.perf_counter() - t0)
     pure = []
     for b in batches * 2:
         t0 = time.perf_counter()
@@ -134,14 +139,26 @@ def train_child(args) -> dict:
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         pure.append(time.perf_counter() - t0)
+    trainer._stream.loader._iterator = None  # shut the persistent loader worker down, so getrusage sees it
+    import gc
+
+    gc.collect()
+    workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     t0 = time.perf_counter()
     ev = evaluate_cache(trainer, cache, fcfg, train.frame, None)
     eval_s = time.perf_counter() - t0
     return {"steps": steps, "step_with_loader_s": with_loader, "step_without_loader_s": statistics.median(pure),
+            "step_in_fit_s": statistics.median(step_times), "load_batch_s": statistics.median(load),
             "fit_s": fit_s, "eval_s": eval_s, "eval_points": sum(r["points"] for r in ev["per_sample"]),
             "rel_l2": {k: v["rel_l2"] for k, v in ev["fields"].items()},
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "peak_rss_workers_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}
+            "peak_rss_workers_gb": workers_rss}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv=None) -> int:
@@ -174,7 +191,9 @@ def main(argv=None) -> int:
     gen_s = time.perf_counter() - t0
     ds = FileDataset(_options(args))
     with tempfile.TemporaryDirectory(dir=args.data.parent) as tmp:
+        cpu0 = _cpu_seconds()
         cache = ds.preprocess(Path(tmp) / "cache", workers=args.workers)
+        cpu = _cpu_seconds() - cpu0
         points = cache.index["build"]["points"]
         disk = sum(f.stat().st_size for f in Path(tmp).rglob("*.npy"))
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
@@ -191,12 +210,16 @@ def main(argv=None) -> int:
         ("surfaces", f"{args.samples} x {points // args.samples:,} points (VTP, point data p + wallShearStress)"),
         ("generation (not part of the target)", f"{gen_s:.1f} s"),
         ("preprocess", f"{cache.built_seconds:.1f} s with {args.workers} processes = "
-                       f"{cache.points_per_second / 1e6:.2f} M points/s; cache {disk / 2**30:.2f} GiB"),
+                       f"{cache.points_per_second / 1e6:.2f} M points/s (wall); cache {disk / 2**30:.2f} GiB"),
+        ("preprocess CPU time", f"{cpu:.1f} CPU-s = {points / cpu / 1e6:.2f} M points per CPU-second "
+                                "(this process and its worker processes)"),
         ("train", f"{r['steps']} steps of 2 geometries x ({args.points_per_step} queries, {args.encoder_points} "
                   f"encoder points), GAOT"),
         ("step time with loader", f"{r['step_with_loader_s'] * 1e3:.0f} ms (Trainer.fit / steps)"),
         ("step time without loader", f"{r['step_without_loader_s'] * 1e3:.0f} ms (batches in memory, median)"),
         ("loader overhead", f"{r['step_with_loader_s'] / r['step_without_loader_s']:.2f}x"),
+        ("inside fit: compute per step / one batch loaded in-process",
+         f"{r['step_in_fit_s'] * 1e3:.0f} ms / {r['load_batch_s'] * 1e3:.0f} ms (medians)"),
         ("evaluation, every point", f"{r['eval_points']:,} points in {r['eval_s']:.1f} s (chunks of 200k)"),
         ("peak RSS trainer / loader worker", f"{r['peak_rss_gb']:.2f} GB / {r['peak_rss_workers_gb']:.2f} GB"),
         ("test rel L2", ", ".join(f"{k} {v:.3f}" for k, v in r["rel_l2"].items())),

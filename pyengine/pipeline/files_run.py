@@ -100,7 +100,7 @@ def evaluate_cache(trainer, cache, fcfg, frame, out_dir: Path | None = None, see
             row["forces_true"], row["forces_pred"] = ct, cp
         per_sample.append(row)
         qarr = cache.array(j, "queries")
-        pts = np.asarray(cache.array(j, "points") if qarr is None else qarr)
+        pts = np.array(cache.array(j, "points") if qarr is None else qarr)
         if out_dir is not None:
             cells = {k[len("cells_"):]: torch.from_numpy(np.array(cache.array(j, k)))
                      for k in entry["arrays"] if k.startswith("cells_")}

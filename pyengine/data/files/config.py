@@ -100,7 +100,7 @@ class FileDatasetConfig:
             (None: all surface points; at evaluation a seeded subsample of that size).
         eval_chunk: queries decoded at once at evaluation and prediction.
         cache_dir: where the preprocessed arrays go (default: ``<out>/cache``).
-        workers: DataLoader worker processes.
+        workers: DataLoader worker processes, and (when >= 2) processes preprocessing files in parallel.
         forces: :class:`ForceConfig` fields, or None (no force coefficients).
     """
 
