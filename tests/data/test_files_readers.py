@@ -169,3 +169,27 @@ def test_config_errors_are_one_line():
         file_config_from_dict({"path": "x", "fields": ["p"], "points_per_step": 0})
     with pytest.raises(ValueError, match=r"forces: unknown option\(s\) \['area'\]"):
         file_config_from_dict({"path": "x", "fields": ["p"], "forces": {"area": 1}})
+
+
+def test_volume_sample_from_a_tetrahedral_mesh(tmp_path):
+    from scipy.spatial import Delaunay
+
+    rng = np.random.default_rng(0)
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+    pts = np.concatenate([corners, rng.random((60, 3))])
+    tets = Delaunay(pts).simplices
+    u = pts @ np.array([1.0, 2.0, 3.0])
+    for name in ("a", "b"):
+        meshio.write(tmp_path / f"{name}.vtu", meshio.Mesh(pts, [("tetra", tets)], point_data={"u": u}))
+    ds = FileDataset({"path": str(tmp_path), "fields": ["u"], "sample": "volume", "test": 1})
+    v = ds.arrays(0)
+    # queries: every volume point with its value; geometry input: the cube's boundary (its 8 corners
+    # and the few random points Delaunay puts on no face are dropped), normals outward
+    np.testing.assert_array_equal(v.queries, pts)
+    np.testing.assert_array_equal(v.fields["u"], u)
+    on_boundary = np.isclose(v.points, 0).any(1) | np.isclose(v.points, 1).any(1)
+    assert on_boundary.all() and len(v.points) >= 8
+    outward = np.einsum("ij,ij->i", v.features, v.points - 0.5)
+    assert (outward > 0).all()
+    s = ds.sample(0)
+    assert s.queries.shape == (68, 3) and s.fields["u"].shape == (68,)

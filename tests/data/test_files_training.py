@@ -202,3 +202,27 @@ def test_two_gloo_ranks_stream_like_one_process(vtp_folder, tmp_path):
     for k in ref:
         torch.testing.assert_close(ddp[k], ref[k], rtol=2e-5, atol=2e-6, msg=f"parameter {k} differs")
     assert any(not torch.allclose(ref[k], init[k]) for k in ref)
+
+
+def test_cell_data_train_and_predict_back_to_vtp(vtp_folder, tmp_path, capsys):
+    from pyengine.data.files import read_vtp
+    from pyengine.pipeline.run import predict_file, train_from_config
+
+    (tmp_path / "run.yaml").write_text(f"""
+dataset:
+  kind: files
+  options: {{path: {vtp_folder}, fields: [p], test: 1, forces: {{pressure: p, reference_area: 2.0}}}}
+model: {{name: gno, config: {json.dumps(GNO)}}}
+train: {{epochs: 1, batch_size: 1, progress: false}}
+out: {tmp_path / 'run'}
+""")
+    result = train_from_config(tmp_path / "run.yaml")
+    assert result["finite"] and result["forces"]["per_sample"][0]["name"].endswith("body3.vtp")
+    path = predict_file(tmp_path / "run" / "model.pt", vtp_folder / "body3.vtp", tmp_path / "pred.vtp")
+    r = read_vtp(path)
+    src = read_vtp(vtp_folder / "body3.vtp")
+    assert r.num_cells == src.num_cells and r.cell_data["p_pred"].shape == (src.num_cells,)
+    np.testing.assert_array_equal(r.cells["triangle"], src.cells["triangle"])
+    out = capsys.readouterr().out
+    cd = result["forces"]["per_sample"][0]["pred"]["drag"]
+    assert f"Cd {cd:.4f}" in out  # predict on the test file == the evaluation's prediction
