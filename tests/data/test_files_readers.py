@@ -193,3 +193,25 @@ def test_volume_sample_from_a_tetrahedral_mesh(tmp_path):
     assert (outward > 0).all()
     s = ds.sample(0)
     assert s.queries.shape == (68, 3) and s.fields["u"].shape == (68,)
+
+
+def test_stl_with_npz_sidecar_per_face_and_per_vertex(tmp_path):
+    import trimesh
+
+    box = trimesh.creation.box()
+    box.export(tmp_path / "box.stl")
+    raw = trimesh.load(tmp_path / "box.stl", process=False)  # STL: 3 vertices per face, file order
+    nv, nf = len(raw.vertices), len(raw.faces)
+    np.savez(tmp_path / "box.npz", p=np.arange(nf, dtype=float), t=np.ones((nv, 3)))
+    box.export(tmp_path / "box2.stl")
+    np.savez(tmp_path / "box2.npz", p=np.zeros(nf), t=np.zeros((nv, 3)))
+    specs = discover(tmp_path)
+    assert [s.field_files for s in specs] == [[(None, tmp_path / "box.npz")], [(None, tmp_path / "box2.npz")]]
+    a = FileDataset({"path": str(tmp_path), "fields": ["p"], "test": 1}).arrays(0)
+    assert a.location == "cells" and a.fields["p"].tolist() == list(range(nf))
+    b = FileDataset({"path": str(tmp_path), "fields": ["t"], "test": 1}).arrays(0)
+    assert b.location == "points" and b.fields["t"].shape == (nv, 3)
+    with pytest.raises(DataFileError, match=r"fields \['p', 't'\] mix point data and cell data; set cell_to_point"):
+        FileDataset({"path": str(tmp_path), "fields": ["p", "t"], "test": 1}).arrays(0)
+    both = FileDataset({"path": str(tmp_path), "fields": ["p", "t"], "test": 1, "cell_to_point": True}).arrays(0)
+    assert both.fields["p"].shape == (nv,) and both.fields["t"].shape == (nv, 3)
