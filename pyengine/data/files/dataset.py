@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from .assemble import SampleArrays, assemble
 from .config import FileDatasetConfig, file_config_from_dict
