@@ -3,6 +3,14 @@
 Writes go to a temporary file in the target directory and are renamed into
 place (``os.replace`` is atomic on POSIX), so a crash mid-write leaves the
 previous checkpoint intact instead of a truncated one.
+
+A checkpoint holds only tensors and plain containers (dicts, lists, tuples,
+strings, numbers, None): the model config is stored as a dict, the optimizer and
+scheduler states are plain state dicts. It is read with
+``torch.load(weights_only=True)`` (:func:`pyengine._safe_load.load_plain`), whose
+unpickler builds nothing else, so a file carrying a pickled callable (a
+``__reduce__`` payload) is refused with a ``ValueError`` before any of its code
+can run (see SECURITY.md).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_path
+from .._safe_load import load_plain
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model"]
 
@@ -58,10 +67,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # pickle/zip errors are unreadable to users; name the file instead
-        raise ValueError(f"checkpoint {path} is not a readable pyengine checkpoint ({type(e).__name__}: {e})") from None
+    payload = load_plain(path, f"checkpoint {path}", "pyengine checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "family" not in payload:
         raise ValueError(f"checkpoint {path} is not a pyengine checkpoint (format {FORMAT})")
     return payload
