@@ -70,15 +70,82 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     payload = load_plain(path, f"checkpoint {path}", "pyengine checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "family" not in payload:
         raise ValueError(f"checkpoint {path} is not a pyengine checkpoint (format {FORMAT})")
+    check_payload(payload, f"checkpoint {path}")
     return payload
+
+
+def check_payload(payload: dict[str, Any], where: str = "checkpoint") -> None:
+    """Raise a one-line ``ValueError`` unless ``payload`` is a usable checkpoint.
+
+    Checks every entry :func:`load_model` and prediction read (present, of the right type),
+    and that the weights and the normaliser statistics are finite (a checkpoint of a diverged
+    run would otherwise predict NaN everywhere).
+    """
+    required = {"family": str, "in_channels": int, "out_channels": int, "coord_dim": int, "config": dict,
+                "state_dict": dict, "normalizer": (dict, type(None)), "fields": dict}
+    for key, kind in required.items():
+        if key not in payload:
+            raise ValueError(f"{where} has no {key!r} entry; it was not written by pyengine's save_checkpoint")
+        if not isinstance(payload[key], kind) or isinstance(payload[key], bool):
+            raise ValueError(f"{where}: entry {key!r} has type {type(payload[key]).__name__}")
+    for name, w in payload["state_dict"].items():
+        if not isinstance(w, torch.Tensor):
+            raise ValueError(f"{where}: weight {name!r} is a {type(w).__name__}, not a tensor")
+        if w.is_floating_point() and not bool(torch.isfinite(w).all()):
+            bad = int((~torch.isfinite(w)).sum())
+            raise ValueError(f"{where}: weight {name!r} holds NaN or Inf ({bad} of {w.numel()} values); the "
+                             f"training diverged or the file is damaged")
+    for name, width in payload["fields"].items():
+        if not isinstance(name, str) or not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"{where}: entry 'fields' must map field names to channel counts >= 1")
+    if payload["fields"] and sum(payload["fields"].values()) != payload["out_channels"]:
+        raise ValueError(f"{where}: fields {payload['fields']} have {sum(payload['fields'].values())} channels but "
+                         f"the model predicts {payload['out_channels']}")
+    if payload["normalizer"] is not None:
+        from ..data import Normalizer
+
+        try:
+            Normalizer.from_state_dict(payload["normalizer"])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
 
 
 def load_model(path_or_payload, device: str | torch.device = "cpu"):
     """Rebuild the model of a checkpoint, weights loaded, in eval mode. Returns ``(model, payload)``."""
     from ..models import build
 
-    payload = path_or_payload if isinstance(path_or_payload, dict) else load_checkpoint(path_or_payload)
-    model = build(payload["family"], payload["in_channels"], payload["out_channels"], payload["coord_dim"],
-                  **payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    if isinstance(path_or_payload, dict):
+        payload, where = path_or_payload, "checkpoint"
+        check_payload(payload, where)
+    else:
+        payload, where = load_checkpoint(path_or_payload), f"checkpoint {path_or_payload}"
+    try:
+        model = build(payload["family"], payload["in_channels"], payload["out_channels"], payload["coord_dim"],
+                      **payload["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: its model settings are invalid ({e})") from None
+    load_weights(model, payload["state_dict"], where)
     return model.to(device).eval(), payload
+
+
+def load_weights(model, state_dict: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """``model.load_state_dict(state_dict)`` with a one-line ``ValueError`` naming the first mismatch.
+
+    (PyTorch's own error lists every mismatched tensor over many lines.)
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or shapes:
+        if shapes:
+            k = shapes[0]
+            first = (f"{k!r} has shape {tuple(state_dict[k].shape)} but the {model.family} model built from its "
+                     f"config expects {tuple(own[k].shape)}")
+        elif missing:
+            first = f"{missing[0]!r} is missing"
+        else:
+            first = f"{unexpected[0]!r} is not a weight of a {model.family} model"
+        raise ValueError(f"{where}: the weights do not fit the model: {first} ({len(shapes)} shape mismatch(es), "
+                         f"{len(missing)} missing, {len(unexpected)} unexpected)")
+    model.load_state_dict(state_dict)

@@ -16,6 +16,7 @@ from .predict import predict_chunked
 from .prepare import feature_channels, prepare_sample
 from .run_config import RunConfig, load_run_config
 from .train import Trainer, normalize_features
+from .validate import require_finite
 
 __all__ = ["train_from_config", "predict_file", "load_dataset"]
 
@@ -98,6 +99,7 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     dev = torch.device(device)
     pred = predict_chunked(model, sample.points.to(dev), None if feats is None else feats.to(dev),
                            chunk_size=chunk_size).float().cpu()
+    require_finite(pred, f"prediction on {mesh_path}")
     fields, start = {}, 0
     for name, width in payload["fields"].items():
         block = pred[:, start:start + width]
