@@ -30,7 +30,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import torch
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, clean_stale_temp_files
 from .._safe_load import RefusedFileError, load_plain
 
 __all__ = ["CACHEABLE_TYPES", "DiskCache", "content_hash", "default_cache_dir"]
@@ -153,6 +153,7 @@ class DiskCache:
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
+        self._cleaned: set[str] = set()  # namespaces whose stale temporary files were removed
 
     def path(self, namespace: str, key: str) -> Path:
         if not namespace or "/" in namespace or namespace.startswith("."):
@@ -171,6 +172,9 @@ class DiskCache:
             self.misses += 1
             return compute()
         p = self.path(namespace, key)
+        if namespace not in self._cleaned:  # temporary files of writers killed mid-write
+            clean_stale_temp_files(p.parent)
+            self._cleaned.add(namespace)
         if p.exists():
             try:
                 value = self.load(p)

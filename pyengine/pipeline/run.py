@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._atomic import atomic_write_text
 from .checkpoint import load_checkpoint, load_model
 from .export import write_prediction_mesh
 from .frame import FrameStats, check_in_distribution
@@ -63,7 +64,7 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
                               "test_metrics": metrics, "config_file": str(path)})
     result = {"test_metrics": metrics, "fields": fields, "finite": all(
         v == v for m in metrics.values() for v in m.values())}
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
     for f, m in metrics.items():
         print(f"pyengine train: {f}: test rel L2 {m['rel_l2']:.4f}, rel L1 {m['rel_l1']:.4f}, max err {m['max_err']:.4g}")
     print(f"pyengine train: wrote {ckpt} and {out / 'metrics.json'}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import time
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_write_text, clean_stale_temp_files
 from ..data import Sample
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
@@ -106,6 +108,7 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.rank == 0:  # a bad location fails now, not after an epoch
             ensure_output_dir(self.out_dir, ("model.pt", "log.csv", "history.json"))
+            clean_stale_temp_files(self.out_dir)  # left by a run killed while writing
         if self.config.batch_size % self.world:
             raise ValueError(f"batch_size {self.config.batch_size} must be divisible by the {self.world} ranks")
         fwd = _SampleForward(self.model)
@@ -216,7 +219,13 @@ class Trainer:
         return batches
 
     def fit(self, resume: str | Path | None = None) -> list[dict[str, Any]]:
-        """Train for ``config.epochs`` epochs (continuing from a checkpoint when ``resume`` is given)."""
+        """Train for ``config.epochs`` epochs.
+
+        ``resume``: a checkpoint of an interrupted run of the same setup. Its weights, optimizer and
+        schedule state, epoch count, history and normaliser statistics replace this trainer's (the
+        statistics are not refitted: the weights were fitted to the checkpoint's), so the remaining
+        epochs give bitwise the parameters of an uninterrupted run.
+        """
         if resume is not None:
             self._resume(resume)
         c = self.config
@@ -279,7 +288,15 @@ class Trainer:
         if not isinstance(state, dict):
             raise ValueError(f"{where}: entry 'train_state' has type {type(state).__name__}")
         self._check_resumable(state, where)
+        if payload["fields"] and dict(payload["fields"]) != self.widths:
+            raise ValueError(f"{where} predicts fields {dict(payload['fields'])}, this run {self.widths}")
         load_weights(self.model, payload["state_dict"], where)
+        if payload["normalizer"] is not None:
+            # the weights were fitted to the checkpoint's statistics: keep them, never refit on resume
+            from ..data.normalize import Normalizer
+
+            self.normalizer = Normalizer.from_state_dict(payload["normalizer"])
+            self._train = [self._prepare(s) for s in self.train_samples]
         if "optimizer" in state:
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -310,8 +327,9 @@ class Trainer:
     def _write_logs(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         keys = sorted({k for row in self.history for k in row}, key=lambda k: (k != "epoch", k))
-        with open(self.out_dir / "log.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.history)
-        (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.history)
+        atomic_write_text(self.out_dir / "log.csv", buf.getvalue())
+        atomic_write_text(self.out_dir / "history.json", json.dumps(self.history, indent=1))
