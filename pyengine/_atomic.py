@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["STALE_AFTER_S", "atomic_path", "atomic_write_text", "clean_stale_temp_files"]
+__all__ = ["STALE_AFTER_S", "atomic_path", "atomic_torch_save", "atomic_write_text", "clean_stale_temp_files"]
 
 _MARK = ".pyengine-tmp-"
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.pyengine-tmp-(?P<pid>\d+)-")
@@ -106,14 +106,47 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename in (None, tmp) and e.errno is not None:  # name the file asked for, not our temp file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _write_bytes(path: str, data) -> None:
+    """Write ``data`` (bytes-like) to ``path``; the one place atomic writes touch the disk."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:  # write()/close() errors carry no file name
+            raise OSError(e.errno, e.strerror, path) from e
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (:func:`atomic_path`); returns the path."""
     with atomic_path(path, suffix=Path(path).suffix or ".tmp") as tmp:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
+        _write_bytes(tmp, text.encode())
+    return Path(path)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` atomically, with disk errors as ``OSError`` naming ``path``.
+
+    The archive is serialised in memory first and written with one ordinary write: torch's
+    own file writer reports a full disk as ``RuntimeError("... unexpected pos ...")``, while
+    this raises ``OSError(ENOSPC, "No space left on device", path)``, and the previous
+    content of ``path`` stays intact either way.
+    """
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path, suffix=Path(path).suffix or ".tmp") as tmp:
+        _write_bytes(tmp, buf.getbuffer())
     return Path(path)

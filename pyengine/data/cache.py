@@ -30,7 +30,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import torch
 
-from .._atomic import atomic_path, clean_stale_temp_files
+from .._atomic import atomic_torch_save, clean_stale_temp_files
 from .._safe_load import RefusedFileError, load_plain
 
 __all__ = ["CACHEABLE_TYPES", "DiskCache", "content_hash", "default_cache_dir"]
@@ -195,8 +195,7 @@ class DiskCache:
         """Store ``value`` atomically; returns its path."""
         p = self.path(namespace, key)
         payload = {"pyengine_cache": _FORMAT, "value": _encode(value)}
-        with atomic_path(p, suffix=".pt") as tmp:
-            torch.save(payload, tmp)
+        atomic_torch_save(payload, p)
         return p
 
     @staticmethod

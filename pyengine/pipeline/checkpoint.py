@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .._atomic import atomic_path
+from .._atomic import atomic_torch_save
 from .._safe_load import load_plain
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model"]
@@ -57,8 +57,7 @@ def save_checkpoint(path: str | os.PathLike, model, *, normalizer=None, fields: 
         "train_state": train_state,
         "extra": dict(extra or {}),
     }
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(payload, path)
     return Path(path)
 
 

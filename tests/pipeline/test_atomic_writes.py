@@ -15,9 +15,11 @@ from pyengine.data import DiskCache
 from pyengine.pipeline import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 
 _KILLED_WRITER = textwrap.dedent("""
-    import os, signal, sys
-    from pyengine._atomic import atomic_path
-    with atomic_path(sys.argv[1], suffix=".pt") as tmp:
+    import importlib.util, os, signal, sys
+    spec = importlib.util.spec_from_file_location("_atomic", sys.argv[2])  # stdlib only: no torch import
+    atomic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(atomic)
+    with atomic.atomic_path(sys.argv[1], suffix=".pt") as tmp:
         with open(tmp, "wb") as f:
             f.write(b"x" * (8 << 20))   # an 8 MB checkpoint, half way through its write
             f.flush()
@@ -26,7 +28,9 @@ _KILLED_WRITER = textwrap.dedent("""
 
 
 def _killed_write(target):
-    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)])
+    import pyengine._atomic
+
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target), pyengine._atomic.__file__])
     assert proc.returncode == -signal.SIGKILL
     left = [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]
     assert len(left) == 1 and left[0].stat().st_size == 8 << 20
