@@ -66,3 +66,27 @@ def test_coincident_points_frame_descriptor_is_finite():
     with pytest.warns(UserWarning, match="size 0 outside"):
         reasons = check_in_distribution(torch.ones(5, 3), stats)
     assert len(reasons) == 2 and "nan" not in " ".join(reasons)  # aspect 0/0 was NaN and compared as in range
+
+
+def test_predict_rigno_on_a_flat_plate_writes_finite_values(tmp_path):
+    """The reported case end to end: a RIGNO checkpoint, a plate mesh (all z equal), pyengine predict."""
+    import numpy as np
+
+    from pyengine.geometry import Mesh, load_mesh, save_mesh
+    from pyengine.models import build
+
+    torch.manual_seed(0)
+    model = build("rigno", 0, 1, 3, hidden=8, edge_dim=8, regional_ratio=0.3, processor_steps=1, max_neighbors=12)
+    norm = Normalizer()
+    norm.mean, norm.std = {"u": torch.zeros(1, dtype=torch.float64)}, {"u": torch.ones(1, dtype=torch.float64)}
+    ckpt = save_checkpoint(tmp_path / "rigno.pt", model, normalizer=norm, fields={"u": 1}, extra={"features": "none"})
+    x, y = np.meshgrid(np.linspace(0, 2, 8), np.linspace(0, 1, 6), indexing="ij")
+    pts = np.stack([x.ravel(), y.ravel(), np.full(x.size, 0.25)], 1)
+    idx = np.arange(48).reshape(8, 6)
+    tris = np.concatenate([np.stack([idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()], 1),
+                           np.stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()], 1)])
+    save_mesh(Mesh(points=pts, cells={"triangle": tris}), tmp_path / "plate.vtu")
+    out = tmp_path / "pred.vtu"
+    assert cli(["predict", "--checkpoint", str(ckpt), "--mesh", str(tmp_path / "plate.vtu"), "--out", str(out)]) == 0
+    values = np.asarray(load_mesh(out).point_data["u_pred"])
+    assert values.shape == (48,) and np.isfinite(values).all()
