@@ -288,7 +288,7 @@ class Trainer:
         if not isinstance(state, dict):
             raise ValueError(f"{where}: entry 'train_state' has type {type(state).__name__}")
         self._check_resumable(state, where)
-        if payload["fields"] and dict(payload["fields"]) != self.widths:
+        if payload["fields"] and list(payload["fields"].items()) != list(self.widths.items()):  # order = channels
             raise ValueError(f"{where} predicts fields {dict(payload['fields'])}, this run {self.widths}")
         load_weights(self.model, payload["state_dict"], where)
         if payload["normalizer"] is not None:

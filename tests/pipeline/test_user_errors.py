@@ -137,3 +137,20 @@ def test_cli_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, ca
     monkeypatch.setattr(cli_module, "_cmd_info", bug)
     with pytest.raises(RuntimeError, match="an internal bug"):
         cli(["info"])
+
+
+def test_resume_with_fields_in_another_order_says_so(tmp_path):
+    from pyengine.models import build
+
+    samples = [field_sample(i) for i in range(2)]
+    for s in samples:
+        s.fields["v"] = 2 * s.fields["u"]
+
+    def trainer(fields, out=None):
+        torch.manual_seed(0)
+        model = build("gno", 2, 2, 2, hidden=8, layers=1, radius=0.35, kernel_hidden=(8,), max_neighbors=12)
+        return Trainer(model, samples, fields=fields, out_dir=out, config=TrainConfig(epochs=1, progress=False))
+
+    trainer(["u", "v"], tmp_path).fit()
+    with pytest.raises(ValueError, match=r"predicts fields \{'u': 1, 'v': 1\}, this run \{'v': 1, 'u': 1\}"):
+        trainer(["v", "u"]).fit(resume=tmp_path / "model.pt")
