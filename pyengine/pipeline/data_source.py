@@ -29,8 +29,7 @@ class StreamSource:
 
         if list(data.fields) != list(trainer.fields):
             raise ValueError(f"fields {trainer.fields} must be the cache's fields in its order: {list(data.fields)}")
-        data.set_normalizer(trainer.normalizer)
-        self.data, self.device, self.model = data, trainer.device, trainer.model
+        self.data, self.trainer, self.device, self.model = data, trainer, trainer.device, trainer.model
         self.loader = make_loader(data, trainer.config.batch_size, rank=trainer.rank, world=trainer.world,
                                   seed=trainer.config.seed, workers=data.workers)
 
@@ -40,6 +39,9 @@ class StreamSource:
 
     def batches(self, epoch: int) -> Iterator[list]:
         """This rank's share of each global batch of ``epoch``, on the training device."""
+        # the trainer's statistics (a resumed run replaces them before its first epoch, and the
+        # loader's workers start with the first epoch, so they always see the final ones)
+        self.data.set_normalizer(self.trainer.normalizer)
         self.loader.batch_sampler.set_epoch(epoch)
         graphs = getattr(self.model, "graphs", None)
         for items in self.loader:

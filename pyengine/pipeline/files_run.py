@@ -22,6 +22,7 @@ import torch
 from .forces import force_coefficients, force_metrics, format_force_table
 from .metrics import field_errors
 from .predict import predict_chunked
+from .validate import require_finite
 
 __all__ = ["evaluate_cache", "predict_files", "train_files"]
 
@@ -84,6 +85,7 @@ def evaluate_cache(trainer, cache, fcfg, frame, out_dir: Path | None = None, see
         j = item.index
         entry = cache.samples[j]
         pred = _predict_item(trainer.model, trainer.normalizer, widths, item, trainer.device, fcfg.eval_chunk, amp)
+        require_finite(pred, f"prediction on test sample {entry['name']}")
         true = _split_fields(cache.array(j, "target"), widths)
         row: dict[str, Any] = {"name": entry["name"], "points": entry["n_queries"]}
         for f in widths:
@@ -234,6 +236,7 @@ def predict_files(payload: dict, mesh_path: str | Path, out_path: str | Path, *,
 
     pred = _predict_item(model, normalizer, dict(payload["fields"]), item, device, chunk_size or fcfg.eval_chunk,
                          lambda: contextlib.ExitStack())
+    require_finite(pred, f"prediction on {mesh_path}")
     path = _write_result(Path(out_path), a, pred)
     print(f"pyengine predict: {len(a.query_points)} {'cells' if a.location == 'cells' else 'points'}, "
           f"fields {list(pred)} -> {path}")

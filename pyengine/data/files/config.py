@@ -175,8 +175,12 @@ def _from_dict(cls, data: dict, where: str):
         raise ValueError(f"{where}: {e}") from None
 
 
-def file_config_from_dict(data: dict[str, Any] | None) -> FileDatasetConfig:
-    """:class:`FileDatasetConfig` from YAML options, with errors naming the bad key."""
+def file_config_from_dict(data: dict[str, Any] | None, where: str = "dataset.options") -> FileDatasetConfig:
+    """:class:`FileDatasetConfig` from YAML options, with errors naming ``where`` and the bad key."""
     if not isinstance(data, dict):
-        raise ValueError(f"options for kind 'files' must be a mapping, got {type(data).__name__}")
-    return _from_dict(FileDatasetConfig, data, "dataset.options")
+        raise ValueError(f"{where} for kind 'files' must be a mapping, got {type(data).__name__}")
+    try:
+        return _from_dict(FileDatasetConfig, data, where)
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(where) else f"{where}: {msg}") from None
