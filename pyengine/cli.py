@@ -53,7 +53,17 @@ def _cmd_train(args) -> int:
 def _cmd_predict(args) -> int:
     from .pipeline.run import predict_file
 
-    predict_file(args.checkpoint, args.mesh, args.out, device=_device(args.device), chunk_size=args.chunk_size)
+    conditions = {}
+    for item in args.condition:
+        name, sep, value = item.partition("=")
+        try:
+            conditions[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise SystemExit(f"pyengine predict: --condition takes NAME=NUMBER, got {item!r}")
+    predict_file(args.checkpoint, args.mesh, args.out, device=_device(args.device), chunk_size=args.chunk_size,
+                 conditions=conditions)
     return 0
 
 
@@ -108,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--out", required=True, help="output mesh with the predicted fields (e.g. out.vtu)")
     pred.add_argument("--device", choices=["cpu", "cuda"], default=None)
     pred.add_argument("--chunk-size", type=int, default=200_000, help="queries decoded at once (memory bound)")
+    pred.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
+                      help="a per-sample scalar the model was trained with (e.g. u_inf=40); repeat for several")
     pred.set_defaults(fn=_cmd_predict)
 
     bench = sub.add_parser("bench", help="run the kernel and model benchmarks (ratio tables vs peers)")

@@ -30,6 +30,8 @@ def load_dataset(cfg: RunConfig, progress: bool = True):
     from ..data.physics import build_darcy_dataset, build_flow_dataset
 
     d = cfg.dataset
+    if d.kind == "files":
+        raise ValueError("dataset kind 'files' is streamed from a cache: use pyengine.data.files.FileDataset")
     n = d.n_train + d.n_test
     opts = dict(d.options)  # checked by DatasetConfig
     if d.kind == "bodies":
@@ -47,6 +49,10 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("the config asks for device 'cuda' but no CUDA device is available")
     out = ensure_output_dir(out or cfg.out, RUN_FILES)  # before the dataset is built and an epoch trained
+    if cfg.dataset.kind == "files":  # users' own results: streamed from a preprocessed cache
+        from .files_run import train_files
+
+        return train_files(cfg, Path(path), device, out)
     raw, recipe = load_dataset(cfg, progress=cfg.train.progress)
     samples = [prepare_sample(s, recipe)[0] for s in raw]
     fields = sorted(k for k, v in samples[0].fields.items() if k != "velocity") or sorted(samples[0].fields)
@@ -72,12 +78,22 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
 
 
 def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | Path, *, device: str = "cpu",
-                 chunk_size: int = 200_000) -> Path:
-    """Predict the checkpoint's fields on a mesh file and write them onto its connectivity."""
+                 chunk_size: int = 200_000, conditions: dict[str, float] | None = None) -> Path:
+    """Predict the checkpoint's fields on a mesh file and write them onto its connectivity.
+
+    ``conditions``: per-sample scalars of a model trained with conditioning (``kind: files``).
+    """
     from ..data import Normalizer, Sample
     from ..geometry import load_mesh
 
     payload = load_checkpoint(checkpoint)
+    if "files" in payload.get("extra", {}):  # trained on files: read the new one the same way
+        from .files_run import predict_files
+
+        return predict_files(payload, mesh_path, out_path, device=device, chunk_size=chunk_size,
+                             conditions=conditions)
+    if conditions:
+        raise ValueError("--condition applies to models trained on files with conditioning inputs")
     model, _ = load_model(payload, device)
     normalizer = Normalizer.from_state_dict(payload["normalizer"])
     mesh = load_mesh(mesh_path)

@@ -4,7 +4,9 @@ Every section has documented defaults; unknown keys are errors that list the
 valid ones. Example (all keys optional)::
 
     dataset:
-      kind: bodies          # "bodies" (parametric CAD bodies, potential-flow Cp) or "darcy2d"
+      kind: bodies          # "bodies" (parametric CAD bodies, potential-flow Cp), "darcy2d", or
+                            # "files" (your own results; options: pyengine.data.files.FileDatasetConfig,
+                            # n_train/n_test unused: the manifest's split or options.test decide)
       n_train: 32
       n_test: 8
       seed: 0
@@ -42,6 +44,11 @@ DATASET_OPTIONS: dict[str, dict[str, Any]] = {
 
 def _check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     """``dataset.options`` type- and range-checked for ``kind`` (what the builder would reject later)."""
+    if kind == "files":  # users' own results: FileDatasetConfig checks its keys, types and ranges
+        from ..data.files import file_config_from_dict
+
+        file_config_from_dict(options, where="options")
+        return dict(options)
     allowed = DATASET_OPTIONS[kind]
     unknown = sorted(set(options) - set(allowed), key=str)
     if unknown:
@@ -85,8 +92,8 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         for name, hint in typing.get_type_hints(DatasetConfig).items():
             setattr(self, name, check_value(getattr(self, name), hint, name))
-        if self.kind not in ("bodies", "darcy2d"):
-            raise ValueError(f"kind must be 'bodies' or 'darcy2d', got {self.kind!r}")
+        if self.kind not in ("bodies", "darcy2d", "files"):
+            raise ValueError(f"kind must be 'bodies', 'darcy2d' or 'files', got {self.kind!r}")
         if self.n_train < 1 or self.n_test < 1:
             raise ValueError(f"need n_train >= 1 and n_test >= 1, got {self.n_train}, {self.n_test}")
         if self.seed < 0:

@@ -75,7 +75,9 @@ class Trainer:
 
     Args:
         model: a model family instance (``model(points, features, queries) -> (M, C_out)``).
-        train: training samples (each with every field in ``fields``).
+        train: training samples (each with every field in ``fields``), or a
+            :class:`~pyengine.data.files.CachedSamples` (a file cache, streamed through a DataLoader;
+            see :mod:`pyengine.pipeline.data_source`).
         fields: predicted field names in output-channel order; each is (M,) or (M, k) in the samples.
         val: validation samples evaluated during and after training, or None.
         config: :class:`TrainConfig`.
@@ -88,7 +90,9 @@ class Trainer:
                  val: Sequence[Sample] | None = None, config: TrainConfig | None = None, normalizer=None,
                  out_dir: str | Path | None = None, device: str | torch.device = "cpu") -> None:
         from ..data.normalize import Normalizer
+        from .data_source import StreamSource, is_stream
 
+        stream = train if is_stream(train) else None
         self.config = config or TrainConfig()
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -97,18 +101,21 @@ class Trainer:
         self.fields = list(fields)
         if not self.fields or len(set(self.fields)) != len(self.fields):
             raise ValueError(f"fields must be distinct names, got {self.fields}")
-        self.widths = self._field_widths(train[0])
+        self.widths = dict(stream.fields) if stream is not None else self._field_widths(train[0])
         if sum(self.widths.values()) != model.out_channels:
             raise ValueError(f"fields {self.widths} have {sum(self.widths.values())} channels but the model "
                              f"predicts {model.out_channels}")
-        self.normalizer = normalizer if normalizer is not None else Normalizer().fit(train, fields=self.fields)
-        self.train_samples, self.val_samples = list(train), list(val or [])
+        if normalizer is None:
+            normalizer = stream.normalizer() if stream is not None else Normalizer().fit(train, fields=self.fields)
+        self.normalizer = normalizer
+        self.train_samples, self.val_samples = ([] if stream is not None else list(train)), list(val or [])
         self._train = [self._prepare(s) for s in self.train_samples]
         self.rank, self.world = _rank_world()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.rank == 0:  # a bad location fails now, not after an epoch
             ensure_output_dir(self.out_dir, ("model.pt", "log.csv", "history.json"))
             clean_stale_temp_files(self.out_dir)  # left by a run killed while writing
+        self._stream = None if stream is None else StreamSource(stream, self)
         if self.config.batch_size % self.world:
             raise ValueError(f"batch_size {self.config.batch_size} must be divisible by the {self.world} ranks")
         fwd = _SampleForward(self.model)
@@ -118,7 +125,8 @@ class Trainer:
         self._forward = fwd
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
                                            weight_decay=self.config.weight_decay)
-        self.steps_per_epoch = math.ceil(len(self._train) / self.config.batch_size)
+        self.steps_per_epoch = len(self._stream) if self._stream is not None else \
+            math.ceil(len(self._train) / self.config.batch_size)
         self.scheduler = self._make_scheduler(self.config.epochs * self.steps_per_epoch)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -206,6 +214,8 @@ class Trainer:
         return float(value)
 
     def _epoch_batches(self) -> list[list[_Prepared]]:
+        if self._stream is not None:
+            return self._stream.batches(self.epoch)
         g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)
         order = torch.randperm(len(self._train), generator=g).tolist()
         b = self.config.batch_size
