@@ -1,4 +1,5 @@
-"""Figures: true vs predicted vs error on a few geometries (matplotlib, no screen needed)."""
+"""Figures: true vs predicted vs error on a few geometries, and predicted vs true force
+coefficients over a test set (matplotlib, no screen needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_predictions"]
+__all__ = ["plot_force_scatter", "plot_predictions"]
 
 
 def plot_predictions(path: str | Path, items: Sequence[dict], field: str, *, max_rows: int = 4,
@@ -54,6 +55,41 @@ def plot_predictions(path: str | Path, items: Sequence[dict], field: str, *, max
             title = name if c else f"{it.get('title', f'sample {r}')}: {name}"
             ax.set_title(title, fontsize=9)
             fig.colorbar(sc, ax=ax, shrink=0.7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_force_scatter(path: str | Path, rows: Sequence[dict]) -> Path:
+    """Save a PNG of predicted vs true force coefficients, one panel per coefficient (drag first).
+
+    Args:
+        rows: per test sample ``{"true": {"drag": .., "lift": ..}, "pred": {...}}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(rows)
+    if not rows:
+        raise ValueError("plot_force_scatter needs at least one sample")
+    names = list(rows[0]["true"])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        t = np.array([r["true"][name] for r in rows])
+        p = np.array([r["pred"][name] for r in rows])
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        pad = 0.05 * (hi - lo or 1.0)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=1)
+        ax.scatter(t, p, s=18)
+        ax.set_xlabel(f"true C_{name[0]}")
+        ax.set_ylabel(f"predicted C_{name[0]}")
+        ax.set_title(f"{name} coefficient ({len(rows)} test samples)", fontsize=9)
+        ax.set_aspect("equal")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._atomic import atomic_write_text
 from .checkpoint import load_checkpoint, load_model
 from .export import write_prediction_mesh
 from .frame import FrameStats, check_in_distribution
@@ -16,8 +17,12 @@ from .predict import predict_chunked
 from .prepare import feature_channels, prepare_sample
 from .run_config import RunConfig, load_run_config
 from .train import Trainer, normalize_features
+from .validate import ensure_output_dir, require_finite
 
 __all__ = ["train_from_config", "predict_file", "load_dataset"]
+
+#: What ``pyengine train`` writes into its output directory.
+RUN_FILES = ("model.pt", "metrics.json", "log.csv", "history.json")
 
 
 def load_dataset(cfg: RunConfig, progress: bool = True):
@@ -25,21 +30,14 @@ def load_dataset(cfg: RunConfig, progress: bool = True):
     from ..data.physics import build_darcy_dataset, build_flow_dataset
 
     d = cfg.dataset
+    if d.kind == "files":
+        raise ValueError("dataset kind 'files' is streamed from a cache: use pyengine.data.files.FileDataset")
     n = d.n_train + d.n_test
-    opts = dict(d.options)
+    opts = dict(d.options)  # checked by DatasetConfig
     if d.kind == "bodies":
-        allowed = {"body_kind", "resolution", "velocity", "workers"}
-        _check_options(opts, allowed, "bodies")
         raw = build_flow_dataset(n, opts.pop("body_kind", "ahmed"), d.seed, progress=progress, **opts)
         return raw, "normals"
-    _check_options(opts, {"h", "n_holes", "order", "workers"}, "darcy2d")
     return build_darcy_dataset(n, d.seed, progress=progress, **opts), "none"
-
-
-def _check_options(opts: dict, allowed: set, kind: str) -> None:
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise ValueError(f"dataset.options: unknown key(s) {unknown} for kind {kind!r}; valid: {sorted(allowed)}")
 
 
 def train_from_config(path: str | Path, *, device: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
@@ -50,7 +48,11 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
     device = device or cfg.device
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("the config asks for device 'cuda' but no CUDA device is available")
-    out = Path(out or cfg.out)
+    out = ensure_output_dir(out or cfg.out, RUN_FILES)  # before the dataset is built and an epoch trained
+    if cfg.dataset.kind == "files":  # users' own results: streamed from a preprocessed cache
+        from .files_run import train_files
+
+        return train_files(cfg, Path(path), device, out)
     raw, recipe = load_dataset(cfg, progress=cfg.train.progress)
     samples = [prepare_sample(s, recipe)[0] for s in raw]
     fields = sorted(k for k, v in samples[0].fields.items() if k != "velocity") or sorted(samples[0].fields)
@@ -68,7 +70,7 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
                               "test_metrics": metrics, "config_file": str(path)})
     result = {"test_metrics": metrics, "fields": fields, "finite": all(
         v == v for m in metrics.values() for v in m.values())}
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
     for f, m in metrics.items():
         print(f"pyengine train: {f}: test rel L2 {m['rel_l2']:.4f}, rel L1 {m['rel_l1']:.4f}, max err {m['max_err']:.4g}")
     print(f"pyengine train: wrote {ckpt} and {out / 'metrics.json'}")
@@ -76,12 +78,22 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
 
 
 def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | Path, *, device: str = "cpu",
-                 chunk_size: int = 200_000) -> Path:
-    """Predict the checkpoint's fields on a mesh file and write them onto its connectivity."""
+                 chunk_size: int = 200_000, conditions: dict[str, float] | None = None) -> Path:
+    """Predict the checkpoint's fields on a mesh file and write them onto its connectivity.
+
+    ``conditions``: per-sample scalars of a model trained with conditioning (``kind: files``).
+    """
     from ..data import Normalizer, Sample
     from ..geometry import load_mesh
 
     payload = load_checkpoint(checkpoint)
+    if "files" in payload.get("extra", {}):  # trained on files: read the new one the same way
+        from .files_run import predict_files
+
+        return predict_files(payload, mesh_path, out_path, device=device, chunk_size=chunk_size,
+                             conditions=conditions)
+    if conditions:
+        raise ValueError("--condition applies to models trained on files with conditioning inputs")
     model, _ = load_model(payload, device)
     normalizer = Normalizer.from_state_dict(payload["normalizer"])
     mesh = load_mesh(mesh_path)
@@ -98,6 +110,7 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     dev = torch.device(device)
     pred = predict_chunked(model, sample.points.to(dev), None if feats is None else feats.to(dev),
                            chunk_size=chunk_size).float().cpu()
+    require_finite(pred, f"prediction on {mesh_path}")
     fields, start = {}, 0
     for name, width in payload["fields"].items():
         block = pred[:, start:start + width]

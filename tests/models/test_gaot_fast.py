@@ -22,7 +22,7 @@ def test_legacy_gaot_checkpoint_loads_as_gaot_fast():
     assert keys
     state.update({k: torch.randn(state[k[: -len("bias")] + "weight"].shape[0]) for k in keys})
     payload = {"family": "gaot", "in_channels": 3, "out_channels": 1, "coord_dim": 3, "config": dict(LEGACY),
-               "state_dict": state}
+               "state_dict": state, "normalizer": None, "fields": {"cp": 1}}
     loaded, _ = load_model(payload)
     assert loaded.family == "gaot_fast"
     with torch.no_grad():
