@@ -16,11 +16,20 @@ switched off (``model.use_fused_kernels(False)``: the attention and integral lay
 run as plain gather -> compute -> scatter in PyTorch), in the same run, and the table
 gives the fused/plain ratios.
 
+With ``--peers`` it instead compares against the reference implementations, in one
+process with interleaved steps (see ``bench/_model_peers.py``): the GNO layer against
+neuraloperator's ``IntegralTransform`` (when ``neuralop`` is importable), and the
+paper-faithful GAOT against the official code (``--official-gaot PATH``, a checkout of
+camlab-ethz/GAOT) and against the plain-PyTorch formulation of the official forward,
+on the demo's potential-flow bodies (step time, peak extra memory, test error after
+``--steps`` steps).
+
 Examples::
 
     python -m bench.models --device cpu --points 100k --markdown
     python -m bench.models --device cuda --points 100k
     python -m bench.models --quick
+    python -m bench.models --peers --steps 300 --markdown [--official-gaot ~/src/GAOT]
 """
 
 from __future__ import annotations
@@ -44,10 +53,12 @@ from ._timing import (  # noqa: E402
 )
 
 CONFIGS = {
+    "gaot_fast": dict(hidden=64, grid=(16, 8, 8), radii_cells=(1.0, 2.0), heads=4, dim=128, depth=3, vit_heads=4,
+                      patch=2, max_neighbors=32),
     "gno": dict(hidden=32, layers=2, radius=0.06, kernel_hidden=(32,), max_neighbors=24),
     "gino": dict(hidden=32, grid=(32, 16, 16), modes=(12, 8, 8), fno_layers=4, kernel_hidden=(32,), max_neighbors=24),
-    "gaot": dict(hidden=64, grid=(16, 8, 8), radii_cells=(1.0, 2.0), heads=4, dim=128, depth=3, vit_heads=4,
-                 patch=2, max_neighbors=32),
+    "gaot": dict(hidden=64, grid=(16, 8, 8), radii_cells=(1.0, 2.0), encoder_kernel_hidden=(64, 64),
+                 decoder_kernel_hidden=(64,), dim=128, depth=3, vit_heads=4, patch=2, projection_hidden=64),
     "rigno": dict(hidden=48, edge_dim=24, regional_ratio=0.1, processor_steps=3, max_neighbors=24),
 }
 
@@ -141,7 +152,11 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--points", default="100k", help="input points N (default 100k; 20k with --quick)")
-    p.add_argument("--families", default="gno,gino,gaot,rigno")
+    p.add_argument("--families", default="gno,gino,gaot,gaot_fast,rigno")
+    p.add_argument("--peers", action="store_true", help="compare with neuralop / the official GAOT instead")
+    p.add_argument("--official-gaot", default=None, metavar="PATH", help="checkout of camlab-ethz/GAOT (new_src)")
+    p.add_argument("--steps", type=int, default=None, help="--peers: GAOT training steps (default 300; 20 --quick)")
+    p.add_argument("--gno-points", default=None, help="--peers: GNO layer points (default 50k; 10k --quick)")
     p.add_argument("--repeat", type=int, default=None, help="timed calls (default 5; 2 with --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     args = parse_common(p, argv)
@@ -149,6 +164,8 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.peers:
+        return run_peers(args, device)
     n = parse_count("20k" if args.quick and args.points == "100k" else args.points)
     repeat = args.repeat or (2 if args.quick else 5)
     pts, nrm = surface_cloud(n, args.seed)
@@ -159,9 +176,9 @@ def main(argv=None) -> None:
     rows = []
     results = {}
     families = [f for f in args.families.split(",") if f]
-    runs = [(f, True) for f in families] + ([("gaot", False)] if "gaot" in families else [])
+    runs = [(f, True) for f in families] + [(f, False) for f in ("gaot", "gaot_fast") if f in families]
     for name, fused in runs:
-        label = name if fused else "gaot (plain)"
+        label = name if fused else f"{name} (plain)"
         try:
             r = bench_family(name, fused, pts, nrm, target, device, repeat, args.max_seconds)
         except (RuntimeError, ValueError) as e:  # e.g. out of memory for the plain path
@@ -178,11 +195,72 @@ def main(argv=None) -> None:
         print("|" + "|".join("---" for _ in header) + "|")
     for r in rows:
         print(("| " if args.markdown else "") + f" {sep} ".join(r) + (" |" if args.markdown else ""))
-    if ("gaot", True) in results and ("gaot", False) in results:
-        f, pl = results[("gaot", True)], results[("gaot", False)]
-        mem_ratio = (pl[2] / f[2]) if f[2] and pl[2] else math.nan
-        print(f"\nGAOT fused vs plain: training step {pl[0] / f[0]:.2f}x faster, inference {pl[1] / f[1]:.2f}x faster, "
-              f"peak training memory {mem_ratio:.2f}x lower")
+    for fam in ("gaot", "gaot_fast"):
+        if (fam, True) in results and (fam, False) in results:
+            f, pl = results[(fam, True)], results[(fam, False)]
+            mem_ratio = (pl[2] / f[2]) if f[2] and pl[2] else math.nan
+            print(f"\n{fam} fused vs plain: training step {pl[0] / f[0]:.2f}x faster, inference "
+                  f"{pl[1] / f[1]:.2f}x faster, peak training memory {mem_ratio:.2f}x lower")
+
+
+def _demo_bodies(n_train: int, n_test: int):
+    """The demo's potential-flow bodies in the unit frame: (points, normals, Cp) per body."""
+    from pyengine.data.physics import build_flow_dataset
+    from pyengine.pipeline.prepare import prepare_sample
+
+    raw = build_flow_dataset(n_train + n_test, "ahmed", 0, resolution={"h_body": 0.06}, workers=0)
+    out = []
+    for s in raw:
+        p, _ = prepare_sample(s, "normals")
+        out.append((p.points.float().clamp(-1, 1), p.features.float(), p.fields["cp"].float().reshape(-1, 1)))
+    return out[:n_train], out[n_train:]
+
+
+def run_peers(args, device) -> None:
+    from ._model_peers import gaot_peers, gno_layer_peers
+
+    if device.type != "cpu":
+        print("--peers runs on the CPU only (the official code's CPU path is what was compared)")
+        return
+    mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f} MiB"  # noqa: E731
+    n_gno = parse_count(args.gno_points or ("10k" if args.quick else "50k"))
+    repeat = args.repeat or (2 if args.quick else 5)
+    print(f"# peers, {machine_description(device)}")
+    info, why = gno_layer_peers(n_gno, 64, repeat, lambda fn: peak_extra(fn, device), args.seed)
+    if info is None:
+        print(f"\nGNO layer: {why}")
+    else:
+        print(f"\nGNO layer vs neuralop IntegralTransform: {info['points']} points, {info['edges']} edges, "
+              f"C = {info['channels']}, kernel MLP 6-64-64-64; outputs agree to {info['rel_diff']:.1e} (relative)")
+        for part in ("forward", "forward+backward"):
+            a, b = info[f"pyengine {part}"], info[f"neuralop {part}"]
+            extra = ""
+            if part == "forward+backward":
+                ma, mb = info["mem pyengine forward+backward"], info["mem neuralop forward+backward"]
+                extra = f", peak extra memory {mib(ma)} vs {mib(mb)}" + (f" ({mb / ma:.1f}x less)" if ma and mb else "")
+            print(f"  {part}: pyengine {a * 1e3:.1f} ms, neuralop {b * 1e3:.1f} ms: {b / a:.2f}x faster{extra}")
+    steps = args.steps or (20 if args.quick else 300)
+    n_train, n_test = (8, 4) if args.quick else (24, 8)
+    train, test = _demo_bodies(n_train, n_test)
+    res, notes = gaot_peers(train, test, steps, args.official_gaot, lambda fn: peak_extra(fn, device), args.seed)
+    pts = sum(t[0].shape[0] for t in train) / len(train)
+    print(f"\nGAOT: {n_train} training / {n_test} test bodies of the demo (~{pts:.0f} surface points each), "
+          f"{steps} interleaved AdamW steps (lr 1e-3, batch 1) from the same weights")
+    for note in notes:
+        print(f"  note: {note}")
+    header = ("implementation", "train step ms", "peak extra memory (step)", f"test rel L2 after {steps} steps")
+    sep = "|" if args.markdown else " "
+    print(("| " if args.markdown else "") + f" {sep} ".join(header) + (" |" if args.markdown else ""))
+    if args.markdown:
+        print("|" + "|".join("---" for _ in header) + "|")
+    for k, r in res.items():
+        row = (k, f"{r['step_s'] * 1e3:.1f}", mib(r["mem"]), f"{r['test_rel_l2']:.3f}")
+        print(("| " if args.markdown else "") + f" {sep} ".join(row) + (" |" if args.markdown else ""))
+    ours = res["pyengine gaot"]
+    for k, r in res.items():
+        if k != "pyengine gaot":
+            mem = f", {r['mem'] / ours['mem']:.1f}x less memory" if r["mem"] and ours["mem"] else ""
+            print(f"  pyengine vs {k}: training step {r['step_s'] / ours['step_s']:.2f}x faster{mem}")
 
 
 if __name__ == "__main__":

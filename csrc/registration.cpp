@@ -32,8 +32,8 @@ TORCH_LIBRARY(pyengine, m) {
 // dims = [in, hidden..., out]. Backward recomputes the MLP; need = which of (y, x, f_y, weights) get gradients
 // (the others come back empty); grad_params is always computed.
 TORCH_LIBRARY_FRAGMENT(pyengine, m) {
-  m.def("gno_integral(Tensor y, Tensor x, Tensor row_ptr, Tensor col, Tensor? f_y, Tensor? weights, Tensor params, int[] dims, str activation, str transform, str reduction) -> Tensor");
-  m.def("gno_integral_backward(Tensor grad_out, Tensor y, Tensor x, Tensor row_ptr, Tensor col, Tensor? f_y, Tensor? weights, Tensor params, int[] dims, str activation, str transform, str reduction, bool[4] need) -> (Tensor grad_y, Tensor grad_x, Tensor grad_f_y, Tensor grad_weights, Tensor grad_params)");
+  m.def("gno_integral(Tensor y, Tensor x, Tensor row_ptr, Tensor col, Tensor? f_y, Tensor? weights, Tensor? edge_weights, Tensor params, int[] dims, str activation, str transform, str reduction) -> Tensor");
+  m.def("gno_integral_backward(Tensor grad_out, Tensor y, Tensor x, Tensor row_ptr, Tensor col, Tensor? f_y, Tensor? weights, Tensor? edge_weights, Tensor params, int[] dims, str activation, str transform, str reduction, bool[5] need) -> (Tensor grad_y, Tensor grad_x, Tensor grad_f_y, Tensor grad_weights, Tensor grad_edge_weights, Tensor grad_params)");
 }
 
 // integral / attention: fused CSR attention over per-source keys and values,

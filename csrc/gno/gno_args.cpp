@@ -19,7 +19,9 @@ Transform parse_transform(c10::string_view s) {
   if (s == "linear") return Transform::Linear;
   if (s == "nonlinear") return Transform::Nonlinear;
   if (s == "linear_kernelonly") return Transform::KernelOnly;
-  TORCH_CHECK_VALUE(false, "transform must be one of 'linear', 'nonlinear', 'linear_kernelonly', got '",
+  if (s == "nonlinear_kernelonly") return Transform::NonlinearKernelOnly;
+  TORCH_CHECK_VALUE(false,
+                    "transform must be one of 'linear', 'nonlinear', 'linear_kernelonly', 'nonlinear_kernelonly', got '",
                     std::string(s), "'");
 }
 
@@ -41,8 +43,9 @@ void check_fused_dtype(const at::Tensor& t, const char* name) {
 
 GnoArgs check_gno_args(const at::Tensor& y, const at::Tensor& x, const at::Tensor& row_ptr, const at::Tensor& col,
                        const std::optional<at::Tensor>& f_y, const std::optional<at::Tensor>& weights,
-                       const at::Tensor& params, at::IntArrayRef dims, c10::string_view activation,
-                       c10::string_view transform, c10::string_view reduction) {
+                       const std::optional<at::Tensor>& edge_weights, const at::Tensor& params,
+                       at::IntArrayRef dims, c10::string_view activation, c10::string_view transform,
+                       c10::string_view reduction) {
   GnoArgs a;
   a.act = parse_activation(activation);
   a.transform = parse_transform(transform);
@@ -95,6 +98,7 @@ GnoArgs check_gno_args(const at::Tensor& y, const at::Tensor& x, const at::Tenso
 
   const bool has_f = f_y.has_value() && f_y->defined();
   int64_t expected_in = 2 * a.coord_dim;
+  a.f_channels = 0;
   if (a.transform == Transform::KernelOnly) {
     TORCH_CHECK_VALUE(!has_f, "transform 'linear_kernelonly' does not use f_y; pass f_y=None");
   } else {
@@ -105,13 +109,16 @@ GnoArgs check_gno_args(const at::Tensor& y, const at::Tensor& x, const at::Tenso
     check_same_device(f, "f_y", y, "y");
     TORCH_CHECK_VALUE(f.size(0) == a.num_cols, "f_y must have one row per point of y (", a.num_cols, "), got ",
                       f.size(0));
-    TORCH_CHECK_VALUE(f.size(1) == a.channels, "the MLP output width dims[-1] (", a.channels,
-                      ") must equal f_y.shape[1] (", f.size(1), ")");
+    a.f_channels = f.size(1);
+    if (multiplies_f(a.transform)) {
+      TORCH_CHECK_VALUE(a.f_channels == a.channels, "the MLP output width dims[-1] (", a.channels,
+                        ") must equal f_y.shape[1] (", a.f_channels, ")");
+    }
     a.f_y = f.contiguous();
-    if (a.transform == Transform::Nonlinear) expected_in += a.channels;
+    if (feeds_f(a.transform)) expected_in += a.f_channels;
   }
   TORCH_CHECK_VALUE(dims[0] == expected_in, "the MLP input width dims[0] must be ", expected_in, " (2 * coord_dim",
-                    a.transform == Transform::Nonlinear ? " + channels" : "", "), got ", dims[0]);
+                    feeds_f(a.transform) ? " + f_y.shape[1]" : "", "), got ", dims[0]);
 
   if (weights.has_value() && weights->defined()) {
     const auto& w = *weights;
@@ -121,6 +128,15 @@ GnoArgs check_gno_args(const at::Tensor& y, const at::Tensor& x, const at::Tenso
     TORCH_CHECK_VALUE(w.size(0) == a.num_cols, "weights must have one entry per point of y (", a.num_cols,
                       "), got ", w.size(0));
     a.weights = w.contiguous();
+  }
+  if (edge_weights.has_value() && edge_weights->defined()) {
+    const auto& ew = *edge_weights;
+    check_dim(ew, 1, "edge_weights");
+    check_same_dtype(ew, "edge_weights", y, "y");
+    check_same_device(ew, "edge_weights", y, "y");
+    TORCH_CHECK_VALUE(ew.size(0) == a.num_edges, "edge_weights must have one entry per edge (len(col) = ",
+                      a.num_edges, "), got ", ew.size(0));
+    a.edge_weights = ew.contiguous();
   }
   a.y = y.contiguous();
   a.x = x.contiguous();

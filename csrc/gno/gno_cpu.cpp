@@ -55,12 +55,13 @@ at::Tensor forward_impl(const GnoArgs& a) {
   const T* y = a.y.const_data_ptr<T>();
   const T* f = a.f_y.defined() ? a.f_y.const_data_ptr<T>() : nullptr;
   const T* w = a.weights.defined() ? a.weights.const_data_ptr<T>() : nullptr;
+  const T* ew = a.edge_weights.defined() ? a.edge_weights.const_data_ptr<T>() : nullptr;
   const T* prm = a.params.const_data_ptr<T>();
   const int64_t* rp = a.row_ptr.const_data_ptr<int64_t>();
   const index_t* col = a.col.const_data_ptr<index_t>();
   T* o = out.data_ptr<T>();
   const bool mean = a.reduction == Reduction::Mean;
-  const bool kernel_only = a.transform == Transform::KernelOnly;
+  const bool kernel_only = !multiplies_f(a.transform);
   const int64_t chunk = cpu::chunk_edges(a);
   const TaskSplit split = split_edges(E, chunk);
   const int64_t nt = split.num_tasks;
@@ -102,7 +103,7 @@ at::Tensor forward_impl(const GnoArgs& a) {
             cur = s.rows[i];
           }
           const int64_t j = s.cols[i];
-          const T wj = w ? w[j] : T(1);
+          const T wj = (w ? w[j] : T(1)) * (ew ? ew[cb + i] : T(1));
           const T* Ki = K + i * C;
           if (kernel_only) {
             for (int64_t c = 0; c < C; ++c) acc[c] += Ki[c] * wj;
@@ -138,11 +139,13 @@ template <typename T, typename index_t>
 GnoGrads backward_impl(const at::Tensor& grad_out, const GnoArgs& a, GnoNeed need) {
   const int64_t M = a.num_rows, N = a.num_cols, E = a.num_edges, C = a.channels, d = a.coord_dim;
   const int64_t P = a.params.numel();
-  const bool has_f = a.f_y.defined(), has_w = a.weights.defined();
+  const int64_t Cf = a.f_channels;
+  const bool has_f = a.f_y.defined(), has_w = a.weights.defined(), has_ew = a.edge_weights.defined();
   need.f_y = need.f_y && has_f;
   need.weights = need.weights && has_w;
-  const bool nonlinear = a.transform == Transform::Nonlinear;
-  const bool kernel_only = a.transform == Transform::KernelOnly;
+  need.edge_weights = need.edge_weights && has_ew;
+  const bool nonlinear = feeds_f(a.transform);
+  const bool kernel_only = !multiplies_f(a.transform);
   const bool mean = a.reduction == Reduction::Mean;
   const bool want_input = need.x || need.y || (nonlinear && need.f_y);
 
@@ -153,14 +156,18 @@ GnoGrads backward_impl(const at::Tensor& grad_out, const GnoArgs& a, GnoNeed nee
   auto acc_prm = at::zeros({T_, P}, opts);
   at::Tensor acc_y = need.y ? at::zeros({T_, N, d}, opts) : empty();
   at::Tensor acc_x = need.x ? at::zeros({T_, M, d}, opts) : empty();
-  at::Tensor acc_f = need.f_y ? at::zeros({T_, N, C}, opts) : empty();
+  at::Tensor acc_f = need.f_y ? at::zeros({T_, N, Cf}, opts) : empty();
   at::Tensor acc_w = need.weights ? at::zeros({T_, N}, opts) : empty();
+  // Each edge is visited exactly once, so its gradient is written in place (no per-thread copies).
+  at::Tensor grad_ew = need.edge_weights ? at::zeros({E}, opts) : empty();
 
   if (E > 0 && M > 0) {
     const T* x = a.x.const_data_ptr<T>();
     const T* y = a.y.const_data_ptr<T>();
     const T* f = has_f ? a.f_y.const_data_ptr<T>() : nullptr;
     const T* w = has_w ? a.weights.const_data_ptr<T>() : nullptr;
+    const T* ew = has_ew ? a.edge_weights.const_data_ptr<T>() : nullptr;
+    T* gew = need.edge_weights ? grad_ew.data_ptr<T>() : nullptr;
     const T* prm = a.params.const_data_ptr<T>();
     const T* g = grad_out.const_data_ptr<T>();
     const int64_t* rp = a.row_ptr.const_data_ptr<int64_t>();
@@ -175,7 +182,7 @@ GnoGrads backward_impl(const at::Tensor& grad_out, const GnoArgs& a, GnoNeed nee
       T* gprm = acc_prm.data_ptr<T>() + tid * P;
       T* gy = need.y ? acc_y.data_ptr<T>() + tid * N * d : nullptr;
       T* gx = need.x ? acc_x.data_ptr<T>() + tid * M * d : nullptr;
-      T* gf = need.f_y ? acc_f.data_ptr<T>() + tid * N * C : nullptr;
+      T* gf = need.f_y ? acc_f.data_ptr<T>() + tid * N * Cf : nullptr;
       T* gw = need.weights ? acc_w.data_ptr<T>() + tid * N : nullptr;
       ChunkScratch<T> s(a, chunk);
       std::vector<T> grow(C);
@@ -189,36 +196,38 @@ GnoGrads backward_impl(const at::Tensor& grad_out, const GnoArgs& a, GnoNeed nee
           cpu::mlp_forward<T>(a, x, y, f, prm, n, s);
           const T* K = s.p[a.num_layers - 1];
           T* dK = s.g0;
-          // Messages m_e = k_e * f_j * w_j (kernel-only: k_e * w_j) feed out_i with
-          // weight 1 (sum) or 1 / len_i (mean).
+          // Messages m_e = k_e * f_j * w_j * ew_e (kernel-only: k_e * w_j * ew_e) feed
+          // out_i with weight 1 (sum) or 1 / len_i (mean).
           for (int64_t i = 0; i < n; ++i) {
-            const int64_t ri = s.rows[i], j = s.cols[i];
+            const int64_t ri = s.rows[i], j = s.cols[i], e = cb + i;
             const T scale = mean ? T(1) / T(rp[ri + 1] - rp[ri]) : T(1);
             const T wj = w ? w[j] : T(1);
+            const T we = ew ? ew[e] : T(1);
             const T* gr = g + ri * C;
             const T* Ki = K + i * C;
             T* dKi = dK + i * C;
+            // dot = <g_i, k_e (* f_j)>, the derivative of the row's output along the message.
+            T dot = 0;
             if (kernel_only) {
-              T dot = 0;
+              const T sw = scale * wj * we;
               for (int64_t c = 0; c < C; ++c) {
-                dKi[c] = gr[c] * scale * wj;
+                dKi[c] = gr[c] * sw;
                 dot += gr[c] * Ki[c];
               }
-              if (gw) gw[j] += dot * scale;
             } else {
               const T* fj = f + j * C;
-              const T sw = scale * wj;
-              for (int64_t c = 0; c < C; ++c) dKi[c] = gr[c] * fj[c] * sw;
+              const T sw = scale * wj * we;
+              for (int64_t c = 0; c < C; ++c) {
+                dKi[c] = gr[c] * fj[c] * sw;
+                dot += gr[c] * Ki[c] * fj[c];
+              }
               if (gf) {
                 T* gfj = gf + j * C;
                 for (int64_t c = 0; c < C; ++c) gfj[c] += gr[c] * Ki[c] * sw;
               }
-              if (gw) {
-                T dot = 0;
-                for (int64_t c = 0; c < C; ++c) dot += gr[c] * Ki[c] * fj[c];
-                gw[j] += dot * scale;
-              }
             }
+            if (gw) gw[j] += dot * scale * we;
+            if (gew) gew[e] = dot * scale * wj;
           }
           const T* dz0 = cpu::mlp_backward<T>(a, prm, n, s, gprm, want_input);
           if (!want_input) continue;
@@ -232,8 +241,8 @@ GnoGrads backward_impl(const at::Tensor& grad_out, const GnoArgs& a, GnoNeed nee
               for (int64_t k = 0; k < d; ++k) gy[j * d + k] += dzi[d + k];
             }
             if (nonlinear && gf) {
-              T* gfj = gf + j * C;
-              for (int64_t c = 0; c < C; ++c) gfj[c] += dzi[2 * d + c];
+              T* gfj = gf + j * Cf;
+              for (int64_t c = 0; c < Cf; ++c) gfj[c] += dzi[2 * d + c];
             }
           }
         }
@@ -242,7 +251,7 @@ GnoGrads backward_impl(const at::Tensor& grad_out, const GnoArgs& a, GnoNeed nee
   }
 
   auto total = [&](const at::Tensor& acc) { return acc.numel() == 0 ? acc : (T_ == 1 ? acc[0] : acc.sum(0)); };
-  return {total(acc_y), total(acc_x), total(acc_f), total(acc_w), total(acc_prm)};
+  return {total(acc_y), total(acc_x), total(acc_f), total(acc_w), grad_ew, total(acc_prm)};
 }
 
 template <typename F>
@@ -257,9 +266,11 @@ auto dispatch_types(const GnoArgs& a, F&& fn) {
 
 at::Tensor gno_integral_cpu(const at::Tensor& y, const at::Tensor& x, const at::Tensor& row_ptr, const at::Tensor& col,
                             const std::optional<at::Tensor>& f_y, const std::optional<at::Tensor>& weights,
-                            const at::Tensor& params, at::IntArrayRef dims, c10::string_view activation,
-                            c10::string_view transform, c10::string_view reduction) {
-  const GnoArgs a = check_gno_args(y, x, row_ptr, col, f_y, weights, params, dims, activation, transform, reduction);
+                            const std::optional<at::Tensor>& edge_weights, const at::Tensor& params,
+                            at::IntArrayRef dims, c10::string_view activation, c10::string_view transform,
+                            c10::string_view reduction) {
+  const GnoArgs a =
+      check_gno_args(y, x, row_ptr, col, f_y, weights, edge_weights, params, dims, activation, transform, reduction);
   return dispatch_types(a, [&](auto tv, auto iv) {
     return forward_impl<decltype(tv), decltype(iv)>(a);
   });
@@ -268,9 +279,11 @@ at::Tensor gno_integral_cpu(const at::Tensor& y, const at::Tensor& x, const at::
 GnoGrads gno_integral_backward_cpu(const at::Tensor& grad_out, const at::Tensor& y, const at::Tensor& x,
                                    const at::Tensor& row_ptr, const at::Tensor& col,
                                    const std::optional<at::Tensor>& f_y, const std::optional<at::Tensor>& weights,
-                                   const at::Tensor& params, at::IntArrayRef dims, c10::string_view activation,
-                                   c10::string_view transform, c10::string_view reduction, std::array<bool, 4> need) {
-  const GnoArgs a = check_gno_args(y, x, row_ptr, col, f_y, weights, params, dims, activation, transform, reduction);
+                                   const std::optional<at::Tensor>& edge_weights, const at::Tensor& params,
+                                   at::IntArrayRef dims, c10::string_view activation, c10::string_view transform,
+                                   c10::string_view reduction, std::array<bool, 5> need) {
+  const GnoArgs a =
+      check_gno_args(y, x, row_ptr, col, f_y, weights, edge_weights, params, dims, activation, transform, reduction);
   const at::Tensor g = check_gno_grad_out(grad_out, a);
   const GnoNeed nd = parse_need(need);
   return dispatch_types(a, [&](auto tv, auto iv) {

@@ -31,10 +31,11 @@ bool use_tensor_cores(const GnoArgs& a) {
 
 at::Tensor gno_integral_cuda(const at::Tensor& y, const at::Tensor& x, const at::Tensor& row_ptr,
                              const at::Tensor& col, const std::optional<at::Tensor>& f_y,
-                             const std::optional<at::Tensor>& weights, const at::Tensor& params,
-                             at::IntArrayRef dims, c10::string_view activation, c10::string_view transform,
-                             c10::string_view reduction) {
-  const GnoArgs a = check_gno_args(y, x, row_ptr, col, f_y, weights, params, dims, activation, transform, reduction);
+                             const std::optional<at::Tensor>& weights, const std::optional<at::Tensor>& edge_weights,
+                             const at::Tensor& params, at::IntArrayRef dims, c10::string_view activation,
+                             c10::string_view transform, c10::string_view reduction) {
+  const GnoArgs a =
+      check_gno_args(y, x, row_ptr, col, f_y, weights, edge_weights, params, dims, activation, transform, reduction);
   check_channels(a);
   c10::cuda::CUDAGuard guard(y.device());
   auto out = at::zeros({a.num_rows, a.channels}, a.y.options());
@@ -50,9 +51,11 @@ at::Tensor gno_integral_cuda(const at::Tensor& y, const at::Tensor& x, const at:
 GnoGrads gno_integral_backward_cuda(const at::Tensor& grad_out, const at::Tensor& y, const at::Tensor& x,
                                     const at::Tensor& row_ptr, const at::Tensor& col,
                                     const std::optional<at::Tensor>& f_y, const std::optional<at::Tensor>& weights,
-                                    const at::Tensor& params, at::IntArrayRef dims, c10::string_view activation,
-                                    c10::string_view transform, c10::string_view reduction, std::array<bool, 4> need) {
-  const GnoArgs a = check_gno_args(y, x, row_ptr, col, f_y, weights, params, dims, activation, transform, reduction);
+                                    const std::optional<at::Tensor>& edge_weights, const at::Tensor& params,
+                                    at::IntArrayRef dims, c10::string_view activation, c10::string_view transform,
+                                    c10::string_view reduction, std::array<bool, 5> need) {
+  const GnoArgs a =
+      check_gno_args(y, x, row_ptr, col, f_y, weights, edge_weights, params, dims, activation, transform, reduction);
   check_channels(a);
   const at::Tensor g = check_gno_grad_out(grad_out, a);
   const GnoNeed nd = parse_need(need);
@@ -62,8 +65,9 @@ GnoGrads gno_integral_backward_cuda(const at::Tensor& grad_out, const at::Tensor
   cuda::GnoGradTensors grads;
   grads.y = zeros_if(nd.y, a.y.sizes());
   grads.x = zeros_if(nd.x, a.x.sizes());
-  grads.f = zeros_if(nd.f_y && a.f_y.defined(), {a.num_cols, a.channels});
+  grads.f = zeros_if(nd.f_y && a.f_y.defined(), {a.num_cols, a.f_channels});
   grads.w = zeros_if(nd.weights && a.weights.defined(), {a.num_cols});
+  grads.ew = zeros_if(nd.edge_weights && a.edge_weights.defined(), {a.num_edges});
   grads.params = at::zeros_like(a.params);
   if (a.num_rows > 0 && a.num_edges > 0) {
     if (use_tensor_cores(a)) {
@@ -72,7 +76,7 @@ GnoGrads gno_integral_backward_cuda(const at::Tensor& grad_out, const at::Tensor
       cuda::fma_backward(a, g, grads);
     }
   }
-  return {grads.y, grads.x, grads.f, grads.w, grads.params};
+  return {grads.y, grads.x, grads.f, grads.w, grads.ew, grads.params};
 }
 
 TORCH_LIBRARY_IMPL(pyengine, CUDA, m) {

@@ -69,7 +69,7 @@ inline int persistent_grid(int64_t work, int64_t per_cta, int64_t smem_bytes) {
 
 // Output-gradient tensors of the backward (empty where not requested; grad_params always).
 struct GnoGradTensors {
-  at::Tensor y, x, f, w, params;
+  at::Tensor y, x, f, w, ew, params;
 };
 
 // The tensors' data pointers, set the same way in both implementations' kernel
@@ -80,6 +80,7 @@ void set_input_pointers(Params& p, const GnoArgs& a) {
   p.y = a.y.const_data_ptr<T>();
   p.f = a.f_y.defined() ? a.f_y.const_data_ptr<T>() : nullptr;
   p.w = a.weights.defined() ? a.weights.const_data_ptr<T>() : nullptr;
+  p.ew = a.edge_weights.defined() ? a.edge_weights.const_data_ptr<T>() : nullptr;
   p.prm = a.params.const_data_ptr<T>();
   p.rp = a.row_ptr.const_data_ptr<int64_t>();
 }
@@ -92,6 +93,7 @@ void set_grad_pointers(Params& p, const at::Tensor& grad_out, GnoGradTensors& g)
   p.gx = ptr(g.x);
   p.gf = ptr(g.f);
   p.gw = ptr(g.w);
+  p.gew = ptr(g.ew);
   p.gprm = g.params.data_ptr<T>();
 }
 

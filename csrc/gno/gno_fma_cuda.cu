@@ -39,16 +39,16 @@ constexpr int kMaxWarps = 8;
 
 template <typename T, typename index_t>
 struct GnoParams {
-  const T *x, *y, *f, *w, *prm, *g;
+  const T *x, *y, *f, *w, *ew, *prm, *g;
   const int64_t* rp;
   const int64_t* item_row;    // null when items are rows
   const int64_t* item_chunk;
   int64_t num_items;
   const index_t* col;
   T* out;
-  T *gy, *gx, *gf, *gw, *gprm;
+  T *gy, *gx, *gf, *gw, *gew, *gprm;
   int64_t M;
-  int d, C, L, act, P, widest;
+  int d, C, Cf, L, act, P, widest;  // C: the MLP's output width; Cf: f_y's width
   bool mean, kernel_only, nonlinear, want_input;
   int dims[kMaxLayers + 1], w_off[kMaxLayers], b_off[kMaxLayers];
 };
@@ -65,7 +65,7 @@ __device__ void lane_mlp_forward(const GnoParams<T, index_t>& a, const T* __rest
     z0[(a.d + k) * kLd + lane] = a.y[j * a.d + k];
   }
   if (a.nonlinear) {
-    for (int c = 0; c < a.C; ++c) z0[(2 * a.d + c) * kLd + lane] = a.f[j * a.C + c];
+    for (int c = 0; c < a.Cf; ++c) z0[(2 * a.d + c) * kLd + lane] = a.f[j * a.Cf + c];
   }
   for (int l = 0; l < a.L; ++l) {
     const int din = a.dims[l], dout = a.dims[l + 1];
@@ -130,6 +130,7 @@ __global__ void gno_forward_kernel(GnoParams<T, index_t> a) {
             T m = K[c * kLd + e];
             if (!a.kernel_only) m *= a.f[je * a.C + c];
             if (a.w) m *= a.w[je];
+            if (a.ew) m *= a.ew[base + e];
             acc[q] += m;
           }
         }
@@ -208,7 +209,7 @@ __global__ void gno_backward_kernel(GnoParams<T, index_t> a) {
           T dk = T(0);
           if (e < n) {
             const int64_t je = s_col[e];
-            const T wj = a.w ? a.w[je] : T(1);
+            const T wj = (a.w ? a.w[je] : T(1)) * (a.ew ? a.ew[eb + e] : T(1));
             if (a.kernel_only) {
               dk = gc * wj;
             } else {
@@ -220,13 +221,15 @@ __global__ void gno_backward_kernel(GnoParams<T, index_t> a) {
           dp[c * kLd + e] = dk;
         }
       }
-      if (a.gw && valid) {
+      if ((a.gw || a.gew) && valid) {
         T dot = T(0);
         for (int c = 0; c < a.C; ++c) {
           const T m = K[c * kLd + lane] * (a.kernel_only ? T(1) : a.f[j * a.C + c]);
           dot = fma(gr[c], m, dot);
         }
-        atomicAdd(&a.gw[j], dot * scale);
+        const T we = a.ew ? a.ew[eb + lane] : T(1);
+        if (a.gw) atomicAdd(&a.gw[j], dot * scale * we);
+        if (a.gew) a.gew[eb + lane] = dot * scale * (a.w ? a.w[j] : T(1));  // each edge once
       }
       __syncwarp();
       for (int l = a.L - 1; l >= 0; --l) {
@@ -266,7 +269,7 @@ __global__ void gno_backward_kernel(GnoParams<T, index_t> a) {
           if (a.gy && valid) atomicAdd(&a.gy[j * a.d + k], dp[(a.d + k) * kLd + lane]);
         }
         if (a.nonlinear && a.gf && valid) {
-          for (int c = 0; c < a.C; ++c) atomicAdd(&a.gf[j * a.C + c], dp[(2 * a.d + c) * kLd + lane]);
+          for (int c = 0; c < a.Cf; ++c) atomicAdd(&a.gf[j * a.Cf + c], dp[(2 * a.d + c) * kLd + lane]);
         }
       }
       __syncwarp();
@@ -287,12 +290,13 @@ GnoParams<T, index_t> make_params(const GnoArgs& a) {
   p.M = a.num_rows;
   p.d = int(a.coord_dim);
   p.C = int(a.channels);
+  p.Cf = int(a.f_channels);
   p.L = a.num_layers;
   p.act = int(a.act);
   p.P = int(a.params.numel());
   p.mean = a.reduction == Reduction::Mean;
-  p.kernel_only = a.transform == Transform::KernelOnly;
-  p.nonlinear = a.transform == Transform::Nonlinear;
+  p.kernel_only = !multiplies_f(a.transform);
+  p.nonlinear = feeds_f(a.transform);
   p.widest = 0;
   for (int l = 0; l <= a.num_layers; ++l) {
     p.dims[l] = int(a.dims[l]);

@@ -134,11 +134,11 @@ inline int64_t chunk_edges(const GnoArgs& a) {
 }
 
 // Evaluates the MLP on the n edges listed in s.rows / s.cols: gathers
-// z[0] = [x[row], y[col] (, f_y[col])] and runs every layer.
+// z[0] = [x[row], y[col] (, f_y[col] for the nonlinear transforms)] and runs every layer.
 template <typename T>
 void mlp_forward(const GnoArgs& a, const T* x, const T* y, const T* f, const T* prm, int64_t n, ChunkScratch<T>& s) {
-  const int64_t d = a.coord_dim, D0 = a.dims[0], C = a.channels;
-  const bool nonlinear = a.transform == Transform::Nonlinear;
+  const int64_t d = a.coord_dim, D0 = a.dims[0], Cf = a.f_channels;
+  const bool nonlinear = feeds_f(a.transform);
   T* z0 = s.z[0];
   for (int64_t i = 0; i < n; ++i) {
     T* zi = z0 + i * D0;
@@ -147,8 +147,8 @@ void mlp_forward(const GnoArgs& a, const T* x, const T* y, const T* f, const T* 
     for (int64_t k = 0; k < d; ++k) zi[k] = xr[k];
     for (int64_t k = 0; k < d; ++k) zi[d + k] = yc[k];
     if (nonlinear) {
-      const T* fc = f + s.cols[i] * C;
-      for (int64_t c = 0; c < C; ++c) zi[2 * d + c] = fc[c];
+      const T* fc = f + s.cols[i] * Cf;
+      for (int64_t c = 0; c < Cf; ++c) zi[2 * d + c] = fc[c];
     }
   }
   for (int l = 0; l < a.num_layers; ++l) {

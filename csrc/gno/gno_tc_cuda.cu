@@ -70,12 +70,12 @@ using FragC = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
 // offsets in floats into that area, each a multiple of 8 (32-byte aligned, as
 // WMMA pointers must be).
 struct TcParams {
-  const float *x, *y, *f, *w, *prm, *g;
+  const float *x, *y, *f, *w, *ew, *prm, *g;
   const int64_t* rp;
   float* out;
-  float *gy, *gx, *gf, *gw, *gprm;
+  float *gy, *gx, *gf, *gw, *gew, *gprm;
   int64_t M, E, chunk_edges, num_chunks;
-  int act, d, C, L;
+  int act, d, C, Cf, L;  // C: the MLP's output width; Cf: f_y's width
   bool mean, kernel_only, nonlinear, want_input;
   int din[kMaxLayers], dout[kMaxLayers];  // true layer widths
   int kin[kMaxLayers], nout[kMaxLayers];  // padded to multiples of 16
@@ -146,8 +146,8 @@ __device__ void gather_inputs(const TcParams& p, const int64_t* s_col, const int
       v = p.x[r * d + k];
     } else if (k < 2 * d) {
       v = p.y[j * d + k - d];
-    } else if (p.nonlinear && k < 2 * d + p.C) {
-      v = p.f[j * p.C + k - 2 * d];
+    } else if (p.nonlinear && k < 2 * d + p.Cf) {
+      v = p.f[j * p.Cf + k - 2 * d];
     }
     z[e * ld + k] = v;
   }
@@ -248,7 +248,7 @@ __device__ void forward_body(const TcParams& p, const index_t* __restrict__ col)
           cur = r;
         }
         const int64_t j = s_col[e];
-        const float wj = p.w ? p.w[j] : 1.f;
+        const float wj = (p.w ? p.w[j] : 1.f) * (p.ew ? p.ew[base + e] : 1.f);
 #pragma unroll
         for (int q = 0; q < kMaxCh; ++q) {
           const int c = q * 32 + lane;
@@ -273,9 +273,10 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // Turns the tile's kernel values K (in G) into dK = dL/dK in place; scatters the
-// message part of the f and weights gradients. Padding edges get dK = 0.
-__device__ void output_grads(const TcParams& p, const int64_t* s_col, const int64_t* s_row, int n, float* G, int ldg,
-                             int lane) {
+// message part of the f and weights gradients and writes the edge-weight gradients
+// of the tile's edges base .. base + n - 1. Padding edges get dK = 0.
+__device__ void output_grads(const TcParams& p, const int64_t* s_col, const int64_t* s_row, int64_t base, int n,
+                             float* G, int ldg, int lane) {
   const int cpad = p.nout[p.L - 1];
   for (int e = 0; e < kTile; ++e) {
     if (e >= n) {  // uniform across the warp
@@ -284,7 +285,9 @@ __device__ void output_grads(const TcParams& p, const int64_t* s_col, const int6
     }
     const int64_t r = s_row[e], j = s_col[e];
     const float scale = p.mean ? 1.f / float(p.rp[r + 1] - p.rp[r]) : 1.f;
-    const float wj = p.w ? p.w[j] : 1.f;
+    const float wsrc = p.w ? p.w[j] : 1.f;
+    const float we = p.ew ? p.ew[base + e] : 1.f;
+    const float wj = wsrc * we;
     float dot = 0.f;
     for (int c = lane; c < cpad; c += 32) {
       float dk = 0.f;
@@ -303,9 +306,10 @@ __device__ void output_grads(const TcParams& p, const int64_t* s_col, const int6
       }
       G[e * ldg + c] = dk;
     }
-    if (p.gw) {
+    if (p.gw || p.gew) {
       dot = warp_sum(dot);
-      if (lane == 0) atomicAdd(&p.gw[j], dot);
+      if (lane == 0 && p.gw) atomicAdd(&p.gw[j], dot * we);
+      if (lane == 0 && p.gew) p.gew[base + e] = dot * wsrc;  // each edge once
     }
   }
 }
@@ -406,7 +410,7 @@ __device__ void point_grads(const TcParams& p, const int64_t* s_col, const int64
   }
   if (p.nonlinear && p.gf) {
     for (int e = 0; e < n; ++e) {
-      for (int c = lane; c < p.C; c += 32) atomicAdd(&p.gf[s_col[e] * p.C + c], dz[e * ld + 2 * d + c]);
+      for (int c = lane; c < p.Cf; c += 32) atomicAdd(&p.gf[s_col[e] * p.Cf + c], dz[e * ld + 2 * d + c]);
     }
   }
 }
@@ -458,7 +462,7 @@ __device__ void backward_body(const TcParams& p, const index_t* __restrict__ col
         layer_forward(p, l, s, in, ld_in, out, l + 1 < p.L ? p.ld_p[l] : ld_g);
         __syncwarp();
       }
-      output_grads(p, s_col, s_row, n, g_all + warp * kTile * ld_g, ld_g, lane);
+      output_grads(p, s_col, s_row, wbase, n, g_all + warp * kTile * ld_g, ld_g, lane);
       __syncthreads();
       for (int l = p.L - 1; l >= 0; --l) {
         const float* dP = l == p.L - 1 ? g_all : p_all[l];
@@ -523,10 +527,11 @@ TcParams make_params(const GnoArgs& a) {
   p.act = int(a.act);
   p.d = int(a.coord_dim);
   p.C = int(a.channels);
+  p.Cf = int(a.f_channels);
   p.L = a.num_layers;
   p.mean = a.reduction == Reduction::Mean;
-  p.kernel_only = a.transform == Transform::KernelOnly;
-  p.nonlinear = a.transform == Transform::Nonlinear;
+  p.kernel_only = !multiplies_f(a.transform);
+  p.nonlinear = feeds_f(a.transform);
   int widest = 0;
   for (int l = 0; l < p.L; ++l) {
     p.din[l] = int(a.dims[l]);

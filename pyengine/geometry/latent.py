@@ -38,7 +38,11 @@ class LatentGrid:
 
     @property
     def spacing(self) -> Tensor:
-        """(d,) distance between neighboring nodes per axis (0 on axes with one node)."""
+        """(d,) distance between neighboring nodes per axis, ``extent / (n - 1)`` (0 on axes with one node).
+
+        The one grid-cell convention of pyengine: GINO's ``radius_cells`` and GAOT's
+        ``radii_cells`` are multiples of the largest entry.
+        """
         n = torch.tensor(self.shape, dtype=self.lower.dtype, device=self.lower.device)
         return torch.where(n > 1, (self.upper - self.lower) / (n - 1).clamp_min(1), torch.zeros_like(n))
 

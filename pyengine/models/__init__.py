@@ -5,13 +5,14 @@ for one geometry; ``forward_samples`` runs a list of :class:`pyengine.data.Sampl
 """
 
 from .base import GraphCache, OperatorModel
-from .gaot import GAOT, GAOTConfig
+from .gaot import GAOT, GAOTConfig, from_official
+from .gaot_fast import GAOTFast, GAOTFastConfig
 from .gino import GINO, GINOConfig
 from .gno import GNO, GNOConfig
 from .registry import available, build, make_config
 from .rigno import RIGNO, RIGNOConfig
 
 __all__ = [
-    "GAOT", "GAOTConfig", "GINO", "GINOConfig", "GNO", "GNOConfig", "GraphCache", "OperatorModel", "RIGNO",
-    "RIGNOConfig", "available", "build", "make_config",
+    "GAOT", "GAOTConfig", "GAOTFast", "GAOTFastConfig", "GINO", "GINOConfig", "GNO", "GNOConfig", "GraphCache", "OperatorModel", "RIGNO",
+    "RIGNOConfig", "available", "build", "from_official", "make_config",
 ]

@@ -1,20 +1,18 @@
-"""GAOT, the Geometry Aware Operator Transformer.
+"""GAOT, the Geometry Aware Operator Transformer, as published (``build("gaot", ...)``).
 
-    points --MAGNO encoder--> latent tokens --ViT processor--> tokens --MAGNO decoder--> queries
+    points --MAGNO encoder--> latent tokens --U-ViT processor--> tokens --MAGNO decoder--> queries
 
-* Encoder (multiscale attentional GNO): the tokens sit on a regular grid over the
-  geometry's (padded) bounding box. For every radius scale, each token attends
-  over the input points in its ball (fused CSR attention,
-  :class:`pyengine.nn.AttentionAggregation`) and receives an embedding of its
-  neighborhood's geometry (point count, offset statistics, local PCA); a learned
-  per-token softmax fuses the scales.
-* Processor: a patching vision transformer (:class:`pyengine.nn.transformer.ViTProcessor`),
-  conditioned on time and lead time through adaptive LayerNorm in the
-  time-dependent variant.
-* Decoder: each query attends over the tokens in its ball (same layer), then an MLP.
+Wen et al., "Geometry Aware Operator Transformer as an Efficient and Accurate Neural
+Surrogate for PDEs on Arbitrary Domains" (arXiv:2505.18781), with the semantics of
+the official code (camlab-ethz/GAOT, ``src/model``); :func:`from_official` loads its
+trained weights. :class:`GAOTConfig` lists each part with the paper's section.
 
-Radii are given in grid spacings, so one configuration serves geometries of any
-size. Graphs and neighborhood embeddings are cached per geometry.
+What pyengine adds is speed, not architecture: the MAGNO integrals run in the fused
+GNO kernel with the cosine-softmax weights as per-edge weights (no ``E x hidden``
+tensor, backward recomputes), and everything that depends on the geometry only
+(radius graphs, attention weights, geometry statistics) is computed once per
+geometry and cached. The faster but non-faithful variant is ``build("gaot_fast")``
+(:mod:`pyengine.models.gaot_fast`).
 """
 
 from __future__ import annotations
@@ -24,188 +22,316 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..geometry import EMBEDDING_NAMES, geometry_embedding
-from ..nn import AttentionAggregation
-from ..nn.transformer import ViTProcessor, sinusoidal_embedding
-from ..ops import knn, radius_search
-from ._box import box_grid
-from .base import OperatorModel
+from ..geometry import latent_grid
+from ..nn.magno import MAGNOIntegral, StatisticalEmbedding, neighborhood_statistics, standardize_columns
 from ..nn.mlp import mlp
+from ..nn.uvit import GAOTProcessor
+from ..ops import radius_search
+from .base import OperatorModel
+from .gaot_official import from_official  # noqa: F401  (re-exported: pyengine.models.gaot.from_official)
 from .registry import register
 
-__all__ = ["GAOT", "GAOTConfig"]
+__all__ = ["GAOT", "GAOTConfig", "from_official"]
 
 
 @dataclass
 class GAOTConfig:
-    """GAOT settings.
+    """GAOT settings; each with the paper's section (arXiv:2505.18781, v1 numbering) or the official code.
 
-    Attributes:
-        hidden: token width.
-        grid: latent token grid (coord_dim entries, each divisible by ``patch``).
-        radii_cells: encoder radius scales, in units of the largest grid spacing.
-        decoder_radius_cells: decoder radius in grid spacings (widened per query to reach its nearest token).
-        heads: attention heads of the encoder and decoder.
-        max_neighbors: per-token neighbor cap per scale (nearest kept; None: all).
-        geometry_embedding: add neighborhood-geometry statistics to each token.
-        dim, depth, vit_heads, patch: transformer width, blocks, heads and patch size.
-        padding: bounding-box padding as a fraction of the extent.
-        skip_neighbors: local skip: each query also receives the lifted input features of its
-            ``skip_neighbors`` nearest input points (inverse-distance weights), so fine surface detail
-            (e.g. the local normal) reaches the decoder at full resolution while the tokens carry the
-            global context. 0 disables it (pure token decoding, as in the original GAOT).
-        time_conditioned: condition the processor on ``time`` and ``lead_time`` (adaptive LayerNorm).
+    Coordinates and tokens (paper §2, "Encoder"; official: data scaled to ``[-1, 1]``):
+        padding: the token box is the geometry's bounding box padded by this fraction of its
+            largest extent (or ``domain``). Coordinates are mapped so that the box is
+            ``[-1, 1]^d``; the cosine attention and the scale weights see these coordinates.
+        coord_scaling: ``"per_dim"`` (each axis to ``[-1, 1]``, the official default) or
+            ``"global"`` (one scale for all axes, keeping aspect ratios).
+        domain: fixed ``(lower, upper)`` corners of the token box instead of the padded
+            bounding box; ``((-1,)*d, (1,)*d)`` runs on coordinates already in the official frame.
+        grid: latent tokens per axis (official ``latent_tokens_size``), a regular grid
+            ``linspace(-1, 1, n)`` per axis, row-major; each axis >= 2 and divisible by ``patch``.
+
+    Encoder, MAGNO (paper §2, "Encoder": multiscale attentional GNO):
+        hidden: token width ``C`` (official ``lifting_channels``); the input features are
+            lifted to ``C`` by one linear map.
+        radii_cells: the radius of each scale in token spacings (``2 / (n - 1)`` in the unit
+            frame, largest over the axes). Paper: ``r_m = alpha_m r_0``; official:
+            ``radius * scales``.
+        encoder_kernel_hidden / decoder_kernel_hidden: hidden widths of the kernel MLP
+            ``k(x, y)`` (GELU), one MLP shared by all scales of the encoder (decoder).
+        transform: ``"linear"`` (``k(x, y) f(y)``, the paper's) or ``"nonlinear"`` (``k(x, y, f) f``).
+        attention: ``"cosine"``: each edge weighted by a per-row softmax of the cosine
+            similarity of query and source coordinates (the official ``attention_type``);
+            ``"none"``: a plain mean over the ball (a GNO).
+        max_neighbors: per-row cap of the radius graphs, a memory guard only (None: the
+            complete balls, as the paper's integrals).
+
+    Geometry embedding (paper §2, "Geometry embeddings", statistical variant):
+        geometry_embedding / decoder_geometry_embedding: per scale, the statistics of each
+            ball (count, mean and variance of the distances, centroid offset, covariance
+            eigenvalues), standardised over the tokens (queries), mapped by an MLP
+            (``embedding_hidden``, ReLU) to ``C``, *concatenated* with the MAGNO output
+            and mapped back to ``C`` by a linear recovery layer.
+        decoder_embedding_norm: over which points the decoder's statistics are
+            standardised: ``"queries"`` (the official code: the queries of the call) or
+            ``"points"`` (the geometry's input points as queries; equal to the official
+            when the queries are the input points, the usual case, and makes decoding in
+            chunks give the same result as one pass).
+
+    Multiscale fusion (paper §2, "Encoder": multiscale):
+        scale_weights: weight the scales by a softmax of an MLP of the token (query)
+            position, ``Linear(d, scale_weight_hidden) -> ReLU -> Linear(., S)``.
+        scale_reduce: without scale weights, ``"sum"`` (official ``src``) or ``"mean"``.
+
+    Processor (paper §2, "Processor"; :class:`pyengine.nn.uvit.GAOTProcessor`):
+        patch: patch edge in tokens; dim: transformer width; depth: blocks;
+        vit_heads / kv_heads: attention heads (grouped-query when fewer kv heads);
+        ffn_multiplier: SwiGLU hidden = ``dim * ffn_multiplier``; norm_eps: RMSNorm epsilon;
+        positional: ``"rope"`` or ``"absolute"``; long_range_skip: the U-shaped skips;
+        attn_dropout: attention dropout while training.
+
+    Decoder (paper §2, "Decoder": the multiscale MAGNO from tokens to any query):
+        projection_hidden: the final map from ``C`` to the outputs: a GELU MLP with this
+            hidden width (official ``src``: 256), or one linear layer when None.
+
+    Time-dependent problems (paper §2, "Time-dependent problems"):
+        time_conditioned: ``time`` and ``lead_time`` are appended to the input features and
+            the lead time scales the processor's attention inputs and feed-forward outputs
+            (``x (1 + c a(c)) + c b(c)``, the official conditional normalisation).
     """
 
     hidden: int = 64
     grid: tuple[int, ...] = (8, 8, 8)
     radii_cells: tuple[float, ...] = (1.0, 2.0)
-    decoder_radius_cells: float = 1.5
-    heads: int = 4
-    max_neighbors: int | None = 64
+    encoder_kernel_hidden: tuple[int, ...] = (64, 64, 64)
+    decoder_kernel_hidden: tuple[int, ...] = (64, 64)
+    transform: str = "linear"
+    attention: str = "cosine"
     geometry_embedding: bool = True
-    dim: int = 128
-    depth: int = 4
-    vit_heads: int = 4
+    decoder_geometry_embedding: bool = True
+    embedding_hidden: int = 64
+    decoder_embedding_norm: str = "points"
+    scale_weights: bool = True
+    scale_weight_hidden: int = 16
+    scale_reduce: str = "sum"
+    projection_hidden: int | None = 256
+    dim: int = 256
+    depth: int = 5
+    vit_heads: int = 8
+    kv_heads: int | None = None
     patch: int = 2
+    ffn_multiplier: int = 4
+    positional: str = "rope"
+    long_range_skip: bool = True
+    norm_eps: float = 1e-6
+    attn_dropout: float = 0.0
     padding: float = 0.05
-    skip_neighbors: int = 3
+    coord_scaling: str = "per_dim"
+    domain: tuple | None = None
+    max_neighbors: int | None = None
     time_conditioned: bool = False
 
     def __post_init__(self) -> None:
         if not self.radii_cells or min(self.radii_cells) <= 0:
-            raise ValueError(f"radii_cells must be positive scales, got {self.radii_cells}")
-        if self.skip_neighbors < 0:
-            raise ValueError(f"skip_neighbors must be >= 0, got {self.skip_neighbors}")
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+            raise ValueError(f"radii_cells must be positive, got {self.radii_cells}")
+        if min(self.grid) < 2:
+            raise ValueError(f"grid needs at least 2 tokens per axis, got {self.grid}")
+        for name, val, allowed in (("transform", self.transform, ("linear", "nonlinear")),
+                                   ("attention", self.attention, ("cosine", "none")),
+                                   ("scale_reduce", self.scale_reduce, ("sum", "mean")),
+                                   ("positional", self.positional, ("rope", "absolute")),
+                                   ("coord_scaling", self.coord_scaling, ("per_dim", "global")),
+                                   ("decoder_embedding_norm", self.decoder_embedding_norm, ("points", "queries"))):
+            if val not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
+        if self.domain is not None:
+            lo, hi = (tuple(float(v) for v in c) for c in self.domain)
+            if len(lo) != len(self.grid) or len(hi) != len(lo) or any(b <= a for a, b in zip(lo, hi)):
+                raise ValueError(f"domain must be (lower, upper) with {len(self.grid)} entries each and "
+                                 f"lower < upper, got {self.domain}")
+            self.domain = (lo, hi)
 
 
-class _Encoder(nn.Module):
-    """Multiscale attentional GNO from points to tokens."""
+class _MAGNO(nn.Module):
+    """One side (encoder or decoder) of MAGNO: the shared integral, geometry embedding and scale fusion."""
 
-    def __init__(self, in_channels: int, hidden: int, coord_dim: int, c: GAOTConfig) -> None:
+    def __init__(self, channels: int, coord_dim: int, kernel_hidden, geo: bool, c: GAOTConfig) -> None:
         super().__init__()
-        self.attn = nn.ModuleList(AttentionAggregation(in_channels, hidden, coord_dim, heads=c.heads)
-                                  for _ in c.radii_cells)
-        geo = len(EMBEDDING_NAMES) if c.geometry_embedding else 0
-        self.geo = nn.ModuleList(mlp([geo, hidden, hidden]) for _ in c.radii_cells) if geo else None
-        self.fuse = mlp([hidden * len(c.radii_cells), hidden, len(c.radii_cells)]) if len(c.radii_cells) > 1 else None
+        self.magno = MAGNOIntegral(channels, coord_dim, hidden=kernel_hidden, transform=c.transform,
+                                   attention=c.attention)
+        self.geoembed = StatisticalEmbedding(coord_dim, channels, c.embedding_hidden) if geo else None
+        self.recovery = nn.Linear(2 * channels, channels) if geo else None
+        n = len(c.radii_cells)
+        self.scale_weighting = (nn.Sequential(nn.Linear(coord_dim, c.scale_weight_hidden), nn.ReLU(),
+                                              nn.Linear(c.scale_weight_hidden, n))
+                                if c.scale_weights and n > 1 else None)
+        self.scale_reduce = c.scale_reduce
 
-    def forward(self, points: Tensor, f: Tensor, tokens: Tensor, graphs: list, embeddings: list) -> Tensor:
+    def forward(self, sources: Tensor, targets: Tensor, f: Tensor, graphs, alphas, stats) -> Tensor:
         scales = []
-        for s, (attn, (row_ptr, col)) in enumerate(zip(self.attn, graphs)):
-            h = attn(points, tokens, row_ptr, col, f)
-            if self.geo is not None:
-                h = h + self.geo[s](embeddings[s])
+        for m, (row_ptr, col) in enumerate(graphs):
+            h = self.magno(sources, targets, row_ptr, col, f, alpha=alphas[m])
+            if self.geoembed is not None:
+                h = self.recovery(torch.cat([h, self.geoembed(stats[m].to(h.dtype))], dim=1))
             scales.append(h)
-        if self.fuse is None:
+        if len(scales) == 1:
             return scales[0]
-        w = torch.softmax(self.fuse(torch.cat(scales, dim=1)), dim=1)  # (T, S)
-        return torch.einsum("ts,stc->tc", w, torch.stack(scales))
+        if self.scale_weighting is not None:
+            w = torch.softmax(self.scale_weighting(targets), dim=-1)  # (M, S)
+            return sum(w[:, m:m + 1] * h for m, h in enumerate(scales))
+        out = sum(scales)
+        return out / len(scales) if self.scale_reduce == "mean" else out
+
+
+class _Encoder(_MAGNO):
+    def __init__(self, in_channels: int, coord_dim: int, c: GAOTConfig) -> None:
+        super().__init__(c.hidden, coord_dim, c.encoder_kernel_hidden, c.geometry_embedding, c)
+        self.lifting = nn.Linear(in_channels, c.hidden)
+
+
+class _Decoder(_MAGNO):
+    def __init__(self, out_channels: int, coord_dim: int, c: GAOTConfig) -> None:
+        super().__init__(c.hidden, coord_dim, c.decoder_kernel_hidden, c.decoder_geometry_embedding, c)
+        self.projection = (mlp([c.hidden, c.projection_hidden, out_channels]) if c.projection_hidden
+                           else nn.Linear(c.hidden, out_channels))
 
 
 @register("gaot", GAOTConfig)
 class GAOT(OperatorModel):
+    """The published GAOT (see the module docstring and :class:`GAOTConfig`).
+
+    ``forward(points (N, d), features (N, C_in), queries (M, d), weights=None)``: optional
+    ``weights`` (N,) are quadrature weights of the input points (vertex areas, cell
+    volumes); the encoder's attention then integrates ``w_j exp(s_ij)`` instead of
+    counting points. Time-conditioned models also take ``time`` and ``lead_time``.
+    """
+
     def __init__(self, in_channels: int, out_channels: int, coord_dim: int, config: GAOTConfig) -> None:
         super().__init__(in_channels, out_channels, coord_dim, config)
         c = config
         if len(c.grid) != coord_dim:
             raise ValueError(f"grid {c.grid} must have coord_dim={coord_dim} axes")
-        self.lift = mlp([in_channels + coord_dim, c.hidden, c.hidden])
-        self.encoder = _Encoder(c.hidden, c.hidden, coord_dim, c)
-        cond = c.dim if c.time_conditioned else None
-        self.processor = ViTProcessor(c.grid, c.hidden, dim=c.dim, depth=c.depth, heads=c.vit_heads, patch=c.patch,
-                                      cond_dim=cond)
-        self.time_embed = mlp([2 * 32, c.dim, c.dim]) if c.time_conditioned else None
-        self.decoder = AttentionAggregation(c.hidden, c.hidden, coord_dim, heads=c.heads)
-        skip = c.hidden if c.skip_neighbors else 0
-        self.project = mlp([c.hidden + coord_dim + skip, c.hidden, out_channels])
+        if c.domain is not None and len(c.domain[0]) != coord_dim:
+            raise ValueError(f"domain {c.domain} must have coord_dim={coord_dim} entries per corner")
+        extra = 2 if c.time_conditioned else 0
+        self.encoder = _Encoder(in_channels + extra, coord_dim, c)
+        self.processor = GAOTProcessor(c.grid, c.hidden, width=c.dim, depth=c.depth, heads=c.vit_heads,
+                                       kv_heads=c.kv_heads, patch=c.patch, ffn_multiplier=c.ffn_multiplier,
+                                       positional=c.positional, norm_eps=c.norm_eps, dropout=c.attn_dropout,
+                                       cond_dim=1 if c.time_conditioned else None)
+        self.decoder = _Decoder(out_channels, coord_dim, c)
 
-    def _tokens(self, points: Tensor):
-        """Token grid over the padded box of the points, encoder graphs and embeddings (cached)."""
+    # ------------------------------------------------------------------ geometry (cached)
+
+    def _frame(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Centre and half-extent per axis of the token box: ``unit = (p - centre) / half``."""
+        c = self.config
+        if c.domain is not None:
+            lo = torch.tensor(c.domain[0], dtype=points.dtype, device=points.device)
+            hi = torch.tensor(c.domain[1], dtype=points.dtype, device=points.device)
+        else:
+            lo, hi = points.min(0).values, points.max(0).values
+            margin = c.padding * (hi - lo).max()
+            lo, hi = lo - margin, hi + margin
+        half = (hi - lo) / 2
+        if c.coord_scaling == "global":
+            half = half.max().expand_as(half)
+        half = torch.where(half > 0, half, torch.ones_like(half))  # one point / identical points: any scale
+        return (lo + hi) / 2, half
+
+    def _radii(self, tokens_grid) -> list[float]:
+        spacing = float(tokens_grid.spacing.max())
+        return [r * spacing for r in self.config.radii_cells]
+
+    def _side(self, sources: Tensor, targets: Tensor, radii, geo: bool, weights: Tensor | None = None):
+        """Graphs, attention weights and raw statistics of one side, for every scale."""
+        c = self.config
+        graphs = [radius_search(sources, targets, r, max_neighbors=c.max_neighbors) for r in radii]
+        alphas = [self.encoder.magno.edge_weights(sources, targets, rp, col, weights) for rp, col in graphs]
+        stats = [neighborhood_statistics(sources, targets, rp, col) for rp, col in graphs] if geo else None
+        return graphs, alphas, stats
+
+    def _geometry(self, points: Tensor, weights: Tensor | None):
+        """Everything that depends on the input points only (cached per geometry)."""
         c = self.config
 
         def compute():
-            grid = box_grid(points, c.grid, c.padding)  # never a zero-extent box (plates, coincident points)
-            tokens, lo, hi = grid.points.to(points), grid.lower.to(points), grid.upper.to(points)
-            spacing = float(((hi - lo) / torch.tensor(c.grid, dtype=lo.dtype, device=lo.device)).max())
-            radii = [r * spacing for r in c.radii_cells]
-            enc = [radius_search(points, tokens, r, max_neighbors=c.max_neighbors) for r in radii]
-            emb = []
-            if c.geometry_embedding:
-                for r, graph in zip(radii, enc):
-                    e = geometry_embedding(points, tokens, r, graph=graph)
-                    # counts grow with the sampling density: log scale keeps them O(1) across resolutions
-                    emb.append(torch.cat([torch.log1p(e[:, :1]), e[:, 1:]], dim=1))
-            return tokens, enc, emb, spacing, lo, hi
+            with torch.no_grad():
+                centre, half = self._frame(points)
+                lo = -torch.ones(self.coord_dim, dtype=points.dtype)
+                grid = latent_grid(lo.unsqueeze(0), c.grid, padding=0.0, bounds=(lo, -lo))  # linspace(-1, 1, n)
+                tokens = grid.points.to(points)
+                radii = self._radii(grid)
+                pts = (points - centre) / half
+                graphs, alphas, stats = self._side(pts, tokens, radii, c.geometry_embedding, weights)
+                stats = [standardize_columns(s) for s in stats] if stats else None
+                dec_ref = None
+                if c.decoder_geometry_embedding and c.decoder_embedding_norm == "points":
+                    dec_ref = [neighborhood_statistics(tokens, pts, *radius_search(tokens, pts, r,
+                                                                                   max_neighbors=c.max_neighbors))
+                               for r in radii]
+            return dict(centre=centre, half=half, tokens=tokens, radii=radii, pts=pts, graphs=graphs,
+                        alphas=alphas, stats=stats, dec_ref=dec_ref)
 
-        return self.graphs.get("gaot-tokens", (points,), (c.grid, c.radii_cells, c.max_neighbors, c.padding,
-                                                          c.geometry_embedding), compute)
-
-    def _decoder_graph(self, tokens: Tensor, queries: Tensor, spacing: float):
-        """Each query's ball over the tokens: the decoder radius, widened where a query lies
-        outside the token box so that it still reaches its nearest token."""
-        c = self.config
-
-        def compute():
-            nearest = knn(tokens, queries, 1)[0][:, 0]
-            r = torch.clamp(nearest * 1.001, min=c.decoder_radius_cells * spacing)
-            return radius_search(tokens, queries, r, max_neighbors=c.max_neighbors)
-
-        return self.graphs.get("gaot-decoder", (tokens, queries), (c.decoder_radius_cells, spacing, c.max_neighbors),
+        key = (points,) if weights is None else (points, weights)
+        return self.graphs.get("gaot-geometry", key, (c.grid, c.radii_cells, c.padding, c.coord_scaling, c.domain,
+                                                      c.max_neighbors, c.attention, c.geometry_embedding,
+                                                      c.decoder_geometry_embedding, c.decoder_embedding_norm),
                                compute)
 
-    def _condition(self, time, lead_time, dtype, device) -> Tensor | None:
-        if self.time_embed is None:
-            if time is not None or lead_time is not None:
-                raise ValueError("time/lead_time given to a GAOT built with time_conditioned=False")
-            return None
-        if time is None or lead_time is None:
-            raise ValueError("this GAOT is time-conditioned: pass time= and lead_time=")
-        t = torch.as_tensor(time, dtype=dtype, device=device).reshape(1)
-        lt = torch.as_tensor(lead_time, dtype=dtype, device=device).reshape(1)
-        emb = torch.cat([sinusoidal_embedding(t * 1000, 32), sinusoidal_embedding(lt * 1000, 32)], dim=-1)
-        return self.time_embed(emb.to(dtype))
-
-    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None):
-        tokens, enc, emb, spacing, lo, hi = self._tokens(points)
-        # coordinates enter the layers normalised to the token box, so weights transfer across sizes
-        unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
-        f = self.lift(torch.cat([features, unit(points)], dim=1))
-        z = self.encoder(unit(points), f, unit(tokens), enc, emb)
-        cond = self._condition(time, lead_time, z.dtype, z.device)
-        z = self.processor(z.unsqueeze(0), cond).squeeze(0)
-        return tokens, z, spacing, lo, hi, points, f
-
-    def _skip_weights(self, points: Tensor, queries: Tensor, spacing: float):
-        """Nearest input points of each query and normalised inverse-distance weights (cached)."""
-        k = min(self.config.skip_neighbors, points.shape[0])
+    def _queries(self, geo: dict, queries: Tensor):
+        """The decoder's graphs, weights and standardised statistics for these queries (cached)."""
+        c = self.config
 
         def compute():
-            dist, idx = knn(points, queries, k)
-            w = 1.0 / (dist + 1e-6 * spacing)
-            return idx, w / w.sum(dim=1, keepdim=True)
+            with torch.no_grad():
+                q = (queries - geo["centre"]) / geo["half"]
+                graphs, alphas, stats = self._side(geo["tokens"], q, geo["radii"], c.decoder_geometry_embedding)
+                if stats is not None:
+                    refs = geo["dec_ref"] or [None] * len(stats)
+                    stats = [standardize_columns(s, r) for s, r in zip(stats, refs)]
+            return q, graphs, alphas, stats
 
-        return self.graphs.get("gaot-skip", (points, queries), (k, spacing), compute)
+        return self.graphs.get("gaot-queries", (geo["tokens"], geo["pts"], queries),
+                               (c.radii_cells, c.max_neighbors, c.attention, c.decoder_geometry_embedding,
+                                c.decoder_embedding_norm), compute)
+
+    # ------------------------------------------------------------------ forward
+
+    def _condition(self, features: Tensor, time, lead_time):
+        if not self.config.time_conditioned:
+            if time is not None or lead_time is not None:
+                raise ValueError("time/lead_time given to a GAOT built with time_conditioned=False")
+            return features, None
+        if time is None or lead_time is None:
+            raise ValueError("this GAOT is time-conditioned: pass time= and lead_time=")
+        t = torch.as_tensor(time, dtype=features.dtype, device=features.device).reshape(1, 1)
+        lt = torch.as_tensor(lead_time, dtype=features.dtype, device=features.device).reshape(1, 1)
+        feats = torch.cat([features, t.expand(features.shape[0], 1), lt.expand(features.shape[0], 1)], dim=1)
+        return feats, lt
+
+    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None, weights: Tensor | None = None):
+        if weights is not None:
+            if not isinstance(weights, Tensor) or weights.shape != (points.shape[0],):
+                raise ValueError(f"weights must be a ({points.shape[0]},) tensor of quadrature weights")
+            weights = weights.to(points.dtype)
+        geo = self._geometry(points, weights)
+        feats, cond = self._condition(features, time, lead_time)
+        f = self.encoder.lifting(feats)
+        z = self.encoder(geo["pts"], geo["tokens"], f, geo["graphs"], geo["alphas"], geo["stats"])
+        z = self.processor(z.unsqueeze(0), cond).squeeze(0)
+        return geo, z
 
     def decode(self, state, queries: Tensor) -> Tensor:
-        tokens, z, spacing, lo, hi, points, f = state
-        row_ptr, col = self._decoder_graph(tokens, queries, spacing)
-        unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
-        u = self.decoder(unit(tokens), unit(queries), row_ptr, col, z)
-        parts = [u, unit(queries)]
-        if self.config.skip_neighbors:
-            idx, w = self._skip_weights(points, queries, spacing)
-            parts.append((f[idx] * w.unsqueeze(2).to(f.dtype)).sum(dim=1))
-        return self.project(torch.cat(parts, dim=1))
+        geo, z = state
+        q, graphs, alphas, stats = self._queries(geo, queries)
+        u = self.decoder(geo["tokens"], q, z, graphs, alphas, stats)
+        return self.decoder.projection(u)
 
     @torch.no_grad()
     def rollout(self, points: Tensor, state: Tensor, steps: int, lead_time: float, *, static: Tensor | None = None,
                 time: float = 0.0) -> list[Tensor]:
-        """Autoregressive prediction: ``state_{k+1} = model([state_k, static], time_k, lead_time)``.
+        """Autoregressive prediction ``state_{k+1} = model([state_k, static], time_k, lead_time)``.
 
-        Requires ``out_channels == in_channels - static channels`` and queries = points.
+        Requires a time-conditioned model with ``out_channels == in_channels - static channels``.
         Returns the ``steps`` predicted states, each (N, out_channels).
         """
         states, t = [], float(time)

@@ -23,7 +23,7 @@ from ..nn.fno import FNOBlock
 from ..ops import radius_search
 from ._box import box_grid
 from .base import OperatorModel
-from ..nn.mlp import mlp
+from ..nn.mlp import activation, mlp
 from .registry import register
 
 __all__ = ["GINO", "GINOConfig"]
@@ -38,12 +38,15 @@ class GINOConfig:
         grid: latent grid shape (2 or 3 entries, matching coord_dim).
         modes: retained Fourier modes per grid axis (each <= grid; last axis <= grid//2 + 1).
         fno_layers: number of FNO blocks.
-        radius_cells: encoder/decoder radius in units of the largest grid spacing.
+        radius_cells: encoder/decoder radius in grid spacings: the largest over the axes of the
+            distance between neighbouring grid nodes, ``extent / (n - 1)`` (the convention of
+            :func:`pyengine.geometry.latent_grid`, shared with GAOT's ``radii_cells``).
         padding: bounding-box padding as a fraction of the extent.
         kernel_hidden: hidden sizes of the integral kernels.
         max_neighbors: per-row neighbor cap of the encoder and decoder graphs (nearest kept).
         variant: "grid" (GNO -> FNO -> GNO) or "points" (NUFFT spectral layers on the points).
-        activation: gelu, relu, silu or tanh.
+        activation: gelu, relu, silu or tanh: of the lifting and projection MLPs, the integral
+            kernels, and the FNO blocks (or the spectral layers of the "points" variant).
     """
 
     hidden: int = 32
@@ -75,14 +78,15 @@ class GINO(OperatorModel):
         if c.variant == "grid":
             self.encode_integral = GNOIntegral(c.hidden, coord_dim, hidden=c.kernel_hidden, reduction="mean",
                                       activation=c.activation)
-            self.blocks = nn.ModuleList(FNOBlock(c.hidden, c.modes) for _ in range(c.fno_layers))
+            self.blocks = nn.ModuleList(FNOBlock(c.hidden, c.modes, activation=activation(c.activation))
+                                        for _ in range(c.fno_layers))
         else:
             from ..nn import SpectralConvPoints
 
             self.spectral = nn.ModuleList(SpectralConvPoints(c.hidden, c.hidden, c.modes, coord_dim)
                                           for _ in range(c.fno_layers))
             self.pointwise = nn.ModuleList(nn.Linear(c.hidden, c.hidden) for _ in range(c.fno_layers))
-            self.act = nn.GELU()
+            self.act = activation(c.activation)()
         self.decode_integral = GNOIntegral(c.hidden, coord_dim, hidden=c.kernel_hidden, reduction="mean",
                                   activation=c.activation)
         self.project = mlp([c.hidden, c.hidden, out_channels], c.activation)

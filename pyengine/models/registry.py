@@ -36,17 +36,35 @@ def make_config(name: str, **config: Any):
     fields = {f.name for f in dataclasses.fields(cfg_cls)}
     unknown = sorted(set(config) - fields)
     if unknown:
-        raise ValueError(f"unknown {name} config option(s) {unknown}; valid: {sorted(fields)}")
+        hint = ""
+        if name == "gaot" and "gaot_fast" in _REGISTRY:
+            fast = {f.name for f in dataclasses.fields(_REGISTRY["gaot_fast"][1])}
+            if set(unknown) <= fast:
+                hint = ("; they are options of 'gaot_fast', pyengine's own GAOT variant (what 'gaot' built before "
+                        "'gaot' became the published architecture)")
+        raise ValueError(f"unknown {name} config option(s) {unknown}; valid: {sorted(fields)}{hint}")
     # YAML gives lists where the dataclasses use tuples
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     return cfg_cls(**config)
+
+
+def upgrade_legacy(name: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Family name and config of a checkpoint written by an earlier pyengine.
+
+    Before the paper-faithful GAOT, ``"gaot"`` was the variant now called ``"gaot_fast"``;
+    its saved configs are recognised by their ``skip_neighbors`` option.
+    """
+    if name == "gaot" and "skip_neighbors" in config:
+        return "gaot_fast", config
+    return name, config
 
 
 def build(name: str, in_channels: int, out_channels: int, coord_dim: int, **config: Any) -> nn.Module:
     """Build a model family by name.
 
     Args:
-        name: one of :func:`available` (``"gno"``, ``"gino"``, ``"gaot"``, ``"rigno"``).
+        name: one of :func:`available` (``"gno"``, ``"gino"``, ``"gaot"`` (the published GAOT),
+            ``"gaot_fast"`` (pyengine's faster variant), ``"rigno"``).
         in_channels: per-point input feature size C_in (0 allowed: coordinates only).
         out_channels: predicted field channels C_out.
         coord_dim: spatial dimension d (2 or 3).

@@ -5,15 +5,16 @@ For query points ``x`` (M, d), source points ``y`` (N, d) with features ``f_y``
 e.g. from :func:`pyengine.ops.radius_search`)::
 
     q_i   = MLP([x_i, g_i])                        per head: (H, D)
-    k_ij  = W_k [y_j - x_i, f_j] + b_k             per head: (H, D)
+    k_ij  = W_k [y_j - x_i, f_j]                   per head: (H, D)  (no bias: it would cancel)
     v_ij  = W_v [y_j - x_i, f_j] + b_v             per head: (H, D)
     a_ij  = softmax_j(<q_i, k_ij> / sqrt(D))       over i's neighbors, per head
     out_i = W_o concat_h(sum_j a_ij v_ij) + b_o    (M, C_out)
 
 Because ``k_ij`` and ``v_ij`` are linear in the relative position, they split into a
 per-source part and a per-query part: ``k_ij = K_j - W_k^pos x_i`` with
-``K_j = W_k [y_j, f_j] + b_k``. The per-query part of the key adds the same amount to
-every score of row ``i`` and cancels in the softmax; the value's per-query part
+``K_j = W_k [y_j, f_j]``. The per-query part of the key adds the same amount to
+every score of row ``i`` and cancels in the softmax (as a key bias would, which is
+why the key projection has none); the value's per-query part
 comes out of the sum as ``-W_v^pos x_i`` (the weights sum to 1). So the layer runs
 the fused :func:`pyengine.ops.csr_attention` on per-source keys and values and never
 forms an ``E x H x D`` tensor. This is exact algebra, not an approximation; with
@@ -74,9 +75,17 @@ class AttentionAggregation(nn.Module):
         self.query = nn.Sequential(nn.Linear(coord_dim + query_channels, query_hidden), nn.GELU(),
                                    nn.Linear(query_hidden, width))
         # Input layout of key and value: [relative position (d), source features (C_in)].
-        self.key = nn.Linear(coord_dim + in_channels, width)
+        self.key = nn.Linear(coord_dim + in_channels, width, bias=False)  # a bias adds <q_i, b> to a whole row
         self.value = nn.Linear(coord_dim + in_channels, width)
         self.out = nn.Linear(width, out_channels)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Checkpoints from before the key bias was removed hold ``key.bias``; it cancelled in the
+        # softmax (it adds <q_i, b> to every score of row i), so dropping it changes no output.
+        state_dict.pop(prefix + "key.bias", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     @property
     def scale(self) -> float:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AdaptiveLayerNorm", "TransformerBlock", "ViTProcessor", "sinusoidal_embedding"]
+__all__ = ["AdaptiveLayerNorm", "TransformerBlock", "ViTProcessor", "patchify", "sinusoidal_embedding", "unpatchify"]
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 1.0e4) -> Tensor:
@@ -28,6 +28,32 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 1.0e4) -> Tens
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     ang = t.float()[..., None] * freqs
     return torch.cat([torch.cos(ang), torch.sin(ang)], dim=-1).to(t.dtype if t.is_floating_point() else torch.float32)
+
+
+def patchify(x: Tensor, grid_shape: Sequence[int], patch: int) -> Tensor:
+    """Group a token grid into patches: ``(B, prod(grid), C) -> (B, prod(grid // patch), patch^d * C)``.
+
+    Tokens are in row-major order of ``grid_shape``; patches too, and each patch vector
+    lists its tokens in row-major order, channels last.
+    """
+    b, _, c = x.shape
+    p, g = patch, tuple(n // patch for n in grid_shape)
+    if len(g) == 2:
+        x = x.reshape(b, g[0], p, g[1], p, c).permute(0, 1, 3, 2, 4, 5)
+    else:
+        x = x.reshape(b, g[0], p, g[1], p, g[2], p, c).permute(0, 1, 3, 5, 2, 4, 6, 7)
+    return x.reshape(b, math.prod(g), -1)
+
+
+def unpatchify(x: Tensor, grid_shape: Sequence[int], patch: int, channels: int) -> Tensor:
+    """Inverse of :func:`patchify`: ``(B, n_patches, patch^d * C) -> (B, prod(grid), C)``."""
+    b, c = x.shape[0], channels
+    p, g = patch, tuple(n // patch for n in grid_shape)
+    if len(g) == 2:
+        x = x.reshape(b, g[0], g[1], p, p, c).permute(0, 1, 3, 2, 4, 5)
+    else:
+        x = x.reshape(b, g[0], g[1], g[2], p, p, p, c).permute(0, 1, 4, 2, 5, 3, 6, 7)
+    return x.reshape(b, math.prod(grid_shape), c)
 
 
 class AdaptiveLayerNorm(nn.Module):
@@ -109,22 +135,10 @@ class ViTProcessor(nn.Module):
         self.unembed = nn.Linear(dim, patch_size)
 
     def _patchify(self, x: Tensor) -> Tensor:
-        b, _, c = x.shape
-        p, g = self.patch, self.patch_grid
-        if len(g) == 2:
-            x = x.view(b, g[0], p, g[1], p, c).permute(0, 1, 3, 2, 4, 5)
-        else:
-            x = x.view(b, g[0], p, g[1], p, g[2], p, c).permute(0, 1, 3, 5, 2, 4, 6, 7)
-        return x.reshape(b, math.prod(g), -1)
+        return patchify(x, self.grid_shape, self.patch)
 
     def _unpatchify(self, x: Tensor, c: int) -> Tensor:
-        b = x.shape[0]
-        p, g = self.patch, self.patch_grid
-        if len(g) == 2:
-            x = x.view(b, g[0], g[1], p, p, c).permute(0, 1, 3, 2, 4, 5)
-        else:
-            x = x.view(b, g[0], g[1], g[2], p, p, p, c).permute(0, 1, 4, 2, 5, 3, 6, 7)
-        return x.reshape(b, math.prod(self.grid_shape), c)
+        return unpatchify(x, self.grid_shape, self.patch, c)
 
     def forward(self, tokens: Tensor, cond: Tensor | None = None) -> Tensor:
         if tokens.dim() != 3 or tokens.shape[1] != math.prod(self.grid_shape):

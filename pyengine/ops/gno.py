@@ -3,19 +3,24 @@
 For a CSR neighbor graph (``row_ptr``, ``col``) from :func:`pyengine.ops.radius_search`
 with query points ``x`` (rows) and source points ``y`` (columns)::
 
-    out_i = reduce_{e in row i} k(z_e) * f_y[col_e] * weights[col_e]
+    out_i = reduce_{e in row i} k(z_e) * f_y[col_e] * weights[col_e] * edge_weights[e]
     z_e   = cat([x[i], y[col_e]])                  ("linear", "linear_kernelonly")
-          = cat([x[i], y[col_e], f_y[col_e]])      ("nonlinear")
+          = cat([x[i], y[col_e], f_y[col_e]])      ("nonlinear", "nonlinear_kernelonly")
 
 ``k`` is an MLP ``Linear -> act -> ... -> Linear`` (no activation after the last
-layer) given by its weights and biases. ``"linear_kernelonly"`` drops ``f_y``:
-``out_i = reduce k(z_e) * weights[col_e]``. ``reduce`` is ``"sum"`` or ``"mean"``
-(mean divides by the row's edge count; empty rows give 0).
+layer) given by its weights and biases. The ``"kernelonly"`` transforms drop the
+factor ``f_y[col_e]``: ``out_i = reduce k(z_e) * weights[col_e] * edge_weights[e]``
+(``"linear_kernelonly"`` takes no ``f_y`` at all; ``"nonlinear_kernelonly"`` feeds
+it to ``k`` only, so ``k``'s output width may differ from ``f_y``'s). ``weights``
+are per source point (quadrature weights), ``edge_weights`` per edge (attention
+weights such as GAOT's MAGNO softmax, or per-edge integration weights as in
+neuralop); either may be omitted. ``reduce`` is ``"sum"`` or ``"mean"`` (mean
+divides by the row's edge count; empty rows give 0).
 
 The kernel evaluates the MLP per edge and reduces on the fly; nothing of size
 ``E x hidden`` or ``E x C`` is stored, and backward recomputes the per-edge
-activations. Gradients flow to ``y``, ``x``, ``f_y``, ``weights`` and every MLP
-weight and bias. Double backward is not supported.
+activations. Gradients flow to ``y``, ``x``, ``f_y``, ``weights``, ``edge_weights``
+and every MLP weight and bias. Double backward is not supported.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from .._extension import _C  # noqa: F401  (loads torch.ops.pyengine)
 
 _ops = torch.ops.pyengine
 
-TRANSFORMS = ("linear", "nonlinear", "linear_kernelonly")
+TRANSFORMS = ("linear", "nonlinear", "linear_kernelonly", "nonlinear_kernelonly")
 REDUCTIONS = ("sum", "mean")
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 MAX_HIDDEN_LAYERS = 3
@@ -81,6 +86,8 @@ def gno_integral(
     activation: str = "gelu",
     transform: str = "linear",
     reduction: str = "sum",
+    *,
+    edge_weights: Tensor | None = None,
 ) -> Tensor:
     """Fused GNO kernel integral (see the module docstring for the formula).
 
@@ -92,12 +99,15 @@ def gno_integral(
         f_y: ``(N, C)`` features at ``y`` (``None`` for ``"linear_kernelonly"``).
         weights: ``(N,)`` quadrature weights at ``y``, or ``None`` for all ones.
         mlp_weights, mlp_biases: the kernel MLP's Linear layers (1 to 4 of them);
-            the first takes ``2 d`` inputs (``2 d + C`` for ``"nonlinear"``), the
-            last gives ``C`` outputs.
+            the first takes ``2 d`` inputs (``2 d + C_f`` for the nonlinear
+            transforms, ``C_f = f_y.shape[1]``), the last gives ``C`` outputs
+            (``C = C_f`` unless the transform is ``"nonlinear_kernelonly"``).
         activation: ``"gelu"`` (exact, erf), ``"relu"``, ``"silu"`` or ``"tanh"``,
             applied after every Linear but the last.
-        transform: ``"linear"``, ``"nonlinear"`` or ``"linear_kernelonly"``.
+        transform: ``"linear"``, ``"nonlinear"``, ``"linear_kernelonly"`` or
+            ``"nonlinear_kernelonly"``.
         reduction: ``"sum"`` or ``"mean"``.
+        edge_weights: ``(E,)`` weights per edge (in CSR order), or ``None``.
 
     Returns:
         ``(M, C)``, float32 or float64 like the inputs (under ``torch.autocast``,
@@ -119,27 +129,30 @@ def gno_integral(
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     params, dims = pack_mlp(mlp_weights, mlp_biases)
-    return _ops.gno_integral(y, x, row_ptr, col, f_y, weights, params, dims, activation, transform, reduction)
+    return _ops.gno_integral(y, x, row_ptr, col, f_y, weights, edge_weights, params, dims, activation, transform,
+                             reduction)
 
 
 @torch.library.register_fake("pyengine::gno_integral")
-def _gno_integral_fake(y, x, row_ptr, col, f_y, weights, params, dims, activation, transform, reduction):
+def _gno_integral_fake(y, x, row_ptr, col, f_y, weights, edge_weights, params, dims, activation, transform, reduction):
     return y.new_empty((x.shape[0], dims[-1]))
 
 
 def _gno_setup(ctx, inputs, output):
-    y, x, row_ptr, col, f_y, weights, params, dims, activation, transform, reduction = inputs
+    y, x, row_ptr, col, f_y, weights, edge_weights, params, dims, activation, transform, reduction = inputs
     ctx.config = (list(dims), activation, transform, reduction)
-    ctx.save_for_backward(y, x, row_ptr, col, f_y, weights, params)
+    ctx.save_for_backward(y, x, row_ptr, col, f_y, weights, edge_weights, params)
 
 
 def _gno_backward(ctx, grad_out):
-    y, x, row_ptr, col, f_y, weights, params = ctx.saved_tensors
+    y, x, row_ptr, col, f_y, weights, edge_weights, params = ctx.saved_tensors
     dims, activation, transform, reduction = ctx.config
     ng = ctx.needs_input_grad
-    need = [bool(ng[0]), bool(ng[1]), f_y is not None and bool(ng[4]), weights is not None and bool(ng[5])]
-    g_y, g_x, g_f, g_w, g_p = _ops.gno_integral_backward(
-        grad_out.contiguous(), y, x, row_ptr, col, f_y, weights, params, dims, activation, transform, reduction, need
+    need = [bool(ng[0]), bool(ng[1]), f_y is not None and bool(ng[4]), weights is not None and bool(ng[5]),
+            edge_weights is not None and bool(ng[6])]
+    g_y, g_x, g_f, g_w, g_ew, g_p = _ops.gno_integral_backward(
+        grad_out.contiguous(), y, x, row_ptr, col, f_y, weights, edge_weights, params, dims, activation, transform,
+        reduction, need
     )
     pick = lambda flag, g: g if flag else None  # noqa: E731
     return (
@@ -149,7 +162,8 @@ def _gno_backward(ctx, grad_out):
         None,
         pick(need[2], g_f),
         pick(need[3], g_w),
-        g_p if ng[6] else None,
+        pick(need[4], g_ew),
+        g_p if ng[7] else None,
         None,
         None,
         None,
@@ -169,7 +183,7 @@ if hasattr(torch.library, "register_autocast"):  # torch >= 2.5
 
 @torch.library.register_fake("pyengine::gno_integral_backward")
 def _gno_integral_backward_fake(
-    grad_out, y, x, row_ptr, col, f_y, weights, params, dims, activation, transform, reduction, need
+    grad_out, y, x, row_ptr, col, f_y, weights, edge_weights, params, dims, activation, transform, reduction, need
 ):
     def maybe(flag, like, shape):
         return like.new_empty(shape) if flag and like is not None else y.new_empty((0,))
@@ -179,6 +193,7 @@ def _gno_integral_backward_fake(
         maybe(need[1], x, x.shape),
         maybe(need[2], f_y, f_y.shape if f_y is not None else (0,)),
         maybe(need[3], weights, weights.shape if weights is not None else (0,)),
+        maybe(need[4], edge_weights, edge_weights.shape if edge_weights is not None else (0,)),
         params.new_empty(params.shape),
     )
 

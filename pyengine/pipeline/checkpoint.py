@@ -112,6 +112,7 @@ def check_payload(payload: dict[str, Any], where: str = "checkpoint") -> None:
 def load_model(path_or_payload, device: str | torch.device = "cpu"):
     """Rebuild the model of a checkpoint, weights loaded, in eval mode. Returns ``(model, payload)``."""
     from ..models import build
+    from ..models.registry import upgrade_legacy
 
     if isinstance(path_or_payload, dict):
         payload, where = path_or_payload, "checkpoint"
@@ -119,11 +120,15 @@ def load_model(path_or_payload, device: str | torch.device = "cpu"):
     else:
         payload, where = load_checkpoint(path_or_payload), f"checkpoint {path_or_payload}"
     try:
-        model = build(payload["family"], payload["in_channels"], payload["out_channels"], payload["coord_dim"],
-                      **payload["config"])
+        family, config = upgrade_legacy(payload["family"], payload["config"])
+        model = build(family, payload["in_channels"], payload["out_channels"], payload["coord_dim"], **config)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: its model settings are invalid ({e})") from None
-    load_weights(model, payload["state_dict"], where)
+    state = payload["state_dict"]
+    if family != payload["family"]:  # written by an earlier pyengine: its attention keys had a (dead) bias
+        own = model.state_dict()
+        state = {k: v for k, v in state.items() if k in own or not k.endswith("key.bias")}
+    load_weights(model, state, where)
     return model.to(device).eval(), payload
 
 

@@ -113,7 +113,9 @@ class ModelSpec:
 
 #: Model settings that are sizes or counts (each entry, for lists): they must be >= 1.
 _AT_LEAST_ONE = {"hidden", "dim", "heads", "vit_heads", "patch", "edge_dim", "density_k", "grid", "modes",
-                 "kernel_hidden", "max_neighbors", "depth", "fno_layers", "processor_steps"}
+                 "kernel_hidden", "max_neighbors", "depth", "fno_layers", "processor_steps", "kv_heads",
+                 "encoder_kernel_hidden", "decoder_kernel_hidden", "projection_hidden", "embedding_hidden",
+                 "scale_weight_hidden", "ffn_multiplier"}
 #: Model settings that are lengths, scales or ratios: they must be > 0.
 _POSITIVE = {"radius", "radius_cells", "radii_cells", "decoder_radius_cells", "radius_factor", "processor_scales",
              "regional_ratio"}

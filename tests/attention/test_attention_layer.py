@@ -136,3 +136,22 @@ def test_plain_path_equals_fused():
     torch.testing.assert_close(b, a)
     for u, w in zip(gb, ga):
         torch.testing.assert_close(u, w)
+
+
+def test_key_has_no_bias_and_old_checkpoints_with_one_load():
+    """A key bias b adds <q_i, b> to every score of row i, so it cancels in the softmax: the layer has
+    none, and state dicts saved with one (earlier pyengine) load and give the outputs they gave."""
+    y, x, row_ptr, col, f_y, _ = random_problem(30, 80, 3, 5, seed=4)
+    layer = AttentionAggregation(5, 8, 3, heads=2).double()
+    assert layer.key.bias is None
+    state = layer.state_dict()
+    bias = torch.randn(layer.key.out_features, dtype=torch.float64)
+    old = dict(state, **{"key.bias": bias})
+    fresh = AttentionAggregation(5, 8, 3, heads=2).double()
+    fresh.load_state_dict(old)  # strict: the old key is accepted and dropped
+    out = fresh(y, x, row_ptr, col, f_y)
+    # the old layer's output, evaluated literally with the bias in every per-edge key
+    with torch.no_grad():
+        fresh.key.bias = torch.nn.Parameter(bias)
+        ref = layer_ref(fresh, y, x, row_ptr, col, f_y)
+    torch.testing.assert_close(out, ref, atol=1e-11, rtol=1e-10)

@@ -46,22 +46,27 @@ def random_lens(M, max_deg=9, empty_frac=0.25, seed=1):
     return lens
 
 
-def reference(y, x, row_ptr, col, f, w, Ws, bs, act, transform, reduction):
+FEEDS_F = ("nonlinear", "nonlinear_kernelonly")
+
+
+def reference(y, x, row_ptr, col, f, w, Ws, bs, act, transform, reduction, ew=None):
     """Plain gather -> MLP -> multiply -> scatter, independent of pyengine."""
     M = x.shape[0]
     lens = (row_ptr[1:] - row_ptr[:-1]).tolist()
     rows = torch.tensor([i for i, n in enumerate(lens) for _ in range(n)], dtype=torch.long)
     colL = col.long()
-    z = [x[rows], y[colL]] + ([f[colL]] if transform == "nonlinear" else [])
+    z = [x[rows], y[colL]] + ([f[colL]] if transform in FEEDS_F else [])
     h = torch.cat(z, dim=1)
     for l, (W, b) in enumerate(zip(Ws, bs)):
         h = h @ W.t() + b
         if l + 1 < len(Ws):
             h = ACT[act](h)
-    if transform != "linear_kernelonly":
+    if transform in ("linear", "nonlinear"):
         h = h * f[colL]
     if w is not None:
         h = h * w[colL][:, None]
+    if ew is not None:
+        h = h * ew[:, None]
     out = torch.zeros(M, h.shape[1], dtype=h.dtype).index_add_(0, rows, h)
     if reduction == "mean":
         cnt = torch.tensor(lens, dtype=h.dtype).clamp(min=1)
@@ -77,36 +82,43 @@ def random_mlp(dims, dtype=torch.float64, seed=2):
 
 
 def in_width(d, C, transform):
-    return 2 * d + (C if transform == "nonlinear" else 0)
+    return 2 * d + (C if transform in FEEDS_F else 0)
 
 
-def compare_all(graph, hidden, act, transform, reduction, use_w=True, rtol=1e-10, atol=1e-10):
+def edge_weights_for(graph, seed=11):
+    """Positive per-edge weights (like attention weights) for a graph."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(graph[3].shape[0], generator=g, dtype=graph[0].dtype) + 0.25
+
+
+def compare_all(graph, hidden, act, transform, reduction, use_w=True, rtol=1e-10, atol=1e-10, use_ew=False,
+                out_channels=None):
     """Forward and every gradient of the fused op vs the reference (float64)."""
     y, x, row_ptr, col, f, w = graph
     d, C = y.shape[1], f.shape[1]
-    Ws, bs = random_mlp([in_width(d, C, transform), *hidden, C])
+    Ws, bs = random_mlp([in_width(d, C, transform), *hidden, out_channels or C])
     f_in = None if transform == "linear_kernelonly" else f
     w_in = w if use_w else None
-    leaves = [t.clone().requires_grad_(True) for t in [y, x] + ([f_in] if f_in is not None else [])
-              + ([w_in] if w_in is not None else []) + Ws + bs]  # fmt: skip
+    ew_in = edge_weights_for(graph) if use_ew else None
+    opt = [t for t in (f_in, w_in, ew_in) if t is not None]
+    leaves = [t.clone().requires_grad_(True) for t in [y, x] + opt + Ws + bs]
 
     def split(ts):
         ts = list(ts)
         yy, xx = ts[0], ts[1]
         k = 2
-        ff = ww = None
-        if f_in is not None:
-            ff, k = ts[k], k + 1
-        if w_in is not None:
-            ww, k = ts[k], k + 1
+        got = []
+        for t in (f_in, w_in, ew_in):
+            got.append(ts[k] if t is not None else None)
+            k += t is not None
         L = len(Ws)
-        return yy, xx, ff, ww, ts[k : k + L], ts[k + L :]
+        return (yy, xx, *got, ts[k : k + L], ts[k + L :])
 
-    yy, xx, ff, ww, W1, b1 = split(leaves)
-    out = ops.gno_integral(yy, xx, row_ptr, col, ff, ww, W1, b1, act, transform, reduction)
+    yy, xx, ff, ww, ee, W1, b1 = split(leaves)
+    out = ops.gno_integral(yy, xx, row_ptr, col, ff, ww, W1, b1, act, transform, reduction, edge_weights=ee)
     ref_leaves = [t.detach().clone().requires_grad_(True) for t in leaves]
-    yy, xx, ff, ww, W2, b2 = split(ref_leaves)
-    ref = reference(yy, xx, row_ptr, col, ff if ff is not None else f, ww, W2, b2, act, transform, reduction)
+    yy, xx, ff, ww, ee, W2, b2 = split(ref_leaves)
+    ref = reference(yy, xx, row_ptr, col, ff if ff is not None else f, ww, W2, b2, act, transform, reduction, ee)
     torch.testing.assert_close(out, ref, rtol=rtol, atol=atol)
     gout = torch.randn_like(ref)
     got = torch.autograd.grad(out, leaves, gout, allow_unused=True)
@@ -121,11 +133,32 @@ def compare_all(graph, hidden, act, transform, reduction, use_w=True, rtol=1e-10
 # --------------------------------------------------------------------------- forward + all gradients vs reference
 
 
-@pytest.mark.parametrize("transform", ["linear", "nonlinear", "linear_kernelonly"])
+ALL_TRANSFORMS = ["linear", "nonlinear", "linear_kernelonly", "nonlinear_kernelonly"]
+
+
+@pytest.mark.parametrize("transform", ALL_TRANSFORMS)
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_matches_reference_transforms(transform, reduction):
     graph = random_graph(random_lens(61), N=47, d=3, C=5)
     compare_all(graph, (8, 7), "gelu", transform, reduction)
+
+
+@pytest.mark.parametrize("transform", ALL_TRANSFORMS)
+@pytest.mark.parametrize("use_w", [True, False], ids=["with_w", "no_w"])
+def test_edge_weights_match_reference(transform, use_w):
+    """Per-edge weights (E,), alone and together with per-source weights (N,), with every gradient."""
+    graph = random_graph(random_lens(53, max_deg=12), N=41, d=3, C=4, seed=12)
+    compare_all(graph, (9, 6), "silu", transform, "sum", use_w=use_w, use_ew=True)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_nonlinear_kernelonly_changes_the_width(reduction):
+    """k(x, y, f) alone: f (C = 5) feeds the MLP, whose output width (7) is the layer's."""
+    graph = random_graph(random_lens(37), N=30, d=2, C=5, seed=13)
+    compare_all(graph, (8,), "gelu", "nonlinear_kernelonly", reduction, use_ew=True, out_channels=7)
+    # the long-row / task-split path of the CPU kernel with a width change and int32 columns
+    graph = random_graph([0, 2600, 2, 0, 1500], N=50, d=3, C=3, seed=14, col_dtype=torch.int32)
+    compare_all(graph, (6,), "tanh", "nonlinear_kernelonly", reduction, use_ew=True, out_channels=2)
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu", "silu", "tanh"])
@@ -180,35 +213,38 @@ def test_float32_close_to_float64():
 
 
 @pytest.mark.parametrize(
-    "transform,reduction,act",
-    [("linear", "mean", "gelu"), ("nonlinear", "sum", "silu"), ("linear_kernelonly", "mean", "tanh")],
+    "transform,reduction,act,C_out",
+    [("linear", "mean", "gelu", 2), ("nonlinear", "sum", "silu", 2), ("linear_kernelonly", "mean", "tanh", 2),
+     ("nonlinear_kernelonly", "sum", "gelu", 3)],
 )
-def test_gradcheck(transform, reduction, act):
+def test_gradcheck(transform, reduction, act, C_out):
     y, x, row_ptr, col, f, w = random_graph([2, 0, 3, 1], N=5, d=2, C=2, seed=7)
-    Ws, bs = random_mlp([in_width(2, 2, transform), 3, 2])
+    ew = edge_weights_for((y, x, row_ptr, col))
+    Ws, bs = random_mlp([in_width(2, 2, transform), 3, C_out])
     f_in = None if transform == "linear_kernelonly" else f
     params, dims = ops.pack_mlp(Ws, bs)
-    inputs = [y, x, w, params] + ([f_in] if f_in is not None else [])
+    inputs = [y, x, w, ew, params] + ([f_in] if f_in is not None else [])
     leaves = [t.clone().requires_grad_(True) for t in inputs]
 
-    def fn(yy, xx, ww, pp, ff=None):
-        return P.gno_integral(yy, xx, row_ptr, col, ff, ww, pp, dims, act, transform, reduction)
+    def fn(yy, xx, ww, ee, pp, ff=None):
+        return P.gno_integral(yy, xx, row_ptr, col, ff, ww, ee, pp, dims, act, transform, reduction)
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("transform", ["linear", "nonlinear", "linear_kernelonly"])
+@pytest.mark.parametrize("transform", ALL_TRANSFORMS)
 def test_opcheck(transform):
     y, x, row_ptr, col, f, w = random_graph([2, 0, 3, 1, 4], N=6, d=3, C=3, seed=8)
+    ew = edge_weights_for((y, x, row_ptr, col))
     Ws, bs = random_mlp([in_width(3, 3, transform), 4, 3])
     params, dims = ops.pack_mlp(Ws, bs)
     f_in = None if transform == "linear_kernelonly" else f.requires_grad_(True)
-    args = (y.requires_grad_(True), x, row_ptr, col, f_in, w.requires_grad_(True), params.requires_grad_(True),
-            dims, "gelu", transform, "mean")  # fmt: skip
+    args = (y.requires_grad_(True), x, row_ptr, col, f_in, w.requires_grad_(True), ew.requires_grad_(True),
+            params.requires_grad_(True), dims, "gelu", transform, "mean")  # fmt: skip
     torch.library.opcheck(P.gno_integral, args)
     grad_out = torch.randn(x.shape[0], 3, dtype=torch.float64)
     bwd_args = (grad_out, y.detach(), x, row_ptr, col, None if f_in is None else f_in.detach(), w.detach(),
-                params.detach(), dims, "gelu", transform, "mean", [True, False, True, True])  # fmt: skip
+                ew.detach(), params.detach(), dims, "gelu", transform, "mean", [True, False, True, True, True])  # fmt: skip
     torch.library.opcheck(P.gno_integral_backward, bwd_args)
 
 
@@ -307,9 +343,17 @@ def test_error_types_and_options():
     with pytest.raises(ValueError, match="activation"):
         ops.gno_integral(y, x, row_ptr, col, f, w, Ws, bs, activation="elu")
     with pytest.raises(ValueError, match="does not use f_y"):
-        P.gno_integral(y, x, row_ptr, col, f, w, *ops.pack_mlp(Ws, bs), "gelu", "linear_kernelonly", "sum")
+        P.gno_integral(y, x, row_ptr, col, f, w, None, *ops.pack_mlp(Ws, bs), "gelu", "linear_kernelonly", "sum")
     with pytest.raises(ValueError, match="needs f_y"):
-        P.gno_integral(y, x, row_ptr, col, None, w, *ops.pack_mlp(Ws, bs), "gelu", "linear", "sum")
+        P.gno_integral(y, x, row_ptr, col, None, w, None, *ops.pack_mlp(Ws, bs), "gelu", "linear", "sum")
+    with pytest.raises(ValueError, match="edge_weights must have one entry per edge"):
+        ops.gno_integral(y, x, row_ptr, col, f, w, Ws, bs, edge_weights=torch.ones(col.shape[0] + 1,
+                                                                                     dtype=torch.float64))
+    with pytest.raises(ValueError, match="edge_weights must be 1-D|edge_weights must have 1"):
+        ops.gno_integral(y, x, row_ptr, col, f, w, Ws, bs, edge_weights=torch.ones(col.shape[0], 1,
+                                                                                     dtype=torch.float64))
+    with pytest.raises(TypeError, match="edge_weights"):
+        ops.gno_integral(y, x, row_ptr, col, f, w, Ws, bs, edge_weights=torch.ones(col.shape[0]))
     with pytest.raises(ValueError, match="at most 3 hidden layers"):
         ops.gno_integral(y, x, row_ptr, col, f, w, *random_mlp([4, 3, 3, 3, 3, 3]))
     with pytest.raises(ValueError, match="non-decreasing"):
@@ -351,3 +395,68 @@ def test_double_backward_raises_instead_of_silently_wrong():
     (g,) = torch.autograd.grad(out.square().sum(), f, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         g.sum().backward()
+
+
+# --------------------------------------------------------------------------- neuralop mapping
+
+
+class _NeuralopStyleBlock(torch.nn.Module):
+    """neuralop 2.0's IntegralTransform semantics, written here from its documented formula: kernel of
+    [y_j, x_i] (+ f_j), GELU MLP in ``channel_mlp.fcs``, per-edge weights, sum reduction."""
+
+    def __init__(self, widths, transform):
+        super().__init__()
+        self.transform_type, self.reduction, self.weighting_fn = transform, "sum", None
+        self.channel_mlp = torch.nn.Module()
+        self.channel_mlp.fcs = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.channel_mlp.non_linearity = F.gelu
+
+    def forward(self, y, row_ptr, col, x, f=None, weights=None):
+        lens = row_ptr[1:] - row_ptr[:-1]
+        rows = torch.repeat_interleave(torch.arange(x.shape[0]), lens)
+        z = torch.cat([y[col], x[rows]] + ([f[col]] if self.transform_type in FEEDS_F else []), 1)
+        for i, fc in enumerate(self.channel_mlp.fcs):
+            z = fc(z)
+            if i + 1 < len(self.channel_mlp.fcs):
+                z = F.gelu(z)
+        if self.transform_type in ("linear", "nonlinear"):
+            z = z * f[col]
+        if weights is not None:
+            z = z * weights[:, None]
+        return torch.zeros(x.shape[0], z.shape[1], dtype=z.dtype).index_add(0, rows, z)
+
+
+@pytest.mark.parametrize("transform", ALL_TRANSFORMS)
+def test_from_neuralop_reproduces_the_block(transform):
+    y, x, row_ptr, col, f, w = random_graph(random_lens(40), N=30, d=3, C=4, seed=15)
+    ew = edge_weights_for((y, x, row_ptr, col))
+    out_c = 6 if transform == "nonlinear_kernelonly" else 4
+    block = _NeuralopStyleBlock([in_width(3, 4, transform), 16, 8, out_c], transform).double()
+    layer = GNOIntegral.from_neuralop(block, 3)
+    f_in = None if transform == "linear_kernelonly" else f
+    torch.testing.assert_close(layer(y, x, row_ptr, col, f_in), block(y, row_ptr, col, x, f_in), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer(y, x, row_ptr, col, f_in, edge_weights=ew), block(y, row_ptr, col, x, f_in, ew),
+                               rtol=1e-10, atol=1e-12)
+    assert layer.out_channels == out_c
+
+
+def test_from_neuralop_with_the_real_package():
+    """Against neuralop itself (float32: its native segment_csr returns float32)."""
+    it = pytest.importorskip("neuralop.layers.integral_transform")
+    graph = random_graph(random_lens(40), N=30, d=3, C=4, seed=16, dtype=torch.float32)
+    y, x, row_ptr, col, f, w = graph
+    ew = edge_weights_for(graph)
+    for transform in ALL_TRANSFORMS:
+        torch.manual_seed(0)
+        block = it.IntegralTransform(channel_mlp_layers=[in_width(3, 4, transform), 16, 4],
+                                     transform_type=transform, use_torch_scatter=False)
+        nbrs = {"neighbors_index": col, "neighbors_row_splits": row_ptr}
+        f_in = None if transform == "linear_kernelonly" else f
+        layer = GNOIntegral.from_neuralop(block, 3)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(y, x, row_ptr, col, f_in), block(y, nbrs, x, f_in), rtol=1e-5,
+                                       atol=1e-6)
+            if f_in is None:
+                continue  # neuralop 2.0 multiplies (E, C) in place by (1, E, 1) weights: only batched f works
+            torch.testing.assert_close(layer(y, x, row_ptr, col, f_in, edge_weights=ew),
+                                       block(y, nbrs, x, f_in[None], weights=ew)[0], rtol=1e-5, atol=1e-6)

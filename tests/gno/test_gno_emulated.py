@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from pyengine.ops.gno import pack_mlp
-from test_gno import in_width, random_graph, random_lens, random_mlp
+from test_gno import edge_weights_for, in_width, random_graph, random_lens, random_mlp
 
 pytestmark = pytest.mark.emulated
 P = torch.ops.pyengine
@@ -36,23 +36,26 @@ def tf32(request):
     torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def run_op(ops, graph, Ws, bs, act, transform, reduction, dtype, need=(True, True, True, True), g=None):
-    """Forward and backward of one op namespace; returns [out, grad_y, grad_x, grad_f, grad_w, grad_params]."""
+def run_op(ops, graph, Ws, bs, act, transform, reduction, dtype, need=(True, True, True, True, True), g=None,
+           ew=None):
+    """Forward and backward of one op namespace; returns [out, grad_y, grad_x, grad_f, grad_w, grad_ew, grad_params]."""
     y, x, row_ptr, col, f, w = graph
     params, dims = pack_mlp(Ws, bs)
     f_in = None if transform == "linear_kernelonly" else f
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    args = [cast(y), cast(x), row_ptr, col, cast(f_in), cast(w), cast(params), dims, act, transform, reduction]
+    args = [cast(y), cast(x), row_ptr, col, cast(f_in), cast(w), cast(ew), cast(params), dims, act, transform,
+            reduction]
     out = ops.gno_integral(*args)
     if g is None:
         g = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).reshape(out.shape)
-    need = [need[0], need[1], need[2] and f_in is not None, need[3] and w is not None]
+    need = list(need) + [True] * (5 - len(need))
+    need = [need[0], need[1], need[2] and f_in is not None, need[3] and w is not None, need[4] and ew is not None]
     grads = ops.gno_integral_backward(g.to(dtype), *args, need)
     return [out, *grads]
 
 
 def compare(got, ref, tol_rel):
-    names = ["out", "grad_y", "grad_x", "grad_f", "grad_w", "grad_params"]
+    names = ["out", "grad_y", "grad_x", "grad_f", "grad_w", "grad_ew", "grad_params"]
     for name, a, b in zip(names, got, ref):
         assert a.shape == b.shape, f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
         if b.numel() == 0:
@@ -83,6 +86,20 @@ def test_tensor_cores_match_cpu(emu, tf32, layout, transform, reduction):
     ref = run_op(P, graph, Ws, bs, "gelu", transform, reduction, torch.float64)
     got = run_op(emu, graph, Ws, bs, "gelu", transform, reduction, torch.float32)
     compare(got, ref, TC_TOL)
+
+
+@pytest.mark.parametrize("layout", ["random", "one_huge_row"])
+@pytest.mark.parametrize("transform,C_out", [("linear", 12), ("nonlinear_kernelonly", 7)])
+@pytest.mark.parametrize("tf32", [True, False], indirect=True, ids=["tf32", "ieee"])
+def test_edge_weights_and_nonlinear_kernelonly(emu, tf32, layout, transform, C_out):
+    """Per-edge weights (with per-source weights) and k(x, y, f) of another width than f, both kernels."""
+    graph = random_graph(LAYOUTS[layout](), N=70, d=3, C=12, seed=3)
+    ew = edge_weights_for(graph)
+    Ws, bs = random_mlp([in_width(3, 12, transform), 24, C_out])
+    ref = run_op(P, graph, Ws, bs, "gelu", transform, "sum", torch.float64, ew=ew)
+    got = run_op(emu, graph, Ws, bs, "gelu", transform, "sum", torch.float32, ew=ew)
+    compare(got, ref, TC_TOL if tf32 else 2e-5)
+    assert got[5].shape == (graph[3].shape[0],)
 
 
 @pytest.mark.parametrize(
@@ -129,6 +146,7 @@ def test_tensor_cores_partial_gradients(emu, tf32, need):
     compare(got, ref, TC_TOL)
     for k, wanted in enumerate(need):
         assert (got[1 + k].numel() > 0) == wanted
+    assert got[5].numel() == 0  # no edge weights given
 
 
 @pytest.mark.parametrize("layout", ["random", "one_huge_row", "empty_runs"])

@@ -10,8 +10,10 @@ SMALL = {
     "gino": dict(hidden=8, grid=(6, 6, 6), modes=(3, 3, 3), fno_layers=1, kernel_hidden=(8,), max_neighbors=12),
     "gino-points": dict(variant="points", hidden=8, grid=(6, 6, 6), modes=(3, 3, 3), fno_layers=1, kernel_hidden=(8,),
                         max_neighbors=12),
-    "gaot": dict(hidden=8, grid=(4, 4, 4), radii_cells=(1.0, 2.0), heads=2, dim=16, depth=1, vit_heads=2, patch=2,
-                 max_neighbors=16),
+    "gaot": dict(hidden=8, grid=(4, 4, 4), radii_cells=(1.0, 2.0), dim=16, depth=1, vit_heads=2, patch=2,
+                 encoder_kernel_hidden=(8,), decoder_kernel_hidden=(8,), projection_hidden=8),
+    "gaot_fast": dict(hidden=8, grid=(4, 4, 4), radii_cells=(1.0, 2.0), heads=2, dim=16, depth=1, vit_heads=2,
+                      patch=2, max_neighbors=16),
     "rigno": dict(hidden=8, edge_dim=8, regional_ratio=0.3, processor_steps=1, max_neighbors=12),
 }
 
@@ -54,7 +56,7 @@ def test_degenerate_geometries_predict_finite_values(key, d, kind):
     assert out.shape == (10, 1) and bool(torch.isfinite(out).all()), f"{key} {kind} d={d}"
 
 
-@pytest.mark.parametrize("key", ["gino", "gino-points", "gaot"])
+@pytest.mark.parametrize("key", ["gino", "gino-points", "gaot", "gaot_fast"])
 def test_flat_geometry_without_box_padding(key):
     model = _model(key, 3, padding=0.0).eval()
     pts = _geometry("flat", 3)

@@ -18,8 +18,10 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "shapene
 CONFIGS = {
     "gno": dict(hidden=24, layers=2, radius=0.12, kernel_hidden=(24,), max_neighbors=16),
     "gino": dict(hidden=16, grid=(16, 8, 8), modes=(6, 4, 4), fno_layers=2, kernel_hidden=(24,), max_neighbors=16),
-    "gaot": dict(hidden=32, grid=(8, 4, 4), radii_cells=(1.0, 2.0), heads=2, dim=64, depth=2, vit_heads=4, patch=2,
-                 max_neighbors=32),
+    "gaot": dict(hidden=32, grid=(8, 4, 4), radii_cells=(1.0, 2.0), dim=64, depth=2, vit_heads=4, patch=2,
+                 encoder_kernel_hidden=(32, 32), decoder_kernel_hidden=(32,), projection_hidden=64),
+    "gaot_fast": dict(hidden=32, grid=(8, 4, 4), radii_cells=(1.0, 2.0), heads=2, dim=64, depth=2, vit_heads=4,
+                      patch=2, max_neighbors=32),
     "rigno": dict(hidden=32, edge_dim=16, regional_ratio=0.25, processor_steps=2, max_neighbors=16),
 }
 
@@ -67,11 +69,12 @@ def test_family_fits_real_car_pressure(name):
 
 
 def test_resolution_transfer_to_a_denser_sampling():
-    """Trained on every other vertex, GAOT predicts on all vertices about as well."""
+    """Trained on every other vertex, GAOT-fast predicts on all vertices about as well (the paper-faithful
+    GAOT's discretization convergence is issue 17's)."""
     pts, normals, y = _car()
     coarse = torch.arange(0, pts.shape[0], 2)
     torch.manual_seed(0)
-    model = _fit(build("gaot", 3, 1, 3, **CONFIGS["gaot"]), pts[coarse], normals[coarse], y[coarse])
+    model = _fit(build("gaot_fast", 3, 1, 3, **CONFIGS["gaot_fast"]), pts[coarse], normals[coarse], y[coarse])
     with torch.no_grad():
         err_train = _rel(model(pts[coarse], normals[coarse]), y[coarse])
         # encoder on the coarse sampling, decoder queried at every vertex (a denser output)
