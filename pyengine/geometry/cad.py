@@ -7,12 +7,15 @@ Assemblies keep one component id per solid (a ``component`` cell field); faces
 that belong to no solid (open shells) are grouped into edge-connected sheets,
 numbered after the solids.
 
-STEP and IGES carry their length unit; OpenCASCADE converts it to metres here,
-so the mesh's ``units`` is ``"m"``. BREP has no unit (``units`` stays None).
+STEP and IGES carry their length unit; OpenCASCADE converts it to its default,
+millimetres, so the mesh's ``units`` is ``"mm"`` whatever the file used. BREP has
+no unit (``units`` stays None). (gmsh's ``Geometry.OCCTargetUnit`` would pick
+another, but it fails for IGES unless a STEP file was read first.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -29,7 +32,7 @@ DEFAULT_SIZE_FRACTION = 0.01
 
 def read_cad(path: str | Path, *, size: float | None = None) -> tuple[RawMesh, str | None]:
     """Tessellate a STEP/IGES/BREP file. Returns the triangles (with a ``component`` cell field per
-    solid) and the unit of the coordinates (``"m"`` for STEP/IGES, None for BREP).
+    solid) and the unit of the coordinates (``"mm"`` for STEP/IGES, None for BREP).
 
     Args:
         size: largest triangle edge, in those units; default :data:`DEFAULT_SIZE_FRACTION` of the
@@ -42,10 +45,9 @@ def read_cad(path: str | Path, *, size: float | None = None) -> tuple[RawMesh, s
     path = Path(path)
     with_units = path.suffix.lower() in (".step", ".stp", ".iges", ".igs")
     with gmsh_session() as gmsh:
-        if with_units:
-            gmsh.option.setString("Geometry.OCCTargetUnit", "M")
         try:
-            gmsh.model.occ.importShapes(str(path))
+            with _quiet_stdout():  # OpenCASCADE's translators print statistics on the C stdout
+                gmsh.model.occ.importShapes(str(path))
             gmsh.model.occ.synchronize()
         except Exception as exc:  # noqa: BLE001  gmsh raises plain Exceptions with its log line
             raise FormatError(f"OpenCASCADE could not read it ({_last_line(exc)})") from None
@@ -98,7 +100,29 @@ def read_cad(path: str | Path, *, size: float | None = None) -> tuple[RawMesh, s
     remap[used] = np.arange(len(used))
     raw = RawMesh(points[used], {"triangle": remap[faces]},
                   cell_data={"component": {"triangle": component.astype(np.int32)}})
-    return raw, ("m" if with_units else None)
+    return raw, ("mm" if with_units else None)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Send file descriptor 1 to /dev/null for the duration (C-level prints bypass sys.stdout)."""
+    import os
+    import sys
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no real stdout (embedded, captured): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _sheet_ids(faces: np.ndarray, n_points: int) -> np.ndarray:

@@ -70,7 +70,7 @@ class CleanSurface:
         """One line: what was removed or merged, then the topology, e.g.
         ``cleaned: 67,326 duplicate faces, 2 degenerate faces removed; 4 components; open surface``."""
         c = self.counts
-        removed = []
+        removed: list[str] = []
         if c["duplicate_faces"]:
             opp = c["opposite_duplicates"]
             removed.append(f"{c['duplicate_faces']:,} duplicate faces"
@@ -84,7 +84,7 @@ class CleanSurface:
             parts.append(f"{c['merged_vertices']:,} coincident vertices merged")
         if c["reoriented_faces"]:
             parts.append(f"{c['reoriented_faces']:,} faces re-oriented")
-        head = "cleaned: " + "; ".join(parts) if parts else "clean"
+        head = "cleaned: " + ("; ".join(parts) if parts else "nothing to remove")
         n = self.num_components
         topo = [f"{n:,} component" + ("" if n == 1 else "s")]
         if self.is_closed:

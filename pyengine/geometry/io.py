@@ -38,8 +38,8 @@ from .._atomic import atomic_path
 from .cad import CAD_SUFFIXES
 from .readers import FormatError, RawMesh
 
-__all__ = ["Mesh", "MeshIOError", "MeshWarning", "PartialMeshError", "SURFACE_CELLS", "load_mesh", "save_mesh",
-           "supported_formats"]
+__all__ = ["Mesh", "MeshIOError", "MeshWarning", "PartialMeshError", "SURFACE_CELLS", "load_mesh", "readable_format",
+           "save_mesh", "supported_formats"]
 
 # Parsed by pyengine itself, from bytes (so .gz needs no temporary file).
 _OWN_READ = {".stl", ".obj", ".off", ".ply"}
@@ -101,6 +101,18 @@ def _suffix(path: Path) -> str:
         if name.endswith(double):
             return double
     return path.suffix.lower()
+
+
+def readable_format(path: str | os.PathLike) -> str:
+    """The format suffix :func:`load_mesh` would use for ``path`` (e.g. ``".stl"`` for ``body.STL.gz``),
+    after checking the file exists and the format is supported; raises :class:`MeshIOError`."""
+    path = Path(path)
+    _check_readable(path)
+    suffix = _suffix(path)
+    if suffix not in _OWN_READ | _TRIMESH_READ | set(CAD_SUFFIXES) | {".vtp"} | _meshio_extensions():
+        raise MeshIOError(f"{path}: unsupported mesh format {suffix or '(no extension)'!r}; "
+                          f"supported: {', '.join(supported_formats())} (each optionally .gz)")
+    return suffix
 
 
 def _gzipped(path: Path) -> bool:
@@ -441,11 +453,7 @@ def load_mesh(path: str | os.PathLike, *, allow_partial: bool = False, cad_size:
             type, or holds no points. The message starts with the path and is one line.
     """
     path = Path(path)
-    _check_readable(path)
-    suffix = _suffix(path)
-    if suffix not in _OWN_READ | _TRIMESH_READ | set(CAD_SUFFIXES) | {".vtp"} | _meshio_extensions():
-        raise MeshIOError(f"{path}: unsupported mesh format {suffix or '(no extension)'!r}; "
-                          f"supported: {', '.join(supported_formats())} (each optionally .gz)")
+    suffix = readable_format(path)
     problems: list[str] = []
     units = None
     try:
