@@ -117,6 +117,60 @@ def _row_keys(a: np.ndarray) -> np.ndarray:
     return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
 
 
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB),
+        np.uint64(0xD6E8FEB86659FD93))
+
+
+def group_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal rows of a 2-D array (any fixed-size dtype), numbered by first appearance.
+
+    Returns ``(first, inverse)``: the row index of each group's first member, in order, and
+    each row's group. Rows are hashed to 64 bits and sorted once (sorting raw 12- or 24-byte
+    rows is several times slower); equal hashes are then checked to hold equal rows, and
+    the exact byte-wise method takes over in the (astronomically rare) case they do not.
+    """
+    a = np.ascontiguousarray(rows)
+    n = len(a)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    width = a.dtype.itemsize * a.shape[1]
+    if width % 8 == 0:
+        words = a.view(np.uint64).reshape(n, width // 8)
+    elif width % 4 == 0:
+        words = a.view(np.uint32).reshape(n, width // 4)
+    else:
+        return _first_appearance_unique(_row_keys(a))
+    cols = [np.ascontiguousarray(words[:, j]).astype(np.uint64, copy=False) for j in range(words.shape[1])]
+    h = cols[0] * _MIX[0]
+    for j in range(1, len(cols)):
+        h += cols[j] * _MIX[j % 4]
+    h ^= h >> np.uint64(29)
+    h *= _MIX[1]
+    h ^= h >> np.uint64(32)
+    order = np.argsort(h)
+    hs = h[order]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(hs[1:], hs[:-1], out=new[1:])
+    del hs, h
+    # equal hashes must be equal rows: compare column by column (1-D gathers are cheap, row gathers are not)
+    collision = False
+    for c in cols:
+        cs = c[order]
+        collision |= bool(((cs[1:] != cs[:-1]) & ~new[1:]).any())
+    if collision:
+        return _first_appearance_unique(_row_keys(a))
+    starts = np.flatnonzero(new)
+    first_sorted = np.minimum.reduceat(order, starts)  # each group's first appearance
+    group_sorted = np.cumsum(new) - 1
+    by_first = np.argsort(first_sorted)
+    rank = np.empty(len(first_sorted), np.int64)
+    rank[by_first] = np.arange(len(first_sorted))
+    inverse = np.empty(n, np.int64)
+    inverse[order] = rank[group_sorted]
+    return first_sorted[by_first], inverse
+
+
 def merge_vertices(points: np.ndarray, tolerance: float = MERGE_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
     """Merge vertices that coincide within ``tolerance`` x the bounding-box diagonal.
 
@@ -135,7 +189,7 @@ def merge_vertices(points: np.ndarray, tolerance: float = MERGE_TOLERANCE) -> tu
         grid = np.floor((pts - lo) / (tolerance * diag) + 0.5).astype(np.int64)
     else:
         grid = pts + 0.0  # -0.0 and 0.0 are the same coordinate
-    return _first_appearance_unique(_row_keys(grid))
+    return group_rows(grid)
 
 
 def _triangle_geometry(points: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,8 +254,7 @@ def clean_surface(points: np.ndarray, faces: np.ndarray, *, tolerance: float = M
 
     # 3. duplicates among the rest: same vertex set; opposite-wound when the parities differ
     fk = f[keep]
-    key = _row_keys(np.sort(fk, axis=1))
-    first_f, group = _first_appearance_unique(key)
+    first_f, group = group_rows(np.sort(fk, axis=1))
     parity = _orientation_parity(fk)
     is_dup = np.ones(len(fk), dtype=bool)
     is_dup[first_f] = False
@@ -214,11 +267,14 @@ def clean_surface(points: np.ndarray, faces: np.ndarray, *, tolerance: float = M
     nf = len(fk)
     src = fk.reshape(-1)
     dst = fk[:, [1, 2, 0]].reshape(-1)
-    lo_v, hi_v = np.minimum(src, dst), np.maximum(src, dst)
-    ekey = lo_v * np.int64(max(nv, 1)) + hi_v
-    order = np.argsort(ekey, kind="stable")
+    ekey = np.minimum(src, dst) * np.int64(max(nv, 1)) + np.maximum(src, dst)
+    order = np.argsort(ekey)
     sk = ekey[order]
-    starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+    new_edge = np.empty(len(sk), dtype=bool)
+    if len(sk):
+        new_edge[0] = True
+        np.not_equal(sk[1:], sk[:-1], out=new_edge[1:])
+    starts = np.flatnonzero(new_edge)
     mult = np.diff(np.r_[starts, len(sk)])
     boundary_edges = int((mult == 1).sum())
     nonmanifold_edges = int((mult > 2).sum())
@@ -228,39 +284,48 @@ def clean_surface(points: np.ndarray, faces: np.ndarray, *, tolerance: float = M
     # two faces sharing an edge are consistently wound when they traverse it in opposite directions
     consistent = src[e1] != src[e2]
 
-    # 5. components through manifold edges
+    # 5. + 6. one sparse connected-components pass on the orientation double cover: node f is
+    # face f as given, node nf + f the same face flipped; a manifold edge joins (f, g) and their
+    # mirrors when the two are consistent, (f, flipped g) and its mirror when not. The two
+    # nodes of a face are in one component exactly when its component cannot be oriented.
     if nf:
-        adj = coo_matrix((np.ones(len(f1), np.int8), (f1, f2)), shape=(nf, nf))
-        n_comp, comp = connected_components(adj, directed=False)
+        c = consistent
+        rows = np.concatenate([f1[c], f1[c] + nf, f1[~c], f1[~c] + nf])
+        cols = np.concatenate([f2[c], f2[c] + nf, f2[~c] + nf, f2[~c]])
+        g = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(2 * nf, 2 * nf)).tocsr()
+        _, lab = connected_components(g, directed=False)
+        lab_keep, lab_flip = lab[:nf], lab[nf:]
+        comp_raw = np.minimum(lab_keep, lab_flip)  # the same for every face of an edge-connected component
+        # number components by their first face, so ids follow the file
+        uniq, first_face, comp = np.unique(comp_raw, return_index=True, return_inverse=True)
+        n_comp = len(uniq)
+        relabel = np.empty(n_comp, np.int64)
+        relabel[np.argsort(first_face, kind="stable")] = np.arange(n_comp)
+        comp = relabel[comp.ravel()]
+        first_face = np.sort(first_face)  # first face of component k, by new id
     else:
-        n_comp, comp = 0, np.zeros(0, np.int64)
-    # number components by their first face, so ids follow the file
-    _, first_face = np.unique(comp, return_index=True)
-    relabel = np.empty(n_comp, np.int64)
-    relabel[np.argsort(first_face, kind="stable")] = np.arange(n_comp)
-    comp = relabel[comp].astype(np.int64)
-    first_face = np.sort(first_face)  # first face of component k, by new id
+        n_comp, comp, first_face = 0, np.zeros(0, np.int64), np.zeros(0, np.int64)
+        lab_keep = lab_flip = np.zeros(0, np.int64)
 
-    # closed: every edge of the component is used by exactly two of its faces
-    closed = np.zeros(n_comp, dtype=bool)
+    # closed: every edge of the component is used by exactly two of its faces. A manifold edge's
+    # two faces share a component; a boundary edge opens its component; at a non-manifold edge
+    # (touching solids) each component must own exactly two of the faces.
+    open_count = np.zeros(n_comp)
     if nf:
-        dir_comp = np.repeat(comp, 3)
-        o2 = np.lexsort((dir_comp, ekey))
-        k2, c2 = ekey[o2], dir_comp[o2]
-        new_run = np.r_[True, (k2[1:] != k2[:-1]) | (c2[1:] != c2[:-1])]
-        run_len = np.diff(np.r_[np.flatnonzero(new_run), len(k2)])
-        closed = np.bincount(c2[new_run], weights=run_len != 2, minlength=n_comp) == 0
+        open_count += np.bincount(comp[order[starts[mult == 1]] // 3], minlength=n_comp)
+        nm = np.flatnonzero(np.repeat(mult > 2, mult))
+        if len(nm):
+            nm_edge, nm_comp = sk[nm], comp[order[nm] // 3]
+            o2 = np.lexsort((nm_comp, nm_edge))
+            k2, c2 = nm_edge[o2], nm_comp[o2]
+            run = np.r_[True, (k2[1:] != k2[:-1]) | (c2[1:] != c2[:-1])]
+            run_len = np.diff(np.r_[np.flatnonzero(run), len(k2)])
+            open_count += np.bincount(c2[run], weights=run_len != 2, minlength=n_comp)
+    closed = open_count == 0
 
     flip = np.zeros(nf, dtype=bool)
     nonorientable = 0
     if orient and nf:
-        # parity graph on 2F nodes: node f = face as given, node F + f = face flipped
-        c = consistent
-        rows = np.concatenate([f1[c], f1[c] + nf, f1[~c], f1[~c] + nf])
-        cols = np.concatenate([f2[c], f2[c] + nf, f2[~c] + nf, f2[~c]])
-        g = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(2 * nf, 2 * nf))
-        _, lab = connected_components(g, directed=False)
-        lab_keep, lab_flip = lab[:nf], lab[nf:]
         orientable_face = lab_keep != lab_flip
         root_label = lab_keep[first_face]
         flip = orientable_face & (lab_flip == root_label[comp])
@@ -268,10 +333,11 @@ def clean_surface(points: np.ndarray, faces: np.ndarray, *, tolerance: float = M
         nonorientable = int((~comp_orientable).sum())
         flip &= comp_orientable[comp]
         # direction per component
-        signed = np.where(flip[:, None], -cross, cross)
-        centre = pts[fk].reshape(-1, 3).mean(0) if nf else np.zeros(3)
+        centre = pts[fk[:, 0]].mean(0)
         a = pts[fk[:, 0]] - centre
-        vol = np.bincount(comp, weights=(a * signed).sum(1), minlength=n_comp)  # 6 x signed volume
+        six_vol = (a * cross).sum(1)
+        six_vol[flip] *= -1
+        vol = np.bincount(comp, weights=six_vol, minlength=n_comp)  # 6 x signed volume
         n_flipped = np.bincount(comp, weights=flip, minlength=n_comp)
         n_faces = np.bincount(comp, minlength=n_comp)
         invert = np.where(closed, vol < 0, n_flipped * 2 > n_faces) & comp_orientable

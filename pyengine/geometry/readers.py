@@ -65,14 +65,12 @@ _STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("v", "<f4", (3, 3)), ("attr", 
 
 def _merge_exact(tri_vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """STL stores 3 vertices per facet: share exact copies, numbered by first appearance."""
+    from .clean import group_rows
+
     v = np.ascontiguousarray(tri_vertices.reshape(-1, 3))
     v = v + v.dtype.type(0)  # -0.0 and 0.0 are the same coordinate
-    key = v.view(np.dtype((np.void, v.dtype.itemsize * 3))).ravel()
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return v[first[order]].astype(np.float64), rank[inverse.ravel()].reshape(-1, 3).astype(np.int64)
+    first, inverse = group_rows(v)
+    return v[first].astype(np.float64), inverse.reshape(-1, 3)
 
 
 def _looks_ascii_stl(data: bytes) -> bool:

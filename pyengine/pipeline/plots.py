@@ -102,7 +102,7 @@ def _render_view(points, faces, values, normals, cam, size, max_samples, cull=No
     step = 0.7
     ku = np.ceil(edge.max(1) / step).astype(np.int64)
     kw = np.ceil(edge.min(1) / step).astype(np.int64)
-    big = ku >= 2
+    big = edge.max(1) > 1.2  # smaller triangles: their vertices are dense enough (holes are filled below)
     count = (ku + 1) * (kw + 1) * big
     if count.sum() > max_samples:  # too many: a coarser grid (coverage may get small holes)
         f = np.sqrt(count.sum() / max_samples)
@@ -122,23 +122,25 @@ def _render_view(points, faces, values, normals, cam, size, max_samples, cull=No
         return b0.reshape(-1, *[1] * (a.ndim - 1)) * a[corner] + b1.reshape(-1, *[1] * (a.ndim - 1)) * a[other1] \
             + b2.reshape(-1, *[1] * (a.ndim - 1)) * a[other2]
 
-    sp = np.concatenate([pix, interp(pix)])
-    sd = np.concatenate([depth, interp(depth)])
-    sv = np.concatenate([values, interp(values)])
+    vis = np.zeros(len(points), dtype=bool)  # vertex samples: only those of faces not culled
+    vis[faces.reshape(-1)] = True
+    sp = np.concatenate([pix[vis], interp(pix)])
+    sd = np.concatenate([depth[vis], interp(depth)])
+    sv = np.concatenate([values[vis], interp(values)])
     # flat shading inside triangles (sharp CAD edges stay sharp), vertex normals for the vertex samples
-    sn = np.concatenate([normals, fn[t]])
+    sn = np.concatenate([normals[vis], fn[t]])
     ix = np.clip(np.floor(sp[:, 0]).astype(np.int64), 0, w - 1)
     iy = np.clip(h - 1 - np.floor(sp[:, 1]).astype(np.int64), 0, h - 1)
     pid = iy * w + ix
-    order = np.lexsort((-sd, pid))  # per pixel, the sample nearest the viewer first
-    first = order[np.r_[True, pid[order][1:] != pid[order][:-1]]]
-    img = np.full(w * h, np.nan)
+    # z-buffer: per pixel the largest depth (nearest the viewer) wins; ties are the same surface
     zbuf = np.full(w * h, -np.inf)
+    np.maximum.at(zbuf, pid, sd)
+    win = np.flatnonzero(sd >= zbuf[pid])
+    img = np.full(w * h, np.nan)
     shade = np.ones(w * h)
-    img[pid[first]] = sv[first]
-    zbuf[pid[first]] = sd[first]
-    nrm = sn[first] / np.maximum(np.linalg.norm(sn[first], axis=1, keepdims=True), 1e-12)
-    shade[pid[first]] = 0.35 + 0.65 * np.abs(nrm @ cam[2])
+    img[pid[win]] = sv[win]
+    nrm = sn[win] / np.maximum(np.linalg.norm(sn[win], axis=1, keepdims=True), 1e-12)
+    shade[pid[win]] = 0.35 + 0.65 * np.abs(nrm @ cam[2])
     img, shade, zbuf = img.reshape(h, w), shade.reshape(h, w), zbuf.reshape(h, w)
     return _fill_holes(img, shade, zbuf)
 
