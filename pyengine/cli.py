@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     "VTK, MSH, ... (each may be .gz)")
     pred.add_argument("--out", required=True, help="output mesh with the predicted fields: .vtu, .vtp, .vtk or .ply")
     pred.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    pred.add_argument("--chunk-size", type=int, default=50_000, help="queries decoded at once (memory bound)")
+    pred.add_argument("--chunk-size", type=int, default=200_000, help="queries decoded at once (memory bound)")
     pred.add_argument("--units", choices=["mm", "cm", "m", "in"], default=None,
                       help="length unit of the mesh when the file does not declare one (default: the checkpoint's)")
     pred.add_argument("--allow-partial", action="store_true",
