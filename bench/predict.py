@@ -31,8 +31,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import subprocess
 import sys
 import tempfile

@@ -94,11 +94,11 @@ class CleanSurface:
             topo.append(f"open surface ({n_open:,} open component{'' if n_open == 1 else 's'}, "
                         f"{c['boundary_edges']:,} boundary edges)")
         if c["nonmanifold_edges"]:
-            topo.append(f"{c['nonmanifold_edges']:,} non-manifold edges")
+            topo.append(f"{c['nonmanifold_edges']:,} non-manifold edge{'' if c['nonmanifold_edges'] == 1 else 's'}")
         if c["nonorientable_components"]:
             topo.append(f"{c['nonorientable_components']:,} non-orientable components")
         if c["unused_vertices"]:
-            topo.append(f"{c['unused_vertices']:,} vertices in no face")
+            topo.append(f"{c['unused_vertices']:,} vert{'ex' if c['unused_vertices'] == 1 else 'ices'} in no face")
         return head + "; " + "; ".join(topo)
 
 

@@ -78,6 +78,8 @@ def is_surface_cell(kind: str) -> bool:
 
 
 SURFACE_CELLS = ("triangle", "quad", "polygon")
+# Nodes per cell of the common fixed-size types (the rest are checked by meshio's table on reading).
+_NODES = {"vertex": 1, "line": 2, "triangle": 3, "quad": 4, "tetra": 4, "pyramid": 5, "wedge": 6, "hexahedron": 8}
 
 
 def _meshio_extensions() -> set[str]:
@@ -162,6 +164,9 @@ class Mesh:
             c = np.asarray(conn, dtype=np.int64)
             if c.ndim != 2:
                 raise ValueError(f"Mesh.cells[{kind!r}] must be (n_cells, nodes_per_cell), got shape {c.shape}")
+            want = _NODES.get(kind) or (int(kind[7:]) if kind[7:].isdigit() and kind.startswith("polygon") else None)
+            if want is not None and c.shape[1] != want:
+                raise ValueError(f"Mesh.cells[{kind!r}] must have {want} nodes per cell, got shape {c.shape}")
             if c.size and (c.min() < 0 or c.max() >= n):
                 raise ValueError(f"Mesh.cells[{kind!r}] indexes outside the {n} points")
             cells[kind] = c
@@ -376,9 +381,16 @@ def _read_meshio(path: str) -> RawMesh:
     # blocks of one type are concatenated in file order; polygons are keyed by their size
     cells: dict[str, list] = {}
     cdata: dict[str, dict[str, list]] = {}
+    from meshio._common import num_nodes_per_cell
+
     for i, block in enumerate(m.cells):
         data = np.asarray(block.data)
         kind = block.type
+        want = num_nodes_per_cell.get(kind)
+        if data.ndim != 2 or (want is not None and data.shape[1] != want):
+            # meshio reshapes what it read: a cut or corrupt cell section comes out with the wrong width
+            raise FormatError(f"{kind} cells have shape {data.shape}, not (n, {want or 'k'}): the cell section is "
+                              f"truncated or corrupt")
         if kind == "polygon":
             kind = {3: "triangle", 4: "quad"}.get(data.shape[1], f"polygon{data.shape[1]}")
         cells.setdefault(kind, []).append(data)

@@ -201,6 +201,9 @@ class PredictResult:
     summary: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    def __fspath__(self) -> str:  # usable wherever the output path is (predict_file used to return it)
+        return str(self.out)
+
 
 class _Clock:
     """Wall and CPU seconds per stage (CPU: all threads of this process)."""

@@ -1,4 +1,5 @@
-"""``pyengine train`` and ``pyengine predict``: the YAML-configured run and prediction on mesh files."""
+"""``pyengine train``: the YAML-configured run (``predict_file``, behind ``pyengine predict``, lives in
+:mod:`.predict` and is re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint, load_model
 from .envelope import TrainingEnvelope
 from .frame import FrameStats
 from .predict import predict_file
 from .prepare import feature_channels, prepare_sample
 from .run_config import RunConfig, load_run_config
-from .train import Trainer, normalize_features
+from .train import Trainer
 
 __all__ = ["train_from_config", "predict_file", "load_dataset"]
 

@@ -242,3 +242,24 @@ def test_cad_errors(tmp_path):
         from pyengine.geometry.cad import read_cad
 
         read_cad(p, size=-1.0)
+
+
+def test_meshio_cells_of_the_wrong_width_are_refused(tmp_path, monkeypatch):
+    """meshio's gmsh reader reshapes whatever it read: a gmsh file cut at a record boundary inside
+    the element section came back as (80, 0)-shaped triangles (found by the truncation sweep)."""
+    import meshio
+
+    p = save_mesh(Mesh.from_trimesh(_sphere()), tmp_path / "s.msh")
+    real = meshio.read
+
+    def cut_read(path, *a, **k):
+        m = real(path, *a, **k)
+        return meshio.Mesh(m.points, [("triangle", np.zeros((80, 0), dtype=np.int64))])
+
+    monkeypatch.setattr(meshio, "read", cut_read)
+    with pytest.raises(MeshIOError) as info:
+        load_mesh(p)
+    assert str(info.value) == (f"{p}: triangle cells have shape (80, 0), not (n, 3): the cell section is truncated "
+                               f"or corrupt")
+    with pytest.raises(ValueError, match=r"Mesh.cells\['triangle'\] must have 3 nodes per cell, got shape \(2, 4\)"):
+        Mesh(np.zeros((5, 3)), {"triangle": np.zeros((2, 4), dtype=np.int64)})
