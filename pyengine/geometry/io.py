@@ -360,19 +360,53 @@ def _read_trimesh(data: bytes, suffix: str) -> RawMesh:
     return RawMesh(points, {"triangle": faces} if len(faces) else {})
 
 
+@contextlib.contextmanager
+def _memory_budget(nbytes: int):
+    """Cap this process's address space at its current size + ``nbytes`` for the duration.
+
+    meshio sizes its arrays from the counts in a file's header; a corrupt count makes it
+    allocate (and, with overcommit, fill) many GB before the data runs out. Under the cap
+    that allocation fails at once with MemoryError instead. Only the soft limit is lowered
+    and it is restored afterwards. Linux only; a no-op elsewhere.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/statm") as fh:
+            current = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError, AttributeError):
+        yield
+        return
+    cap = current + nbytes
+    if soft != resource.RLIM_INFINITY and soft <= cap or (hard != resource.RLIM_INFINITY and hard < cap):
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def _read_meshio(path: str) -> RawMesh:
     import meshio
 
     # meshio prints parser errors and then calls sys.exit(1) for some formats: capture
     # what it prints and turn the exit into an error that carries that text
     log = io.StringIO()
+    budget = (1 << 30) + 64 * os.path.getsize(path)  # any real mesh needs far less per byte of file
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
+                _memory_budget(budget):
             warnings.simplefilter("ignore")
             m = meshio.read(path)
     except SystemExit:
         reason = " ".join(log.getvalue().split()) or "meshio gave up"
         raise FormatError(f"could not be read ({reason})") from None
+    except MemoryError:
+        raise FormatError(f"its header asks for more memory than a {os.path.getsize(path):,}-byte file can "
+                          f"describe (corrupt counts)") from None
     pts = np.asarray(m.points)
     if pts.ndim != 2 or pts.shape[1] not in (2, 3):
         raise FormatError(f"points have shape {pts.shape}, not (N, 2) or (N, 3)")

@@ -263,3 +263,23 @@ def test_meshio_cells_of_the_wrong_width_are_refused(tmp_path, monkeypatch):
                                f"or corrupt")
     with pytest.raises(ValueError, match=r"Mesh.cells\['triangle'\] must have 3 nodes per cell, got shape \(2, 4\)"):
         Mesh(np.zeros((5, 3)), {"triangle": np.zeros((2, 4), dtype=np.int64)})
+
+
+def test_corrupt_counts_cannot_exhaust_memory(tmp_path):
+    """A gmsh file whose node count says 3e9: meshio would size its arrays from it (the fuzzer drove a
+    reader to 9 GB this way). Under the address-space budget it is refused at once."""
+    import resource
+    import struct
+
+    p = save_mesh(Mesh.from_trimesh(_sphere()), tmp_path / "s.msh")
+    data = bytearray(p.read_bytes())
+    i = data.index(b"$Nodes\n") + 7 + 8  # numEntityBlocks, then numNodes (size_t each)
+    data[i:i + 8] = struct.pack("<Q", 3_000_000_000)
+    bad = tmp_path / "bad.msh"
+    bad.write_bytes(bytes(data))
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with pytest.raises(MeshIOError) as info:
+        load_mesh(bad)
+    assert str(info.value) == (f"{bad}: its header asks for more memory than a {len(data):,}-byte file can describe "
+                               f"(corrupt counts)")
+    assert resource.getrlimit(resource.RLIMIT_AS) == before  # the budget is lifted again
