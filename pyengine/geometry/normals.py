@@ -51,7 +51,8 @@ class SurfaceNormals:
 
     def summary(self) -> str:
         n = int(self.fallback.sum())
-        return "normals: angle-weighted" + (f"; {n:,} vertices by local PCA (faces cancel or none)" if n else "")
+        return "normals: angle-weighted" + (f"; {n:,} vert{'ex' if n == 1 else 'ices'} by local PCA (faces cancel or "
+                                            f"none)" if n else "")
 
 
 def angle_weighted_normals(points: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

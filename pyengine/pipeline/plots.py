@@ -124,11 +124,22 @@ def _render_view(points, faces, values, normals, cam, size, max_samples, cull=No
 
     vis = np.zeros(len(points), dtype=bool)  # vertex samples: only those of faces not culled
     vis[faces.reshape(-1)] = True
+    if len(faces) == 0:  # a point cloud: every point, splatted over its neighbour spacing below
+        vis[:] = True
     sp = np.concatenate([pix[vis], interp(pix)])
     sd = np.concatenate([depth[vis], interp(depth)])
     sv = np.concatenate([values[vis], interp(values)])
     # flat shading inside triangles (sharp CAD edges stay sharp), vertex normals for the vertex samples
     sn = np.concatenate([normals[vis], fn[t]])
+    if len(faces) == 0 and len(sp) > 1:
+        from scipy.spatial import cKDTree
+
+        gap = float(np.median(cKDTree(points).query(points, k=2)[0][:, 1])) * scale
+        r = int(min(max(np.ceil(0.6 * gap), 0), 8))
+        offs = np.array([(dx, dy) for dx in range(-r, r + 1) for dy in range(-r, r + 1)], dtype=float)
+        sp = (sp[:, None, :] + offs[None]).reshape(-1, 2)
+        sd, sv = np.repeat(sd, len(offs)), np.repeat(sv, len(offs))
+        sn = np.repeat(sn, len(offs), axis=0)
     ix = np.clip(np.floor(sp[:, 0]).astype(np.int64), 0, w - 1)
     iy = np.clip(h - 1 - np.floor(sp[:, 1]).astype(np.int64), 0, h - 1)
     pid = iy * w + ix
@@ -183,7 +194,8 @@ def render_preview(path: str | Path, points: np.ndarray, faces: np.ndarray, valu
     normal so the shape reads. Cost is linear in the triangles plus the pixels.
 
     Args:
-        points: (V, 3); faces: (F, 3) triangles; values: (V,) the field at the vertices.
+        points: (V, 3); faces: (F, 3) triangles (F = 0: a point cloud, each point splatted over
+            its neighbour spacing); values: (V,) the field at the vertices.
         normals: (V, 3) unit vertex normals for shading (default: flat shading from the faces).
         size: (width, height) in pixels of each view.
         cull: (F,) bool, faces that may be skipped when they face away from the viewer (faces of
@@ -200,8 +212,12 @@ def render_preview(path: str | Path, points: np.ndarray, faces: np.ndarray, valu
     vals = np.asarray(values, dtype=np.float64).ravel()
     if pts.ndim != 2 or pts.shape[1] != 3 or vals.shape != (len(pts),):
         raise ValueError(f"points must be (V, 3) and values (V,), got {pts.shape} and {vals.shape}")
-    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
-        raise ValueError("render_preview needs a triangle surface (faces of shape (F, 3), F > 0)")
+    if faces.size == 0:
+        faces = faces.reshape(0, 3)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (F, 3), got {faces.shape}")
+    if len(faces) == 0 and normals is None:
+        raise ValueError("a point cloud (no faces) needs normals for shading")
     if normals is None:
         a, b, c = (pts[faces[:, i]] for i in range(3))
         fn = np.cross(b - a, c - a)

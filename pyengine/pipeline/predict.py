@@ -399,19 +399,22 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     png_path = None
     if png is not None:
         png_path = Path(png)
-        if surface is not None:
-            first_name = next(iter(fields))
-            v = fields[first_name].numpy()
-            shown = v if v.ndim == 1 else np.linalg.norm(v, axis=1)
-            label = first_name if v.ndim == 1 else f"|{first_name}|"
-            from .plots import render_preview
+        first_name = next(iter(fields))
+        v = fields[first_name].numpy()
+        shown = v if v.ndim == 1 else np.linalg.norm(v, axis=1)
+        label = first_name if v.ndim == 1 else f"|{first_name}|"
+        from .plots import render_preview
 
+        title = (f"{mesh_path.name}: {label} predicted; {a.counts['any']:,} of {len(a.flag):,} vertices flagged as "
+                 f"extrapolation")
+        if surface is not None:
             render_preview(png_path, surface.points, surface.faces, shown, field=f"{label} (predicted)",
-                           normals=normals_res.normals, cull=surface.closed[surface.component],
-                           title=f"{mesh_path.name}: {label} predicted; {a.counts['any']:,} of {len(flag):,} vertices "
-                                 f"flagged as extrapolation")
+                           normals=normals_res.normals, cull=surface.closed[surface.component], title=title)
+        elif in_normals is not None or len(query_pts) >= 2:
+            nrm = in_normals if in_normals is not None else np.tile([0.0, 0.0, 1.0], (len(query_pts), 1))
+            render_preview(png_path, query_pts, np.zeros((0, 3), np.int64), shown, field=f"{label} (predicted)",
+                           normals=nrm, title=title + " (point cloud)")
         else:
-            _warn(warn_list, f"{mesh_path}: no surface faces, so no preview was drawn")
             png_path = None
         clock.lap("preview")
 
