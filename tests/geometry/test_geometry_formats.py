@@ -216,7 +216,7 @@ def cad_files(tmp_path_factory):
 
 @pytest.mark.parametrize("ext", ["step", "brep", "iges"])
 def test_cad_assembly_is_tessellated_with_a_component_per_solid(cad_files, ext):
-    m = load_mesh(cad_files / f"asm.{ext}")
+    m = load_mesh(cad_files / f"asm.{ext}", cad_size=1.5)
     comp = m.cell_data["component"]["triangle"]
     assert m.units == (None if ext == "brep" else "mm")
     np.testing.assert_allclose(m.points.min(0), [0, -1, -1], atol=0.05)  # the sphere's tessellation is inside it
@@ -231,6 +231,8 @@ def test_cad_assembly_is_tessellated_with_a_component_per_solid(cad_files, ext):
         assert abs(area - (600 + 250 + 4 * np.pi * 36)) / area < 0.01  # each solid keeps its whole surface
     coarse = load_mesh(cad_files / f"asm.{ext}", cad_size=4.0)
     assert len(coarse.faces) < len(m.faces)
+    if ext == "step":  # the default size: 1 % of the diagonal, finer still on the curved sphere
+        assert len(load_mesh(cad_files / "asm.step").faces) > len(m.faces)
 
 
 def test_cad_errors(tmp_path):
