@@ -9,6 +9,7 @@ GAOT on it, evaluates on held-out shapes and writes metrics, the checkpoint,
 from __future__ import annotations
 
 import argparse
+import errno
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,10 @@ def _cmd_info(args) -> int:
 
 def _cmd_demo(args) -> int:
     from .pipeline.demo import run_demo
+    from .pipeline.validate import ensure_output_dir
 
     device = _device(args.device)
+    ensure_output_dir(args.out, ("model.pt", "metrics.json", "predictions.png"))  # before the dataset is built
     quick = args.quick or (device == "cpu" and not args.full)
     if quick and not args.quick:
         print("pyengine demo: no GPU, so the quick configuration runs (pass --full to force the GPU-sized one)")
@@ -144,9 +147,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
-        print(f"pyengine {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"pyengine {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not _is_user_error(e):
+            raise  # a bug: keep the traceback
+        print(f"pyengine {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+#: Exceptions that report a user's mistake or environment (bad file, bad value, full disk), not a bug.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+               PermissionError, FloatingPointError)
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENAMETOOLONG}
+
+
+def _is_user_error(e: BaseException) -> bool:
+    return isinstance(e, USER_ERRORS) or (isinstance(e, OSError) and e.errno in _USER_ERRNOS)
+
+
+def _one_line(e: BaseException) -> str:
+    """The message on one line (no traceback): OSErrors as 'reason: file', others as their text."""
+    if isinstance(e, OSError) and e.strerror:  # raised by the OS, e.g. [Errno 28] No space left on device
+        text = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

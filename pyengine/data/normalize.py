@@ -162,12 +162,22 @@ class Normalizer:
             raise ValueError("normaliser state must be a dict with 'mean' and 'std' entries") from None
         if set(mean) != set(std):
             raise ValueError("normaliser state has mean and std for different names")
+        means, stds = {}, {}
         for k in mean:
-            if torch.as_tensor(mean[k]).shape != torch.as_tensor(std[k]).shape:
-                raise ValueError(f"normaliser state for {k!r}: mean and std shapes differ")
+            try:
+                m, s = torch.as_tensor(mean[k], dtype=torch.float64), torch.as_tensor(std[k], dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"normaliser state for {k!r}: mean and std must be numbers or tensors") from None
+            if m.dim() == 0 and s.dim() == 0:
+                m, s = m.reshape(1), s.reshape(1)
+            if m.shape != s.shape or m.dim() != 1:
+                raise ValueError(f"normaliser state for {k!r}: mean and std must be equal-length vectors")
+            # a zero, negative or non-finite std would turn every normalised value into Inf or NaN
+            if not bool(torch.isfinite(m).all()) or not bool((torch.isfinite(s) & (s > 0)).all()):
+                raise ValueError(f"normaliser state for {k!r}: mean must be finite and std finite and > 0")
+            means[k], stds[k] = m, s
         self.eps = float(state.get("eps", self.eps))
-        self.mean = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in mean.items()}
-        self.std = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in std.items()}
+        self.mean, self.std = means, stds
         return self
 
     @classmethod

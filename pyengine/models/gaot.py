@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..geometry import EMBEDDING_NAMES, geometry_embedding, latent_grid
+from ..geometry import EMBEDDING_NAMES, geometry_embedding
 from ..nn import AttentionAggregation
 from ..nn.transformer import ViTProcessor, sinusoidal_embedding
 from ..ops import knn, radius_search
+from ._box import box_grid
 from .base import OperatorModel
 from ..nn.mlp import mlp
 from .registry import register
@@ -126,7 +127,7 @@ class GAOT(OperatorModel):
         c = self.config
 
         def compute():
-            grid = latent_grid(points, c.grid, padding=c.padding)
+            grid = box_grid(points, c.grid, c.padding)  # never a zero-extent box (plates, coincident points)
             tokens, lo, hi = grid.points.to(points), grid.lower.to(points), grid.upper.to(points)
             spacing = float(((hi - lo) / torch.tensor(c.grid, dtype=lo.dtype, device=lo.device)).max())
             radii = [r * spacing for r in c.radii_cells]

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..geometry import latent_grid
 from ..nn import GNOIntegral
 from ..nn.fno import FNOBlock
 from ..ops import radius_search
+from ._box import box_grid
 from .base import OperatorModel
 from ..nn.mlp import mlp
 from .registry import register
@@ -92,7 +92,7 @@ class GINO(OperatorModel):
         c = self.config
 
         def compute():
-            grid = latent_grid(points, c.grid, padding=c.padding)
+            grid = box_grid(points, c.grid, c.padding)  # never a zero-extent box (plates, coincident points)
             nodes, lo, hi = grid.points.to(points), grid.lower.to(points), grid.upper.to(points)
             r = c.radius_cells * float(grid.spacing.max())
             return nodes, radius_search(points, nodes, r, max_neighbors=c.max_neighbors), r, lo, hi

@@ -30,6 +30,7 @@ from ..geometry import regional_mesh
 from ..nn import MessagePassing
 from ..nn.transformer import sinusoidal_embedding
 from ..ops import index_to_row_ptr, knn, radius_search, row_index
+from ._box import points_box
 from .base import OperatorModel
 from ..nn.mlp import mlp
 from .registry import register
@@ -112,7 +113,10 @@ class RIGNO(OperatorModel):
 
         def compute():
             mesh = regional_mesh(points, c.regional_ratio, seed=c.seed, k=c.density_k, factor=c.radius_factor)
-            r_reg = mesh.radius
+            # a node with more than density_k coincident neighbours gets radius 0; its edge features
+            # divide by the radius, so floor it far below any real spacing
+            lo, hi = points_box(points)
+            r_reg = mesh.radius.clamp_min(1e-6 * float((hi - lo).max()))
             graphs = [mesh.edges if s == 1.0 else
                       radius_search(mesh.nodes, mesh.nodes, s * r_reg, max_neighbors=c.max_neighbors)
                       for s in c.processor_scales]
@@ -135,8 +139,11 @@ class RIGNO(OperatorModel):
     def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None):
         # the unit box of the points: node embeddings see scale-free coordinates
         c = self.config
+        if points.shape[0] < c.density_k + 1:
+            raise ValueError(f"RIGNO needs at least density_k + 1 = {c.density_k + 1} input points, got "
+                             f"{points.shape[0]}; lower density_k for smaller point sets")
         reg_idx, r_reg, (e_ptr, e_col), (p_ptr, p_col, p_scale) = self._regional(points)
-        lo, hi = points.min(dim=0).values, points.max(dim=0).values
+        lo, hi = points_box(points)  # zero-extent axes (plates, lines) widened: no 0/0 below
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         regional = points[reg_idx]
         n_reg, n = regional.shape[0], points.shape[0]

@@ -66,8 +66,10 @@ def local_descriptors(points: torch.Tensor, normals: torch.Tensor | None, k: int
 
 
 def _aspect(points: torch.Tensor) -> list[float]:
-    ext = (points.max(0).values - points.min(0).values).double()
-    return (ext / ext.max()).tolist()
+    """Box sides / largest side (zeros for coincident points), as the frame statistics define it."""
+    from .frame import _descriptor
+
+    return _descriptor(points)[1].tolist()
 
 
 @dataclass

@@ -54,8 +54,10 @@ def to_unit_frame(sample: Sample) -> tuple[Sample, Frame]:
 
 
 def _descriptor(points: Tensor) -> tuple[float, Tensor]:
-    ext = points.max(dim=0).values - points.min(dim=0).values
-    return float(ext.max()), (ext / ext.max()).double()
+    """Largest box side and the box sides relative to it (all 0 for coincident points, not 0/0)."""
+    ext = (points.max(dim=0).values - points.min(dim=0).values).double()
+    size = float(ext.max())
+    return size, (ext / size if size > 0 else torch.zeros_like(ext))
 
 
 @dataclass

@@ -10,14 +10,19 @@ from typing import Any
 
 import torch
 
+from .._atomic import atomic_write_text
 from .envelope import TrainingEnvelope
 from .frame import FrameStats
 from .predict import predict_file
 from .prepare import feature_channels, prepare_sample
 from .run_config import RunConfig, load_run_config
 from .train import Trainer
+from .validate import ensure_output_dir
 
 __all__ = ["train_from_config", "predict_file", "load_dataset"]
+
+#: What ``pyengine train`` writes into its output directory.
+RUN_FILES = ("model.pt", "metrics.json", "log.csv", "history.json")
 
 
 def load_dataset(cfg: RunConfig, progress: bool = True):
@@ -26,20 +31,11 @@ def load_dataset(cfg: RunConfig, progress: bool = True):
 
     d = cfg.dataset
     n = d.n_train + d.n_test
-    opts = dict(d.options)
+    opts = dict(d.options)  # checked by DatasetConfig
     if d.kind == "bodies":
-        allowed = {"body_kind", "resolution", "velocity", "workers"}
-        _check_options(opts, allowed, "bodies")
         raw = build_flow_dataset(n, opts.pop("body_kind", "ahmed"), d.seed, progress=progress, **opts)
         return raw, "normals"
-    _check_options(opts, {"h", "n_holes", "order", "workers"}, "darcy2d")
     return build_darcy_dataset(n, d.seed, progress=progress, **opts), "none"
-
-
-def _check_options(opts: dict, allowed: set, kind: str) -> None:
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise ValueError(f"dataset.options: unknown key(s) {unknown} for kind {kind!r}; valid: {sorted(allowed)}")
 
 
 def train_from_config(path: str | Path, *, device: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
@@ -50,7 +46,7 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
     device = device or cfg.device
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("the config asks for device 'cuda' but no CUDA device is available")
-    out = Path(out or cfg.out)
+    out = ensure_output_dir(out or cfg.out, RUN_FILES)  # before the dataset is built and an epoch trained
     raw, recipe = load_dataset(cfg, progress=cfg.train.progress)
     samples = [prepare_sample(s, recipe)[0] for s in raw]
     fields = sorted(k for k, v in samples[0].fields.items() if k != "velocity") or sorted(samples[0].fields)
@@ -70,7 +66,7 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
                               "test_metrics": metrics, "config_file": str(path)})
     result = {"test_metrics": metrics, "fields": fields, "finite": all(
         v == v for m in metrics.values() for v in m.values())}
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
     for f, m in metrics.items():
         print(f"pyengine train: {f}: test rel L2 {m['rel_l2']:.4f}, rel L1 {m['rel_l1']:.4f}, max err {m['max_err']:.4g}")
     print(f"pyengine train: wrote {ckpt} and {out / 'metrics.json'}")

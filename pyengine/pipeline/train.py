@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import time
@@ -25,10 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_write_text, clean_stale_temp_files
 from ..data import Sample
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
 from .metrics import field_errors
+from .validate import ensure_output_dir
 
 __all__ = ["Trainer"]
 
@@ -101,8 +104,11 @@ class Trainer:
         self.normalizer = normalizer if normalizer is not None else Normalizer().fit(train, fields=self.fields)
         self.train_samples, self.val_samples = list(train), list(val or [])
         self._train = [self._prepare(s) for s in self.train_samples]
-        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.rank, self.world = _rank_world()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None and self.rank == 0:  # a bad location fails now, not after an epoch
+            ensure_output_dir(self.out_dir, ("model.pt", "log.csv", "history.json"))
+            clean_stale_temp_files(self.out_dir)  # left by a run killed while writing
         if self.config.batch_size % self.world:
             raise ValueError(f"batch_size {self.config.batch_size} must be divisible by the {self.world} ranks")
         fwd = _SampleForward(self.model)
@@ -213,7 +219,13 @@ class Trainer:
         return batches
 
     def fit(self, resume: str | Path | None = None) -> list[dict[str, Any]]:
-        """Train for ``config.epochs`` epochs (continuing from a checkpoint when ``resume`` is given)."""
+        """Train for ``config.epochs`` epochs.
+
+        ``resume``: a checkpoint of an interrupted run of the same setup. Its weights, optimizer and
+        schedule state, epoch count, history and normaliser statistics replace this trainer's (the
+        statistics are not refitted: the weights were fitted to the checkpoint's), so the remaining
+        epochs give bitwise the parameters of an uninterrupted run.
+        """
         if resume is not None:
             self._resume(resume)
         c = self.config
@@ -269,21 +281,55 @@ class Trainer:
 
     def _resume(self, path: str | Path) -> None:
         payload = load_checkpoint(path)
+        where = f"checkpoint {path}"
         if payload["family"] != self.model.family:
-            raise ValueError(f"checkpoint {path} holds a {payload['family']} model, not {self.model.family}")
-        self.model.load_state_dict(payload["state_dict"])
+            raise ValueError(f"{where} holds a {payload['family']} model, not {self.model.family}")
         state = payload.get("train_state") or {}
+        if not isinstance(state, dict):
+            raise ValueError(f"{where}: entry 'train_state' has type {type(state).__name__}")
+        self._check_resumable(state, where)
+        if payload["fields"] and list(payload["fields"].items()) != list(self.widths.items()):  # order = channels
+            raise ValueError(f"{where} predicts fields {dict(payload['fields'])}, this run {self.widths}")
+        load_weights(self.model, payload["state_dict"], where)
+        if payload["normalizer"] is not None:
+            # the weights were fitted to the checkpoint's statistics: keep them, never refit on resume
+            from ..data.normalize import Normalizer
+
+            self.normalizer = Normalizer.from_state_dict(payload["normalizer"])
+            self._train = [self._prepare(s) for s in self.train_samples]
         if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+            except (KeyError, ValueError, TypeError, IndexError) as e:
+                raise ValueError(f"{where}: its optimizer or scheduler state does not fit this run "
+                                 f"({type(e).__name__}: {e})") from None
         self.epoch = int(state.get("epoch", 0))
         self.history = list(state.get("history", []))
+
+    def _check_resumable(self, state: dict[str, Any], where: str) -> None:
+        """Refuse, in one line, a resume whose schedule state cannot continue in this run."""
+        saved = state.get("config") or {}
+        schedule = saved.get("schedule")
+        if schedule is not None and schedule != self.config.schedule:
+            raise ValueError(f"{where} was trained with schedule {schedule!r}; resume it with the same schedule "
+                             f"(this run has {self.config.schedule!r})")
+        sched = state.get("scheduler") or {}
+        total = sched.get("total_steps") if isinstance(sched, dict) else None
+        ours = getattr(self.scheduler, "total_steps", None)
+        if total is not None and ours is not None and total != ours:
+            raise ValueError(f"{where} holds a onecycle schedule of {total} steps but this run has {ours} "
+                             f"(epochs x steps per epoch); resume with the epochs and batch_size it was trained with")
+        epoch = state.get("epoch", 0)
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"{where}: train_state epoch must be an integer >= 0, got {epoch!r}")
 
     def _write_logs(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         keys = sorted({k for row in self.history for k in row}, key=lambda k: (k != "epoch", k))
-        with open(self.out_dir / "log.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.history)
-        (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.history)
+        atomic_write_text(self.out_dir / "log.csv", buf.getvalue())
+        atomic_write_text(self.out_dir / "history.json", json.dumps(self.history, indent=1))
