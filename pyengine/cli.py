@@ -51,8 +51,13 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .pipeline.run import predict_file
+    import warnings
 
+    from .geometry.io import PartialMeshError
+    from .pipeline.predict import check_predict_args, predict_file
+
+    png = None if args.no_png else (args.png or str(Path(args.out).with_suffix(".png")))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     conditions = {}
     for item in args.condition:
         name, sep, value = item.partition("=")
@@ -61,9 +66,22 @@ def _cmd_predict(args) -> int:
         except ValueError:
             sep = ""
         if not sep or not name.strip():
-            raise SystemExit(f"pyengine predict: --condition takes NAME=NUMBER, got {item!r}")
-    predict_file(args.checkpoint, args.mesh, args.out, device=_device(args.device), chunk_size=args.chunk_size,
-                 conditions=conditions)
+            raise ValueError(f"--condition takes NAME=NUMBER, got {item!r}")
+    check_predict_args(args.checkpoint, args.mesh, args.out, png=png, chunk_size=args.chunk_size, units=args.units,
+                       cad_size=args.cad_size, device=device)
+    _device(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = predict_file(args.checkpoint, args.mesh, args.out, device=device, chunk_size=args.chunk_size,
+                                  units=args.units, allow_partial=args.allow_partial, png=png, cad_size=args.cad_size,
+                                  progress=sys.stderr.isatty(), conditions=conditions)
+        except PartialMeshError as e:
+            raise ValueError(f"{e}; pass --allow-partial to predict on the readable part") from None
+        finally:  # warnings as single lines, never Python's "file:line: UserWarning" form
+            for w in caught:
+                print(f"pyengine predict: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+    print("\n".join(result.summary))
     return 0
 
 
@@ -114,12 +132,21 @@ def main(argv: list[str] | None = None) -> int:
 
     pred = sub.add_parser("predict", help="predict fields on a mesh file with a trained checkpoint")
     pred.add_argument("--checkpoint", required=True, help="model.pt written by demo or train")
-    pred.add_argument("--mesh", required=True, help="input mesh (STL, OBJ, PLY, OFF, GLB, VTU, VTK, MSH, ...)")
-    pred.add_argument("--out", required=True, help="output mesh with the predicted fields (e.g. out.vtu)")
+    pred.add_argument("--mesh", required=True, help="input mesh: STL, OBJ, PLY, OFF, GLB, STEP/IGES/BREP, VTU, VTP, "
+                                                    "VTK, MSH, ... (each may be .gz)")
+    pred.add_argument("--out", required=True, help="output mesh with the predicted fields: .vtu, .vtp, .vtk or .ply")
     pred.add_argument("--device", choices=["cpu", "cuda"], default=None)
     pred.add_argument("--chunk-size", type=int, default=200_000, help="queries decoded at once (memory bound)")
     pred.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
                       help="a per-sample scalar the model was trained with (e.g. u_inf=40); repeat for several")
+    pred.add_argument("--units", choices=["mm", "cm", "m", "in"], default=None,
+                      help="length unit of the mesh when the file does not declare one (default: the checkpoint's)")
+    pred.add_argument("--allow-partial", action="store_true",
+                      help="predict on the readable part of a truncated or damaged file (with a warning)")
+    pred.add_argument("--png", default=None, help="preview image (default: the output path with .png)")
+    pred.add_argument("--no-png", action="store_true", help="write no preview image")
+    pred.add_argument("--cad-size", type=float, default=None,
+                      help="STEP/IGES/BREP: largest triangle edge in the file's unit (default: 1%% of the diagonal)")
     pred.set_defaults(fn=_cmd_predict)
 
     bench = sub.add_parser("bench", help="run the kernel and model benchmarks (ratio tables vs peers)")

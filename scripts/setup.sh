@@ -25,7 +25,8 @@ fi
 "$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja "numpy>=1.24" "tqdm>=4.60" \
   "pytest>=7" "scipy>=1.10" "torch-geometric>=2.4" "trimesh>=4.0" "meshio>=5.3" "gmsh>=4.11" \
   "scikit-fem>=9.0" "matplotlib>=3.7" "pyyaml>=6.0" "finufft>=2.2" "rtree>=1.0" "h5py>=3.8" \
-  "threadpoolctl>=3.1" "vtk>=9.3"
+  "threadpoolctl>=3.1" "vtk>=9.3" "hypothesis>=6.100"
+# hypothesis: the property-based fuzz tests.
 # rtree: trimesh's closest-point and inside tests; h5py: meshio's XDMF (even the XML variant);
 # vtk: VTP files and OpenFOAM cases in file datasets (meshio reads neither);
 # threadpoolctl: keeps scipy's BLAS single-threaded inside the FEM solvers (threaded dot products

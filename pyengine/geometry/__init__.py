@@ -5,11 +5,20 @@ Calls only :mod:`pyengine.ops` and mesh libraries (trimesh, meshio), never model
 
 from .features import (EMBEDDING_NAMES, curvature, geometry_embedding, normal_variation, signed_distance,
                        vertex_normals, winding_number)
-from .io import Mesh, MeshIOError, load_mesh, save_mesh, supported_formats
+from .clean import CleanSurface, clean_surface
+from .io import Mesh, MeshIOError, MeshWarning, PartialMeshError, load_mesh, save_mesh, supported_formats
+from .normals import SurfaceNormals, robust_vertex_normals, surface_normals
 from .latent import LatentGrid, RegionalMesh, latent_grid, regional_mesh
 from .sampling import SurfaceSamples, sample_surface
 
 __all__ = [
+    "CleanSurface",
+    "MeshWarning",
+    "PartialMeshError",
+    "SurfaceNormals",
+    "clean_surface",
+    "robust_vertex_normals",
+    "surface_normals",
     "EMBEDDING_NAMES",
     "LatentGrid",
     "Mesh",

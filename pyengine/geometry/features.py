@@ -38,13 +38,18 @@ EMBEDDING_NAMES = (
 
 
 def vertex_normals(mesh: Any, dtype: torch.dtype | None = None) -> Tensor:
-    """(N, 3) unit vertex normals: the area-weighted mean of the adjacent face normals (trimesh).
+    """(N, 3) unit vertex normals of a triangle surface, one per input vertex.
 
-    For a consistently wound closed surface they point outward. Vertices no face uses
-    get zero vectors.
+    Computed on the cleaned surface (:func:`pyengine.geometry.normals.robust_vertex_normals`):
+    angle-weighted face normals, wound consistently per component and outward on closed
+    components; local PCA of the nearest surface vertices where the face normals cancel
+    (double-sided sheets, folds) or a vertex belongs to no face. Never zero, never NaN.
     """
+    from .normals import robust_vertex_normals
+
     tm = as_trimesh(mesh)
-    return torch.tensor(np.array(tm.vertex_normals), dtype=dtype or torch.get_default_dtype())
+    n, _, _ = robust_vertex_normals(np.asarray(tm.vertices), np.asarray(tm.faces))
+    return torch.as_tensor(n, dtype=dtype or torch.get_default_dtype())
 
 
 def curvature(mesh: Any, radius: float, points: Any = None, dtype: torch.dtype | None = None

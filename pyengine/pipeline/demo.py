@@ -24,6 +24,7 @@ import torch
 
 from .config import TrainConfig
 from .export import write_prediction_mesh
+from .envelope import TrainingEnvelope
 from .frame import FrameStats
 from .plots import plot_predictions
 from .prepare import feature_channels, prepare_sample
@@ -114,6 +115,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = True, device: str =
 
     stats = FrameStats.of(raw[:cfg.n_train])
     trainer.save(out / "model.pt", extra={"features": cfg.features, "frame_stats": asdict(stats),
+                                          "envelope": TrainingEnvelope.of(train, ["cp"], units="m").to_dict(),
                                           "dataset": {"kind": cfg.body_kind, "n_train": cfg.n_train,
                                                       "resolution": cfg.resolution, "seed": cfg.seed},
                                           "test_metrics": metrics})

@@ -4,13 +4,13 @@ Training and prediction place each geometry in the same frame: centred on its
 bounding-box centre and scaled so the largest box side is 2 (coordinates in
 [-1, 1] along that axis). Orientation is kept: flow-aligned fields depend on it,
 so meshes are expected in the training's axis convention. The frame statistics
-of the training set (sizes and aspect ratios) are stored in the checkpoint, and
-:func:`check_in_distribution` warns when a new geometry lies far outside them.
+of the training set (sizes and aspect ratios) are stored in the checkpoint; what
+``predict`` compares a new geometry against is the training envelope of
+:mod:`pyengine.pipeline.envelope` (the frame is scale-free, so raw size is not part of it).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..data import Sample
 
-__all__ = ["Frame", "FrameStats", "check_in_distribution", "to_unit_frame"]
+__all__ = ["Frame", "FrameStats", "to_unit_frame"]
 
 
 @dataclass
@@ -74,24 +74,3 @@ class FrameStats:
         sizes, aspects = zip(*(_descriptor(s.points) for s in samples))
         a = torch.stack(aspects)
         return cls(min(sizes), max(sizes), a.min(0).values.tolist(), a.max(0).values.tolist())
-
-
-def check_in_distribution(points: Tensor, stats: FrameStats | dict | None, tolerance: float = 0.25,
-                          name: str = "geometry") -> list[str]:
-    """Warn (and return the reasons) when ``points`` lie outside the training range by more than ``tolerance``."""
-    if stats is None:
-        return []
-    if isinstance(stats, dict):
-        stats = FrameStats(**stats)
-    size, aspect = _descriptor(points)
-    reasons = []
-    if size < stats.size_min / (1 + tolerance) or size > stats.size_max * (1 + tolerance):
-        reasons.append(f"size {size:.4g} outside the training range [{stats.size_min:.4g}, {stats.size_max:.4g}]")
-    lo, hi = torch.tensor(stats.aspect_min), torch.tensor(stats.aspect_max)
-    bad = (aspect < lo - tolerance) | (aspect > hi + tolerance)
-    if bool(bad.any()):
-        reasons.append(f"aspect ratios {[round(v, 3) for v in aspect.tolist()]} outside the training range "
-                       f"{[round(v, 3) for v in lo.tolist()]}..{[round(v, 3) for v in hi.tolist()]}")
-    for r in reasons:
-        warnings.warn(f"{name}: {r}; predictions may be unreliable", stacklevel=2)
-    return reasons

@@ -3,7 +3,8 @@
 The recipe is stored in the checkpoint, so ``pyengine predict`` rebuilds the
 inputs of a new mesh exactly as training did:
 
-* ``"normals"``: per-vertex unit normals of the surface triangles (3 channels);
+* ``"normals"``: per-vertex unit normals of the surface triangles (3 channels), from
+  :func:`pyengine.geometry.normals.robust_vertex_normals` (the same code ``predict`` uses);
 * ``"none"``: no features, coordinates only.
 
 Coordinates go into the unit frame (:mod:`pyengine.pipeline.frame`).
@@ -29,17 +30,14 @@ def feature_channels(recipe: str, dim: int = 3) -> int:
 
 
 def _normals(sample: Sample) -> torch.Tensor:
-    from ..geometry import Mesh, vertex_normals
+    from ..geometry.normals import robust_vertex_normals
 
     tris = sample.cells.get("triangle")
     if tris is None or tris.numel() == 0:
         raise ValueError("the 'normals' feature recipe needs a triangle surface (cells['triangle'])")
-    mesh = Mesh(points=sample.points.double().numpy(), cells={"triangle": tris.numpy()})
-    n = vertex_normals(mesh, dtype=sample.points.dtype)
-    missing = int((n.norm(dim=1) == 0).sum())
-    if missing:
-        raise ValueError(f"{missing} vertices belong to no triangle, so they have no normal; clean the mesh first")
-    return n
+    # cleaned, angle-weighted, outward on closed parts, local PCA where faces cancel: always unit
+    n, _, _ = robust_vertex_normals(sample.points.double().numpy(), tris.numpy())
+    return torch.as_tensor(n, dtype=sample.points.dtype)
 
 
 def prepare_sample(sample: Sample, recipe: str = "normals") -> tuple[Sample, Frame]:

@@ -1,4 +1,5 @@
-"""``pyengine train`` and ``pyengine predict``: the YAML-configured run and prediction on mesh files."""
+"""``pyengine train``: the YAML-configured run (``predict_file``, behind ``pyengine predict``, lives in
+:mod:`.predict` and is re-exported here)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ from typing import Any
 import torch
 
 from .._atomic import atomic_write_text
-from .checkpoint import load_checkpoint, load_model
-from .export import write_prediction_mesh
-from .frame import FrameStats, check_in_distribution
-from .predict import predict_chunked
+from .envelope import TrainingEnvelope
+from .frame import FrameStats
+from .predict import predict_file
 from .prepare import feature_channels, prepare_sample
 from .run_config import RunConfig, load_run_config
-from .train import Trainer, normalize_features
-from .validate import ensure_output_dir, require_finite
+from .train import Trainer
+from .validate import ensure_output_dir
 
 __all__ = ["train_from_config", "predict_file", "load_dataset"]
 
@@ -66,7 +66,9 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
     trainer.fit()
     metrics = trainer.evaluate(samples[n_train:])
     ckpt = out / "model.pt"
+    units = "m" if cfg.dataset.kind == "bodies" else None  # generated bodies are in metres; darcy2d is unitless
     trainer.save(ckpt, extra={"features": recipe, "frame_stats": asdict(FrameStats.of(raw[:n_train])),
+                              "envelope": TrainingEnvelope.of(samples[:n_train], fields, units=units).to_dict(),
                               "test_metrics": metrics, "config_file": str(path)})
     result = {"test_metrics": metrics, "fields": fields, "finite": all(
         v == v for m in metrics.values() for v in m.values())}
@@ -75,47 +77,3 @@ def train_from_config(path: str | Path, *, device: str | None = None, out: str |
         print(f"pyengine train: {f}: test rel L2 {m['rel_l2']:.4f}, rel L1 {m['rel_l1']:.4f}, max err {m['max_err']:.4g}")
     print(f"pyengine train: wrote {ckpt} and {out / 'metrics.json'}")
     return result
-
-
-def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | Path, *, device: str = "cpu",
-                 chunk_size: int = 200_000, conditions: dict[str, float] | None = None) -> Path:
-    """Predict the checkpoint's fields on a mesh file and write them onto its connectivity.
-
-    ``conditions``: per-sample scalars of a model trained with conditioning (``kind: files``).
-    """
-    from ..data import Normalizer, Sample
-    from ..geometry import load_mesh
-
-    payload = load_checkpoint(checkpoint)
-    if "files" in payload.get("extra", {}):  # trained on files: read the new one the same way
-        from .files_run import predict_files
-
-        return predict_files(payload, mesh_path, out_path, device=device, chunk_size=chunk_size,
-                             conditions=conditions)
-    if conditions:
-        raise ValueError("--condition applies to models trained on files with conditioning inputs")
-    model, _ = load_model(payload, device)
-    normalizer = Normalizer.from_state_dict(payload["normalizer"])
-    mesh = load_mesh(mesh_path)
-    if mesh.points.shape[0] == 0:
-        raise ValueError(f"{mesh_path}: the mesh has no points")
-    recipe = payload["extra"].get("features", "none")
-    cells = {k: torch.as_tensor(v) for k, v in mesh.cells.items()}
-    points = torch.as_tensor(mesh.points, dtype=torch.float32)
-    if model.coord_dim == 2:
-        points = points[:, :2]
-    check_in_distribution(points, payload["extra"].get("frame_stats"), name=str(mesh_path))
-    sample, _ = prepare_sample(Sample(points=points, cells=cells), recipe)
-    feats = None if sample.features is None else normalize_features(normalizer, sample.features)
-    dev = torch.device(device)
-    pred = predict_chunked(model, sample.points.to(dev), None if feats is None else feats.to(dev),
-                           chunk_size=chunk_size).float().cpu()
-    require_finite(pred, f"prediction on {mesh_path}")
-    fields, start = {}, 0
-    for name, width in payload["fields"].items():
-        block = pred[:, start:start + width]
-        fields[name] = normalizer.denormalize_field(name, block[:, 0] if width == 1 else block)
-        start += width
-    path = write_prediction_mesh(out_path, torch.as_tensor(mesh.points), cells, None, fields)
-    print(f"pyengine predict: {len(points)} points, fields {list(fields)} -> {path}")
-    return path

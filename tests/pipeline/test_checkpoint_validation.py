@@ -1,5 +1,6 @@
 """Checkpoints are validated at load: non-finite weights or statistics and malformed entries give one line."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,12 +61,17 @@ def test_require_finite_names_the_field():
 
 
 def test_coincident_points_frame_descriptor_is_finite():
-    from pyengine.pipeline.frame import FrameStats, check_in_distribution
+    from pyengine.pipeline.envelope import TrainingEnvelope, assess
+    from pyengine.pipeline.frame import FrameStats, _descriptor
 
-    stats = FrameStats(1.0, 2.0, [0.5, 0.5, 0.0], [1.0, 1.0, 0.2])
-    with pytest.warns(UserWarning, match="size 0 outside"):
-        reasons = check_in_distribution(torch.ones(5, 3), stats)
-    assert len(reasons) == 2 and "nan" not in " ".join(reasons)  # aspect 0/0 was NaN and compared as in range
+    size, aspect = _descriptor(torch.ones(5, 3))
+    assert size == 0 and torch.equal(aspect, torch.zeros(3, dtype=torch.float64))  # was 0/0 = NaN
+    stats = FrameStats.of([type("S", (), {"points": torch.ones(5, 3)})()])
+    assert stats.aspect_min == [0.0, 0.0, 0.0]
+    # the envelope check (what predict uses; raw size is not part of it) flags the aspect, no NaN
+    env = TrainingEnvelope(aspect_min=[0.5, 0.5, 0.0], aspect_max=[1.0, 1.0, 0.2])
+    a = assess(env, torch.ones(5, 3, dtype=torch.float64), None, {}, np.ones(5, bool), np.arange(5))
+    assert len(a.warnings) == 1 and "nan" not in a.warnings[0] and "[0.0, 0.0, 0.0]" in a.warnings[0]
 
 
 def test_predict_rigno_on_a_flat_plate_writes_finite_values(tmp_path):
