@@ -2,12 +2,14 @@
 
 Neighbor graphs depend only on the geometry (points, queries) and the radii,
 never on the weights, so they are computed once per geometry and reused for
-every training step: :class:`GraphCache` keys them by a content hash of the
-coordinates and the graph's parameters.
+every training step: :class:`GraphCache` finds them by the identity of the
+coordinate tensors (no host sync on a hit), falling back to a content hash of
+the coordinates, together with the graph's parameters.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -22,6 +24,23 @@ __all__ = ["GraphCache", "OperatorModel"]
 class GraphCache:
     """A small in-memory LRU of per-geometry structures (CSR graphs, latent grids, subsamples).
 
+    Lookups take two paths. The fast one keys on the identity of the coordinate
+    tensors (the same tensor objects, unmodified since: same version counter,
+    storage, shape, dtype and device), which is how a training loop presents a
+    geometry it keeps on the device; it touches no tensor data, so a hit on a GPU
+    costs no device-to-host copy and no synchronisation. Anything else (a copy of
+    the coordinates, a tensor edited in place, one whose id was reused after it
+    was freed) falls back to a SHA-256 hash of the coordinates' content, which
+    finds the same entry whenever the values are identical.
+
+    Under ``torch.compile`` the identity lookup is traced (dynamo turns it into
+    guards on the tensors' identity), so a hit adds no graph break and no host sync.
+    Version counters and content hashes cannot be traced: there a tensor edited in
+    place keeps its cached structure, and a miss builds the structure inside the
+    graph without storing it (a new geometry is also a recompile). To train a
+    compiled model on many geometries, let the graphs be built eagerly once per
+    geometry (e.g. one eager forward per sample) before the compiled steps.
+
     Args:
         max_entries: how many structures to keep; the least recently used is dropped first.
     """
@@ -29,25 +48,67 @@ class GraphCache:
     def __init__(self, max_entries: int = 256) -> None:
         self.max_entries = max_entries
         self._store: OrderedDict[str, Any] = OrderedDict()
+        # identity key -> (weak references to the tensors, their versions, content key)
+        self._fast: dict[tuple, tuple[tuple, tuple[int, ...], str]] = {}
         self.hits = 0
         self.misses = 0
 
+    @staticmethod
+    def _identity(kind: str, tensors: tuple[Tensor, ...], params: tuple) -> tuple:
+        return (kind, params, tuple(id(t) for t in tensors))
+
+    def _fast_lookup(self, ident: tuple, tensors: tuple[Tensor, ...], check_versions: bool = True) -> str | None:
+        entry = self._fast.get(ident)
+        if entry is None:
+            return None
+        refs, versions, key = entry
+        if not all(r() is t for r, t in zip(refs, tensors)) or key not in self._store:
+            return None
+        if check_versions and tuple(t._version for t in tensors) != versions:
+            return None
+        return key
+
     def get(self, kind: str, tensors: tuple[Tensor, ...], params: tuple, compute: Callable[[], Any]) -> Any:
-        """The cached result of ``compute()`` for these coordinates and parameters."""
-        key = content_hash(kind, tuple(t.detach() for t in tensors), params, str(tensors[0].device))
+        """The cached result of ``compute()`` for these coordinates and parameters.
+
+        Args:
+            kind: what is cached (one name per structure, e.g. ``"radius"``).
+            tensors: the coordinate tensors the structure depends on (any device).
+            params: hashable parameters of the structure (radii, caps, grid sizes).
+            compute: builds the structure on a miss.
+        """
+        ident = self._identity(kind, tensors, params)
+        if torch.compiler.is_compiling():
+            # Traced: the identity lookup compiles to guards on the tensors (no graph break);
+            # version counters and content hashes are not traceable, so a miss builds the
+            # structure inside the graph and is not stored.
+            key = self._fast_lookup(ident, tensors, check_versions=False)
+            return self._store[key] if key is not None else compute()
+        key = self._fast_lookup(ident, tensors)
+        if key is None:
+            key = content_hash(kind, tuple(t.detach() for t in tensors), params, str(tensors[0].device))
         if key in self._store:
             self._store.move_to_end(key)
             self.hits += 1
-            return self._store[key]
-        self.misses += 1
-        value = compute()
-        self._store[key] = value
-        while len(self._store) > self.max_entries:
-            self._store.popitem(last=False)
+            value = self._store[key]
+        else:
+            self.misses += 1
+            value = compute()
+            self._store[key] = value
+            while len(self._store) > self.max_entries:
+                self._store.popitem(last=False)
+        self._remember(ident, tensors, key)
         return value
+
+    def _remember(self, ident: tuple, tensors: tuple[Tensor, ...], key: str) -> None:
+        self._fast[ident] = (tuple(weakref.ref(t) for t in tensors), tuple(t._version for t in tensors), key)
+        if len(self._fast) > 4 * self.max_entries:  # drop identities of freed tensors and evicted entries
+            self._fast = {i: e for i, e in self._fast.items()
+                          if e[2] in self._store and all(r() is not None for r in e[0])}
 
     def clear(self) -> None:
         self._store.clear()
+        self._fast.clear()
 
 
 class OperatorModel(nn.Module):
