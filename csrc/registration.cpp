@@ -59,7 +59,6 @@ TORCH_LIBRARY_FRAGMENT(pyengine, m) {
   m.def("nufft_interp(Tensor points, Tensor fine, Tensor perm, Tensor bin_ptr, int[] bins, int width, float beta) -> Tensor");
   // Kernel Fourier transform at frequencies -n_modes//2 .. (n_modes-1)//2 on a grid of nf nodes (float64, CPU).
   m.def("nufft_kernel_ft(int n_modes, int nf, int width, float beta) -> Tensor");
-  // The transforms (implemented in Python over the ops above and torch.fft; autograd there too).
-  m.def("nufft1(Tensor points, Tensor values, Tensor perm, Tensor bin_ptr, int[] n_modes, float eps, int isign) -> Tensor");
-  m.def("nufft2(Tensor points, Tensor modes, Tensor perm, Tensor bin_ptr, float eps, int isign) -> Tensor");
+  // The transforms nufft1/nufft2 are not ops: they are Python composites of these
+  // primitives and torch.fft, with autograd (pyengine/ops/nufft.py).
 }

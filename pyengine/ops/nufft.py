@@ -125,8 +125,13 @@ def _fft_fine(fine: Tensor, isign: int) -> Tensor:
     return torch.fft.fftn(fine, dim=dims, norm="backward")
 
 
-@torch.library.impl("pyengine::nufft1", ("cpu", "cuda"))
-def _nufft1_impl(points, values, perm, bin_ptr, n_modes, eps, isign):
+# The transforms are plain Python composites of registered primitives (nufft_spread,
+# torch.fft, nufft_interp), not registered ops themselves: a call goes straight from
+# Python to the C++/CUDA kernels, torch.compile traces through them (the primitives
+# have fake kernels) and autograd is one torch.autograd.Function per transform.
+
+
+def _type1(points, values, perm, bin_ptr, n_modes, eps, isign):
     geo = _geometry(tuple(n_modes), float(eps), points.dtype, points.device.type)
     fine = _ops.nufft_spread(points, values, perm, bin_ptr, geo.grid, geo.bins, geo.width, geo.beta)
     fine = _fft_fine(fine, isign)
@@ -137,8 +142,7 @@ def _nufft1_impl(points, values, perm, bin_ptr, n_modes, eps, isign):
     return fine.contiguous()
 
 
-@torch.library.impl("pyengine::nufft2", ("cpu", "cuda"))
-def _nufft2_impl(points, modes, perm, bin_ptr, eps, isign):
+def _type2(points, modes, perm, bin_ptr, eps, isign):
     n_modes = tuple(modes.shape[1:])
     geo = _geometry(n_modes, float(eps), points.dtype, points.device.type)
     ndim = modes.dim()
@@ -178,16 +182,6 @@ def _nufft_kernel_ft_fake(n_modes, nf, width, beta):
     return torch.empty((n_modes,), dtype=torch.float64)
 
 
-@torch.library.register_fake("pyengine::nufft1")
-def _nufft1_fake(points, values, perm, bin_ptr, n_modes, eps, isign):
-    return values.new_empty((values.shape[0], *n_modes))
-
-
-@torch.library.register_fake("pyengine::nufft2")
-def _nufft2_fake(points, modes, perm, bin_ptr, eps, isign):
-    return modes.new_empty((modes.shape[0], points.shape[0]))
-
-
 # --------------------------------------------------------------------------- autograd
 #
 # With s = isign and PyTorch's convention for complex gradients (grad = dL/d conj(z)):
@@ -206,50 +200,62 @@ def _ik_stack(modes: Tensor, factor: complex) -> Tensor:
     return torch.cat([modes * (factor * _broadcast(k, i + 1, ndim)) for i, k in enumerate(ks)], 0)
 
 
-def _nufft1_setup(ctx, inputs, output):
-    points, values, perm, bin_ptr, n_modes, eps, isign = inputs
-    ctx.n_modes, ctx.eps, ctx.isign = tuple(n_modes), eps, isign
-    ctx.save_for_backward(points, values, perm, bin_ptr)
+class _Type1(torch.autograd.Function):
+    """Type 1 with its adjoint-based derivatives; twice differentiable (backward uses _Type2)."""
+
+    @staticmethod
+    def forward(points, values, perm, bin_ptr, n_modes, eps, isign):
+        return _type1(points, values, perm, bin_ptr, n_modes, eps, isign)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        points, values, perm, bin_ptr, n_modes, eps, isign = inputs
+        ctx.n_modes, ctx.eps, ctx.isign = tuple(n_modes), eps, isign
+        ctx.save_for_backward(points, values, perm, bin_ptr)
+
+    @staticmethod
+    def backward(ctx, grad):
+        points, values, perm, bin_ptr = ctx.saved_tensors
+        s = 1 if ctx.isign > 0 else -1
+        grad = grad.contiguous()
+        grad_points = grad_values = None
+        if ctx.needs_input_grad[1]:
+            grad_values = _Type2.apply(points, grad, perm, bin_ptr, ctx.eps, -s)
+        if ctx.needs_input_grad[0]:
+            d, B = points.shape[1], values.shape[0]
+            r = _Type2.apply(points, _ik_stack(grad, -s * 1j), perm, bin_ptr, ctx.eps, -s)
+            prod = values.conj().unsqueeze(0) * r.reshape(d, B, -1)
+            grad_points = prod.real.sum(1).t().to(points.dtype)
+        return grad_points, grad_values, None, None, None, None, None
 
 
-def _nufft1_backward(ctx, grad):
-    points, values, perm, bin_ptr = ctx.saved_tensors
-    s = 1 if ctx.isign > 0 else -1
-    grad = grad.contiguous()
-    grad_points = grad_values = None
-    if ctx.needs_input_grad[1]:
-        grad_values = _ops.nufft2(points, grad, perm, bin_ptr, ctx.eps, -s)
-    if ctx.needs_input_grad[0]:
-        d, B = points.shape[1], values.shape[0]
-        r = _ops.nufft2(points, _ik_stack(grad, -s * 1j), perm, bin_ptr, ctx.eps, -s)
-        prod = values.conj().unsqueeze(0) * r.reshape(d, B, -1)
-        grad_points = prod.real.sum(1).t().to(points.dtype)
-    return grad_points, grad_values, None, None, None, None, None
+class _Type2(torch.autograd.Function):
+    """Type 2 with its adjoint-based derivatives; twice differentiable (backward uses _Type1/_Type2)."""
 
+    @staticmethod
+    def forward(points, modes, perm, bin_ptr, eps, isign):
+        return _type2(points, modes, perm, bin_ptr, eps, isign)
 
-def _nufft2_setup(ctx, inputs, output):
-    points, modes, perm, bin_ptr, eps, isign = inputs
-    ctx.eps, ctx.isign = eps, isign
-    ctx.save_for_backward(points, modes, perm, bin_ptr)
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        points, modes, perm, bin_ptr, eps, isign = inputs
+        ctx.eps, ctx.isign = eps, isign
+        ctx.save_for_backward(points, modes, perm, bin_ptr)
 
-
-def _nufft2_backward(ctx, grad):
-    points, modes, perm, bin_ptr = ctx.saved_tensors
-    s = 1 if ctx.isign > 0 else -1
-    grad = grad.contiguous()
-    grad_points = grad_modes = None
-    if ctx.needs_input_grad[1]:
-        grad_modes = _ops.nufft1(points, grad, perm, bin_ptr, list(modes.shape[1:]), ctx.eps, -s)
-    if ctx.needs_input_grad[0]:
-        d, B = points.shape[1], modes.shape[0]
-        r = _ops.nufft2(points, _ik_stack(modes, s * 1j), perm, bin_ptr, ctx.eps, s)
-        prod = grad.unsqueeze(0) * r.reshape(d, B, -1).conj()
-        grad_points = prod.real.sum(1).t().to(points.dtype)
-    return grad_points, grad_modes, None, None, None, None
-
-
-torch.library.register_autograd("pyengine::nufft1", _nufft1_backward, setup_context=_nufft1_setup)
-torch.library.register_autograd("pyengine::nufft2", _nufft2_backward, setup_context=_nufft2_setup)
+    @staticmethod
+    def backward(ctx, grad):
+        points, modes, perm, bin_ptr = ctx.saved_tensors
+        s = 1 if ctx.isign > 0 else -1
+        grad = grad.contiguous()
+        grad_points = grad_modes = None
+        if ctx.needs_input_grad[1]:
+            grad_modes = _Type1.apply(points, grad, perm, bin_ptr, tuple(modes.shape[1:]), ctx.eps, -s)
+        if ctx.needs_input_grad[0]:
+            d, B = points.shape[1], modes.shape[0]
+            r = _Type2.apply(points, _ik_stack(modes, s * 1j), perm, bin_ptr, ctx.eps, s)
+            prod = grad.unsqueeze(0) * r.reshape(d, B, -1).conj()
+            grad_points = prod.real.sum(1).t().to(points.dtype)
+        return grad_points, grad_modes, None, None, None, None
 
 
 # --------------------------------------------------------------------------- validation
@@ -293,7 +299,9 @@ def _check_points(points, real_dtype: torch.dtype) -> Tensor:
         raise ValueError(f"points must be (M, d) with d in {{1, 2, 3}}, got shape {tuple(points.shape)}")
     if points.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"points must be float32 or float64, got {points.dtype}")
-    if points.numel() and not bool(torch.isfinite(points).all()):
+    # nufft_sort checks finiteness too; this eager check names the problem before any work, and
+    # is skipped under torch.compile, where reading a tensor's value would break the graph.
+    if not torch.compiler.is_compiling() and points.numel() and not bool(torch.isfinite(points).all()):
         raise ValueError("points must be finite (found NaN or inf)")
     return points.to(real_dtype)
 
@@ -358,7 +366,7 @@ class NUFFTPlan:
                              f"got shape {tuple(values.shape)}")
         if v.device != self.points.device:
             raise ValueError(f"values are on {v.device} but the plan's points are on {self.points.device}")
-        out = _ops.nufft1(self.points, v.contiguous(), self.perm, self.bin_ptr, list(self.n_modes), self.eps,
+        out = _Type1.apply(self.points, v.contiguous(), self.perm, self.bin_ptr, tuple(self.n_modes), self.eps,
                           _check_isign(isign))
         return out[0] if squeeze else out
 
@@ -373,7 +381,7 @@ class NUFFTPlan:
                              f"got shape {tuple(modes.shape)}")
         if f.device != self.points.device:
             raise ValueError(f"modes are on {f.device} but the plan's points are on {self.points.device}")
-        out = _ops.nufft2(self.points, f.contiguous(), self.perm, self.bin_ptr, self.eps, _check_isign(isign))
+        out = _Type2.apply(self.points, f.contiguous(), self.perm, self.bin_ptr, self.eps, _check_isign(isign))
         return out[0] if squeeze else out
 
     def __repr__(self) -> str:

@@ -103,10 +103,24 @@ def test_opcheck_kernels(dtype):
     torch.library.opcheck(P.nufft_kernel_ft, (6, 16, 7, 16.1))
 
 
-def test_opcheck_transforms():
+def test_transforms_compile_as_one_graph():
+    """nufft1/nufft2 are Python composites of the registered primitives: torch.compile
+    traces them (forward and backward) without graph breaks and gives the eager values."""
     x = (torch.rand(30, 3, dtype=torch.float64) * 2 * math.pi)
-    _, perm, bin_ptr = _sorted(x, (4, 5, 6), 1e-9)
-    c = torch.randn(2, 30, dtype=torch.complex128, requires_grad=True)
-    f = torch.randn(2, 4, 5, 6, dtype=torch.complex128, requires_grad=True)
-    torch.library.opcheck(P.nufft1, (x.requires_grad_(), c, perm, bin_ptr, [4, 5, 6], 1e-9, 1))
-    torch.library.opcheck(P.nufft2, (x, f, perm, bin_ptr, 1e-9, -1))
+    c = torch.randn(2, 30, dtype=torch.complex128)
+
+    def roundtrip(x, c):
+        return nufft2(x, nufft1(x, c, (4, 5, 6), eps=1e-9), eps=1e-9, isign=-1)
+
+    explanation = torch._dynamo.explain(roundtrip)(x, c)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(roundtrip, backend="aot_eager", fullgraph=True)
+    xr, cr = x.clone().requires_grad_(), c.clone().requires_grad_()
+    out = compiled(xr, cr)
+    ref = roundtrip(x.clone().requires_grad_(), c.clone().requires_grad_())
+    torch.testing.assert_close(out, ref)
+    out.abs().sum().backward()
+    xe, ce = x.clone().requires_grad_(), c.clone().requires_grad_()
+    roundtrip(xe, ce).abs().sum().backward()
+    torch.testing.assert_close(xr.grad, xe.grad)
+    torch.testing.assert_close(cr.grad, ce.grad)

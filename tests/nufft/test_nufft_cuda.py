@@ -108,6 +108,3 @@ def test_opcheck_cuda(dtype):
     torch.library.opcheck(P.nufft_sort, (x, list(geo.grid), list(geo.bins)))
     torch.library.opcheck(P.nufft_spread, (x, c, perm, bin_ptr, list(geo.grid), list(geo.bins), geo.width, geo.beta))
     torch.library.opcheck(P.nufft_interp, (x, fine, perm, bin_ptr, list(geo.bins), geo.width, geo.beta))
-    torch.library.opcheck(P.nufft1, (x, c, perm, bin_ptr, [6, 7, 8], 1e-6, 1))
-    f = torch.randn(2, 6, 7, 8, dtype=cdt, device=DEV)
-    torch.library.opcheck(P.nufft2, (x, f, perm, bin_ptr, 1e-6, -1))
