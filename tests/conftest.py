@@ -38,15 +38,26 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def emu():
-    """``torch.ops.pyengine_emu``: the CUDA kernels on the CPU SIMT emulator (tests/cuda_emulation.py),
-    built on first use; the test is skipped when no compiler or ninja is available."""
+def _emu_ops():
     import cuda_emulation
 
     ok, why = cuda_emulation.available()
     if not ok:
         pytest.skip(f"the SIMT emulator cannot be built here: {why}")
     return cuda_emulation.emulated_ops()
+
+
+@pytest.fixture(params=["forward", "reverse"])
+def emu(request, _emu_ops, monkeypatch):
+    """``torch.ops.pyengine_emu``: the CUDA kernels on the CPU SIMT emulator (tests/cuda_emulation.py),
+    built on first use; the test is skipped when no compiler or ninja is available.
+
+    Every emulated test runs twice, with the fibers of a warp scheduled in lane order and
+    in reverse lane order (``PYE_SIMT_ORDER``): a missing barrier or warp sync on a data
+    flow between lanes gives different results in one of the two orders.
+    """
+    monkeypatch.setenv("PYE_SIMT_ORDER", request.param)
+    return _emu_ops
 
 
 @pytest.fixture(autouse=True)

@@ -192,14 +192,3 @@ def test_more_than_256_channels_is_a_clear_error(emu):
     Ws, bs = random_mlp([4, 300])
     with pytest.raises(ValueError, match="at most 256 channels"):
         run_op(emu, graph, Ws, bs, "gelu", "linear", "sum", torch.float32)
-
-
-@pytest.mark.parametrize("tf32", [True], indirect=True, ids=["tf32"])
-def test_tensor_cores_in_reverse_lane_order(emu, tf32, monkeypatch):
-    """The emulator runs lanes in the opposite order: results must not depend on it."""
-    monkeypatch.setenv("PYE_SIMT_ORDER", "reverse")
-    graph = random_graph(LAYOUTS["random"](), N=90, d=3, C=24)
-    Ws, bs = random_mlp([6, 40, 20, 24])
-    ref = run_op(P, graph, Ws, bs, "gelu", "linear", "mean", torch.float64)
-    got = run_op(emu, graph, Ws, bs, "gelu", "linear", "mean", torch.float32)
-    compare(got, ref, TC_TOL)
