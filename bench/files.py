@@ -106,7 +106,7 @@ def train_child(args) -> dict:
     train = CachedSamples(cache, "train", points_per_step=args.points_per_step, encoder_points=args.encoder_points,
                           frame="dataset", seed=0, workers=1)
     torch.manual_seed(0)
-    model = build("gaot", cache.in_channels, sum(cache.fields.values()), 3, **MODEL)
+    model = build("gaot_fast", cache.in_channels, sum(cache.fields.values()), 3, **MODEL)
     config = TrainConfig(epochs=args.epochs, batch_size=2, lr=1e-3, progress=False)
     trainer = Trainer(model, train, fields=list(cache.fields), config=config, device=args.device)
     # with the loader: every step waits for the DataLoader (1 worker process reading the memmaps)

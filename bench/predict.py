@@ -18,7 +18,7 @@ Peer, measured in the same run on the same file: trimesh's processing of the STL
 no opposite-wound duplicates, no orientation, no PCA fallback), so ``ratio`` = peer /
 (pyengine load + clean + normals) > 1 means pyengine is faster despite doing more.
 
-The model is the demo's quick GAOT with random weights and a synthetic normaliser
+The model is the demo's quick model (QUICK.family) with random weights and a synthetic normaliser
 (``--checkpoint`` takes a trained ``model.pt`` instead); prediction cost does not depend
 on the weights.
 
@@ -83,7 +83,7 @@ def write_stl(path: Path, points: np.ndarray, faces: np.ndarray) -> None:
 
 
 def synthetic_checkpoint(path: Path) -> None:
-    """The demo's quick GAOT, random weights, normaliser and envelope from one small ellipsoid."""
+    """The demo's quick model, random weights, normaliser and envelope from one small ellipsoid."""
     import torch
 
     from pyengine.data import Normalizer, Sample
@@ -98,7 +98,7 @@ def synthetic_checkpoint(path: Path) -> None:
     cp = 1.0 - 2.25 * (1.0 - (pts[:, 0] / np.linalg.norm(pts, axis=1)) ** 2)
     s, _ = prepare_sample(Sample(torch.tensor(pts, dtype=torch.float32), cells={"triangle": torch.tensor(faces)},
                                  fields={"cp": torch.tensor(cp, dtype=torch.float32)}), "normals")
-    model = build("gaot", 3, 1, 3, **QUICK.model)
+    model = build(QUICK.family, 3, 1, 3, **QUICK.model)
     norm = Normalizer().fit([s], fields=["cp"])
     save_checkpoint(path, model, normalizer=norm, fields={"cp": 1},
                     extra={"features": "normals", "envelope": TrainingEnvelope.of([s], ["cp"], units="m").to_dict()})
