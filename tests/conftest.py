@@ -4,7 +4,8 @@
   *and* pyengine was built with its CUDA kernels.
 * Every test starts from fixed RNG seeds, so the suite is deterministic.
 * ``make_csr`` builds random CSR row pointers with controlled degree patterns.
-* ``emu`` is ``torch.ops.pyengine_emu``, the CUDA kernels on the CPU SIMT emulator.
+* ``emu`` is ``torch.ops.pyengine_emu``, the CUDA kernels compiled as host code (SIMT emulator or
+  Thrust host build).
 """
 
 from __future__ import annotations
@@ -48,16 +49,25 @@ def _emu_ops():
 
 
 @pytest.fixture(params=["forward", "reverse"])
-def emu(request, _emu_ops, monkeypatch):
-    """``torch.ops.pyengine_emu``: the CUDA kernels on the CPU SIMT emulator (tests/cuda_emulation.py),
-    built on first use; the test is skipped when no compiler or ninja is available.
+def emu(request, monkeypatch):
+    """``torch.ops.pyengine_emu``: the CUDA kernels compiled as host code (tests/cuda_emulation.py),
+    built on first use; the test is skipped when the back end cannot be built here.
 
-    Every emulated test runs twice, with the fibers of a warp scheduled in lane order and
-    in reverse lane order (``PYE_SIMT_ORDER``): a missing barrier or warp sync on a data
-    flow between lanes gives different results in one of the two orders.
+    The back end is the test module's ``EMULATION_BACKEND``: ``"simt"`` (default; the CPU SIMT
+    emulator) or ``"thrust_host"`` (Thrust sources, such as the k-d tree, on Thrust's host system).
+    Every emulated test runs twice, with the fibers of a warp (or the elements of a Thrust
+    for_each) run in lane order and in reverse lane order (``PYE_SIMT_ORDER``): a missing barrier
+    or warp sync on a data flow between lanes gives different results in one of the two orders.
     """
+    import cuda_emulation
+
+    backend = getattr(request.module, "EMULATION_BACKEND", "simt")
+    why = cuda_emulation.backend_missing(backend)
+    if why:
+        pytest.skip(f"the {backend} emulator back end cannot be built here: {why}")
+    ops = cuda_emulation.BACKENDS[backend]()
     monkeypatch.setenv("PYE_SIMT_ORDER", request.param)
-    return _emu_ops
+    return ops
 
 
 @pytest.fixture(autouse=True)

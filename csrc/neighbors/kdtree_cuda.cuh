@@ -5,7 +5,7 @@
 // (CUB radix sorts and scans underneath, temporary memory from torch's
 // caching allocator); with Thrust's sequential host policy the very same code
 // runs on the CPU, which is how the GPU algorithm is checked on machines
-// without a GPU (scripts/emulate_cuda_neighbors.py).
+// without a GPU (the thrust_host back end of tests/cuda_emulation.py).
 //
 // Build (why a sort-built k-d tree rather than a cell grid: the tree is the
 // format every other op consumes, KDTree / kd_partition included, and a grid

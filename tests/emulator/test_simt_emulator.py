@@ -9,6 +9,8 @@ overrun, a misaligned WMMA pointer, launch-limit violations) are exposed.
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 import torch
 
@@ -24,14 +26,26 @@ def emu(_emu_ops):
 
 
 def test_every_cuda_source_is_emulated():
-    """Each csrc/<family>/*_cuda.cu is run by exactly one emulation back end, so a new
-    kernel file cannot be left without emulated coverage by a forgotten list entry."""
+    """Each csrc/<family>/*_cuda.cu is built by exactly one emulation back end (the SIMT fiber
+    emulator, or the Thrust host build for Thrust-written sources), so a new kernel file cannot
+    be left without emulated coverage by a forgotten list entry; each back end also builds the
+    argument checks of every family it holds, and each Thrust source has an emulated test module."""
     import cuda_emulation as ce
 
-    simt, thrust = set(ce.CUDA_SOURCES), set(ce.THRUST_HOST_SOURCES)
+    simt_be, thrust_be = ce._simt_backend(), ce._thrust_backend(ce.ROOT)
+    simt = set(simt_be.sources) - set(ce.SELFTEST_SOURCES)
+    thrust = set(thrust_be.sources)
     assert set(ce.ALL_CUDA_SOURCES) == simt | thrust and not simt & thrust
     assert {"csrc/segment/segment_cuda.cu", "csrc/nufft/spread_cuda.cu", "csrc/gno/gno_tc_cuda.cu"} <= simt
-    assert all((ce.ROOT / f).exists() for f in thrust)
+    assert "csrc/neighbors/kdtree_cuda.cu" in thrust
+    assert all((ce.ROOT / f).exists() for f in (*simt, *thrust, *simt_be.host_sources, *thrust_be.host_sources))
+    for be, cus in ((simt_be, simt), (thrust_be, thrust)):
+        families = {pathlib.Path(f).parent.name for f in cus}
+        args = {f for f in be.host_sources if f.endswith("_args.cpp")}
+        assert {pathlib.Path(f).parent.name for f in args} <= families, be.name
+        assert {f for f in (f"csrc/{fam}/{fam}_args.cpp" for fam in families) if (ce.ROOT / f).exists()} <= args
+    tests = "\n".join(p.read_text() for p in (ce.ROOT / "tests").glob("*/test_*_emulated.py"))
+    assert 'EMULATION_BACKEND = "thrust_host"' in tests
 
 
 def run(emu, name, a=None, b=None):

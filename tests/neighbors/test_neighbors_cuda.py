@@ -65,10 +65,11 @@ def pair_dists(out, P, Q):
     return rows, c, np.linalg.norm(P[c] - Q[rows], axis=1)
 
 
-def assert_radius_parity(cpu, gpu, P, Q, r, dtype, max_neighbors=None):
+def assert_radius_parity(cpu, gpu, P, Q, r, dtype, max_neighbors=None, device=DEV):
     """Same pairs on both devices, except pairs within the tie band of the radius or, with
-    max_neighbors, of the row's farthest kept distance (a near-tie at the k-th neighbor)."""
-    assert_on_device(gpu)
+    max_neighbors, of the row's farthest kept distance (a near-tie at the k-th neighbor).
+    (``device``: where ``gpu`` must be; the CPU for the emulated CUDA code.)"""
+    assert_on_device(gpu, device)
     gpu = to_cpu(gpu)
     m, n = len(Q), len(P)
     check_csr(gpu, m, n)
@@ -95,9 +96,9 @@ def assert_radius_parity(cpu, gpu, P, Q, r, dtype, max_neighbors=None):
                            f"{'CPU only' if bad[0] < only_c.sum() else 'CUDA only'})")
 
 
-def assert_knn_parity(cpu, gpu, P, Q, k, dtype):
+def assert_knn_parity(cpu, gpu, P, Q, k, dtype, device=DEV):
     """Same neighbors in the same order, except swaps of near-tied neighbors (within the band)."""
-    assert_on_device(gpu)
+    assert_on_device(gpu, device)
     gpu = to_cpu(gpu)
     assert gpu[0].shape == (len(Q), k) and gpu[1].shape == (len(Q), k)
     assert gpu[0].dtype == cpu[0].dtype and gpu[1].dtype == torch.int64
