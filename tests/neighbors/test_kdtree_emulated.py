@@ -85,6 +85,18 @@ def knn_parity(cpu, gpu, P, Q, k, dtype):
 # --------------------------------------------------------------------------- the tree itself
 
 
+def test_element_order_follows_lane_order(emu):
+    """The stand-in CUDA policy runs thrust::for_each (every element-wise "kernel" of the k-d
+    tree) in the emu fixture's order, so the two runs of each test differ in that order."""
+    import os
+
+    order = emu.thrust_selftest_order(37)
+    forward = torch.arange(37)
+    assert torch.equal(order, forward.flip(0) if os.environ["PYE_SIMT_ORDER"] == "reverse" else forward)
+    assert emu.thrust_selftest_order(0).numel() == 0
+
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("d", DIMS)
 @pytest.mark.parametrize("leaf_size", [1, 5, 16])
