@@ -37,7 +37,8 @@ def test_no_includes_between_families():
     for path in files:
         family = path.relative_to(CSRC).parts[0]
         allowed = {family} if family == "common" else {family, "common"}
-        bad += [f"{path.relative_to(ROOT)} includes {name}" for name, fam in family_includes(path) if fam not in allowed]
+        bad += [f"{path.relative_to(ROOT)} includes {name}"
+                for name, fam in family_includes(path) if fam not in allowed]
     assert not bad, "includes between families:\n" + "\n".join(bad)
 
 
