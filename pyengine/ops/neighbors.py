@@ -66,6 +66,9 @@ def _radius_tensor(radius, queries: Tensor) -> Tensor:
     radius = float(radius)
     if not radius >= 0.0 or radius == float("inf"):
         raise ValueError(f"radius must be finite and >= 0, got {radius}")
+    if queries.dtype.is_floating_point and radius > torch.finfo(queries.dtype).max:
+        raise ValueError(f"radius {radius:g} is not representable in the points' dtype {queries.dtype} "
+                         f"(max {torch.finfo(queries.dtype).max:g})")
     return torch.full((m,), radius, dtype=queries.dtype, device=queries.device)
 
 
