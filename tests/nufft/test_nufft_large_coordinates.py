@@ -85,3 +85,26 @@ def test_non_finite_coordinates_are_refused():
             nufft1(x, torch.ones(2, dtype=torch.complex128), (12,))
         with pytest.raises(ValueError, match="finite"):
             nufft2(x, torch.ones(12, dtype=torch.complex128))
+
+
+def test_no_exception_can_escape_an_openmp_region():
+    # An exception thrown inside a raw `#pragma omp parallel` region terminates the process
+    # (1e25 in float64 used to end in std::bad_alloc there). at::parallel_for captures and
+    # rethrows by itself; every raw OpenMP loop in csrc/ must catch inside the loop body and
+    # rethrow after the region (std::exception_ptr). A source check, so a new region without
+    # it fails here rather than in a user's process.
+    import pathlib
+    import re
+
+    csrc = pathlib.Path(__file__).resolve().parents[2] / "csrc"
+    regions = 0
+    for path in sorted(csrc.rglob("*")):
+        if path.suffix not in (".cpp", ".h") or "_cuda" in path.name:
+            continue
+        text = path.read_text()
+        for m in re.finditer(r"#pragma omp parallel[^\n]*\n", text):
+            regions += 1
+            body = text[m.end():m.end() + 600]
+            assert "try {" in body and "catch (...)" in body, f"{path.name}: OpenMP region without try/catch"
+            assert "rethrow_exception" in text[m.end():m.end() + 2000], f"{path.name}: exception not rethrown"
+    assert regions >= 1  # the NUFFT spreader's region is the one known today
