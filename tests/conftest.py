@@ -127,3 +127,24 @@ def make_csr():
         return row_ptr
 
     return make
+
+
+# --------------------------------------------------------------------------- hypothesis fuzzing
+# Profiles "ci" (default, bounded) and "long" (pytest --hypothesis-profile=long); see
+# tests/fuzz_harness.py. The fuzz properties run in child processes, which get the profile
+# through the fuzz_profile fixture.
+try:
+    import fuzz_harness as _fuzz_harness
+    from hypothesis import settings as _hyp_settings
+
+    _fuzz_harness.register_profiles()
+    _hyp_settings.load_profile("ci")
+except ImportError:  # hypothesis not installed: the fuzz tests skip themselves
+    _fuzz_harness = None
+
+
+@pytest.fixture(scope="session")
+def fuzz_profile(request):
+    if _fuzz_harness is None:
+        pytest.skip("hypothesis is not installed")
+    return request.config.getoption("hypothesis_profile", None) or "ci"

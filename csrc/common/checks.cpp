@@ -6,7 +6,9 @@
 
 namespace pyengine {
 namespace {
-std::atomic<bool> g_input_checks{true};
+// Thread-local: switching the checks off in one thread (a `with input_checks(False)`
+// block) never turns them off for another thread's calls.
+thread_local bool t_input_checks = true;
 
 // Evaluates several boolean device tensors with a single host transfer and
 // raises the message of the first one that is false.
@@ -20,8 +22,9 @@ void raise_first_failed(const std::vector<at::Tensor>& conds, const std::vector<
 }
 }  // namespace
 
-bool input_checks_enabled() { return g_input_checks.load(std::memory_order_relaxed); }
-void set_input_checks_enabled(bool enabled) { g_input_checks.store(enabled, std::memory_order_relaxed); }
+bool input_checks_enabled() { return t_input_checks; }
+void set_input_checks_enabled(bool enabled) { t_input_checks = enabled; }
+bool data_checks_for(const at::Tensor& t) { return t_input_checks || t.is_cpu(); }
 
 void check_dim(const at::Tensor& t, int64_t dim, const char* name) {
   TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D, got shape ", t.sizes());
@@ -68,7 +71,7 @@ void check_row_ptr(const at::Tensor& row_ptr, int64_t num_edges, const char* nam
   check_dim(row_ptr, 1, name);
   check_index_dtype(row_ptr, name, /*allow_int32=*/false);
   TORCH_CHECK_VALUE(row_ptr.numel() >= 1, name, " must have length num_rows + 1 >= 1, got an empty tensor");
-  if (!input_checks_enabled()) return;
+  if (!data_checks_for(row_ptr)) return;
   if (row_ptr.is_cpu()) return check_row_ptr_cpu(row_ptr, num_edges, name, edges_desc);
   std::vector<at::Tensor> conds;
   std::vector<std::string> msgs;
@@ -89,7 +92,7 @@ void check_col(const at::Tensor& col, int64_t num_edges, int64_t num_cols, const
   check_index_dtype(col, name, /*allow_int32=*/true);
   TORCH_CHECK_VALUE(col.size(0) == num_edges, name, " must have one entry per edge (", num_edges, "), got ",
                     col.size(0));
-  if (!input_checks_enabled() || num_edges == 0) return;
+  if (!data_checks_for(col) || num_edges == 0) return;
   auto mm = at::aminmax(col);
   raise_first_failed({std::get<0>(mm).ge(0), std::get<1>(mm).lt(num_cols)},
                      {std::string(name) + " has negative entries",

@@ -9,11 +9,15 @@
 
 namespace pyengine {
 
-// Global switch for the data-dependent checks (row_ptr monotone, indices in
-// range). They cost one device sync on CUDA; users who validated their graphs
-// once may turn them off (pyengine.ops.set_input_checks(False)).
+// Switch for the data-dependent checks (row_ptr monotone, indices in range,
+// tree structure). It is thread-local: turning it off affects only the calling
+// thread. They cost one device sync on CUDA; users who validated their graphs
+// once may turn them off there (pyengine.ops.set_input_checks(False)).
 bool input_checks_enabled();
 void set_input_checks_enabled(bool enabled);
+// Whether the data checks of a tensor run: always on the CPU (no sync to save, and
+// the checks are what keeps a bad index from reading out of bounds), else the switch.
+bool data_checks_for(const at::Tensor& t);
 
 void check_dim(const at::Tensor& t, int64_t dim, const char* name);
 void check_index_dtype(const at::Tensor& t, const char* name, bool allow_int32);

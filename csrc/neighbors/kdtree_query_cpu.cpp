@@ -57,6 +57,69 @@ void check_tree_values(const TreeArgs& a) {
                       "), got roots[", b, "] = ", roots[b]);
   }
   TORCH_CHECK_VALUE(a.num_batches > 0 || a.num_queries == 0, "queries need a batch, but roots is empty");
+  // Structure: from the roots, every node is reached exactly once (two children
+  // that are the same node, a node shared by two parents or two roots, a cycle
+  // or an orphan node are refused), and an inner node's children split its
+  // range in two adjacent parts, so each point of a root's range lies in exactly
+  // one leaf. O(K), serial (a walk), as cheap as the range pass above.
+  std::vector<uint8_t> seen(K, 0);
+  std::vector<int64_t> stack;
+  int64_t reached = 0;
+  bool tree_ok = true;
+  for (int64_t b = 0; b < a.num_batches && tree_ok; ++b) {
+    if (roots[b] < 0) continue;
+    stack.assign(1, roots[b]);
+    while (!stack.empty() && tree_ok) {
+      const int64_t i = stack.back();
+      stack.pop_back();
+      tree_ok &= !seen[i];
+      seen[i] = 1;
+      ++reached;
+      const int64_t* nd = nodes + 4 * i;
+      if (nd[2] < 0) continue;
+      const int64_t* l = nodes + 4 * nd[2];
+      const int64_t* r = nodes + 4 * nd[3];
+      tree_ok &= nd[2] != nd[3] && l[0] == nd[0] && l[1] == r[0] && r[1] == nd[1];
+      stack.push_back(nd[3]);
+      stack.push_back(nd[2]);
+    }
+  }
+  TORCH_CHECK_VALUE(tree_ok && reached == K, "nodes does not describe a tree: every node must be reached exactly once "
+                    "from the roots, and an inner node's children must split its range in two (corrupt child ids)");
+}
+
+// Largest |x| over n values (0 for none).
+template <class T>
+T max_abs(const T* x, int64_t n) {
+  std::vector<T> part(std::max<int64_t>(1, at::get_num_threads()), T(0));
+  at::parallel_for(0, n, 1 << 16, [&](int64_t i0, int64_t i1) {
+    T m = 0;
+    for (int64_t i = i0; i < i1; ++i) m = std::max(m, std::abs(x[i]));
+    T& slot = part[at::get_thread_num()];
+    slot = std::max(slot, m);
+  });
+  return *std::max_element(part.begin(), part.end());
+}
+
+// Runs f(A{}) with the accumulator type of the distances (see kdtree_search_cpu.h):
+// double for float points; for double points double while every coordinate and
+// radius is at most 1e150 (so squares and their sums stay finite), long double
+// beyond (its exponent range holds the square of any double).
+template <class T, class F>
+void dispatch_acc(const TreeArgs& a, double max_radius, const F& f) {
+  if constexpr (std::is_same_v<T, float>) {
+    f(double{});
+  } else {
+    constexpr double kSafe = 1e150;
+    const bool wide = max_radius > kSafe ||
+                      max_abs<T>(a.queries.const_data_ptr<T>(), a.num_queries * a.dim) > kSafe ||
+                      max_abs<T>(a.points.const_data_ptr<T>(), a.num_points * a.dim) > kSafe;
+    if (wide) {
+      f((long double){});
+    } else {
+      f(double{});
+    }
+  }
 }
 
 template <class T>
@@ -82,7 +145,7 @@ Tree<T, D> make_tree(const TreeArgs& a, at::Tensor& gathered) {
   Tree<T, D> tree{a.nodes.const_data_ptr<int64_t>(), a.bounds.const_data_ptr<T>(), perm, points, false,
                   a.num_nodes, N};
   const bool gather = a.num_queries * kGatherPointsPerQuery >= N && N > 0;
-  if (!gather && !input_checks_enabled()) return tree;  // perm values unchecked (see Tree::point)
+  // (perm is always checked on the CPU, whatever the input-checks switch says.)
   // The perm range check rides along with the gather for free, so it runs
   // even with input checks off when gathering.
   T* g = nullptr;
@@ -118,10 +181,10 @@ void dispatch_dim(int64_t d, const F& f) {
   }
 }
 
-template <class T>
+template <class A>
 struct RadiusScratch {
   std::vector<int64_t> stack, hist, ids;
-  KnnScratch<T> knn;
+  KnnScratch<A> knn;
 };
 
 // The visitors of radius_walk. They copy their counters into locals around
@@ -214,7 +277,7 @@ struct FillRanks {
 // With one, the count walk tests every point and the fill finds the cap
 // nearest within the largest radius (bounded heap): the same point tests, so
 // the s-th radius keeps exactly the first min(count_s, cap) of them.
-template <int kR, class T, int D, class R2Of>
+template <int kR, class A, class T, int D, class R2Of>
 std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& tree, const TreeArgs& a, int R,
                                                              const R2Of& r2_of, int64_t cap) {
   const int64_t M = a.num_queries, B = a.num_batches;
@@ -235,18 +298,18 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
     rp[s] = row_ptr[s].data_ptr<int64_t>();
   }
 
-  cpu::parallel_queries<RadiusScratch<T>>(M, qp, B, order, [&](RadiusScratch<T>& s, int64_t i, int64_t b) {
-    T buf[1];
-    const T* r2 = r2_of(i, buf);
+  cpu::parallel_queries<RadiusScratch<A>>(M, qp, B, order, [&](RadiusScratch<A>& s, int64_t i, int64_t b) {
+    A buf[1];
+    const A* r2 = r2_of(i, buf);
     const T* q = queries + i * D;
     if constexpr (kR == 1) {
       CountOne vis{cap};
-      cpu::radius_walk<kR, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
+      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
       rp[0][i + 1] = cap > 0 ? std::min(vis.n, cap) : vis.n;
     } else {
       s.hist.assign(R + 1, 0);
       CountRanks vis{s.hist.data(), cap};
-      cpu::radius_walk<kR, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
+      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
       int64_t run = 0;
       for (int t = 0; t < R; ++t) {
         run += s.hist[t];
@@ -263,13 +326,13 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
     cl[s] = col[s].data_ptr<int64_t>();
   }
 
-  cpu::parallel_queries<RadiusScratch<T>>(M, qp, B, order, [&](RadiusScratch<T>& s, int64_t i, int64_t b) {
-    T buf[1];
-    const T* r2 = r2_of(i, buf);
+  cpu::parallel_queries<RadiusScratch<A>>(M, qp, B, order, [&](RadiusScratch<A>& s, int64_t i, int64_t b) {
+    A buf[1];
+    const A* r2 = r2_of(i, buf);
     const T* q = queries + i * D;
     if (cap > 0) {
       // The cap nearest within the largest radius, ascending (distance, index).
-      cpu::nearest_walk<T, D>(tree, roots[b], q, cap, r2[R - 1], s.knn);
+      cpu::nearest_walk<A, T, D>(tree, roots[b], q, cap, r2[R - 1], s.knn);
       for (int t = 0; t < R; ++t) {
         const int64_t len = rp[t][i + 1] - rp[t][i];
         TORCH_INTERNAL_ASSERT(len <= int64_t(s.knn.heap.size()), "kdtree radius: fill found fewer than counted");
@@ -281,7 +344,7 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
       const int64_t len = rp[0][i + 1] - rp[0][i];
       if (int64_t(s.ids.size()) < len + 1) s.ids.resize(len + 1);
       FillOne vis{tree.perm, s.ids.data(), len};
-      cpu::radius_walk<kR, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
+      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
       TORCH_INTERNAL_ASSERT(vis.n == len, "kdtree radius: fill found ", vis.n, " neighbors, counted ", len);
       int64_t* out = cl[0] + rp[0][i];
       std::copy_n(s.ids.data(), len, out);
@@ -292,7 +355,7 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
       int64_t* keys = s.ids.data();
       int64_t* tmp = keys + len + 1;
       FillRanks vis{tree.perm, keys, len, R, rank_bits};
-      cpu::radius_walk<kR, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
+      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
       TORCH_INTERNAL_ASSERT(vis.n == len, "kdtree radius: fill found ", vis.n, " neighbors, counted ", len);
       std::sort(keys, keys + len);
       const int64_t mask = (int64_t(1) << rank_bits) - 1;
@@ -340,15 +403,19 @@ std::tuple<at::Tensor, at::Tensor> kdtree_radius_cpu(const at::Tensor& points, c
     }
     TORCH_CHECK_VALUE(finite, "radius must be finite, got NaN or Inf");
     TORCH_CHECK_VALUE(nonneg, "radius must be >= 0, got a negative entry");
+    const double rmax = double(max_abs<T>(r, a.num_queries));
     dispatch_dim(a.dim, [&](auto dim) {
       constexpr int D = decltype(dim)::value;
       at::Tensor gathered;
       const auto tree = make_tree<T, D>(a, gathered);
-      const auto r2_of = [r](int64_t i, T* buf) -> const T* {
-        buf[0] = r[i] * r[i];
-        return buf;
-      };
-      out = radius_search<1, T, D>(tree, a, 1, r2_of, max_neighbors)[0];
+      dispatch_acc<T>(a, rmax, [&](auto acc) {
+        using A = decltype(acc);
+        const auto r2_of = [r](int64_t i, A* buf) -> const A* {
+          buf[0] = A(r[i]) * A(r[i]);
+          return buf;
+        };
+        out = radius_search<1, A, T, D>(tree, a, 1, r2_of, max_neighbors)[0];
+      });
     });
   });
   return {out.first, out.second};
@@ -378,20 +445,24 @@ std::vector<at::Tensor> kdtree_radius_multi_cpu(const at::Tensor& points, const 
     std::vector<int> order(R);  // rank -> position in radii
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return r[x] < r[y]; });
-    std::vector<T> r2(R);
-    for (int s = 0; s < R; ++s) r2[s] = r[order[s]] * r[order[s]];
+    const double rmax = double(r[order[R - 1]]);
     dispatch_dim(a.dim, [&](auto dim) {
       constexpr int D = decltype(dim)::value;
       at::Tensor gathered;
       const auto tree = make_tree<T, D>(a, gathered);
-      const T* r2p = r2.data();
-      const auto r2_of = [r2p](int64_t, T*) { return r2p; };
-      auto res = R == 1 ? radius_search<1, T, D>(tree, a, R, r2_of, max_neighbors)
-                        : radius_search<0, T, D>(tree, a, R, r2_of, max_neighbors);
-      for (int s = 0; s < R; ++s) {
-        flat[2 * order[s]] = res[s].first;
-        flat[2 * order[s] + 1] = res[s].second;
-      }
+      dispatch_acc<T>(a, rmax, [&](auto acc) {
+        using A = decltype(acc);
+        std::vector<A> r2(R);
+        for (int s = 0; s < R; ++s) r2[s] = A(r[order[s]]) * A(r[order[s]]);
+        const A* r2p = r2.data();
+        const auto r2_of = [r2p](int64_t, A*) { return r2p; };
+        auto res = R == 1 ? radius_search<1, A, T, D>(tree, a, R, r2_of, max_neighbors)
+                          : radius_search<0, A, T, D>(tree, a, R, r2_of, max_neighbors);
+        for (int s = 0; s < R; ++s) {
+          flat[2 * order[s]] = res[s].first;
+          flat[2 * order[s] + 1] = res[s].second;
+        }
+      });
     });
   });
   return flat;
@@ -423,16 +494,20 @@ std::tuple<at::Tensor, at::Tensor> kdtree_knn_cpu(const at::Tensor& points, cons
       const T* q = a.queries.const_data_ptr<T>();
       T* dp = dist.data_ptr<T>();
       int64_t* ip = idx.data_ptr<int64_t>();
-      const T inf = std::numeric_limits<T>::infinity();
       const auto order = cpu::spatial_order<T, D>(tree, q, qp, rt, a.num_batches, M);
-      cpu::parallel_queries<KnnScratch<T>>(M, qp, a.num_batches, order, [&](KnnScratch<T>& s, int64_t i, int64_t b) {
-        cpu::nearest_walk<T, D>(tree, rt[b], q + i * D, k, inf, s);
-        TORCH_CHECK_VALUE(int64_t(s.heap.size()) == k, "k (", k, ") is larger than the number of points in batch ",
-                          b, " (the tree holds ", s.heap.size(), ")");
-        for (int64_t j = 0; j < k; ++j) {
-          dp[i * k + j] = std::sqrt(s.heap[j].d2);
-          ip[i * k + j] = s.heap[j].id;
-        }
+      dispatch_acc<T>(a, 0.0, [&](auto acc) {
+        using A = decltype(acc);
+        const A inf = std::numeric_limits<A>::infinity();
+        cpu::parallel_queries<KnnScratch<A>>(M, qp, a.num_batches, order, [&](KnnScratch<A>& s, int64_t i, int64_t b) {
+          cpu::nearest_walk<A, T, D>(tree, rt[b], q + i * D, k, inf, s);
+          TORCH_CHECK_VALUE(int64_t(s.heap.size()) == k, "k (", k, ") is larger than the number of points in batch ",
+                            b, " (the tree holds ", s.heap.size(), ")");
+          for (int64_t j = 0; j < k; ++j) {
+            // A distance beyond T's range (only between points near +-max) is inf, as it should be.
+            dp[i * k + j] = static_cast<T>(std::sqrt(s.heap[j].d2));
+            ip[i * k + j] = s.heap[j].id;
+          }
+        });
       });
     });
   });

@@ -1,12 +1,24 @@
 #pragma once
 // CPU k-d tree walks shared by the radius and kNN queries.
 //
-// Distances are squared and computed in the points' dtype, summing the
-// coordinates in order: d2 = ((q0-p0)^2 + (q1-p1)^2) + (q2-p2)^2. The box
+// Distances are squared and computed in an accumulator type A at least as wide
+// as the points' dtype T (double for float points; double, or long double when
+// the magnitudes could overflow a double's square, for double points), summing
+// the coordinates in order: d2 = ((q0-p0)^2 + (q1-p1)^2) + (q2-p2)^2. Squares of
+// finite float coordinates never overflow or underflow in double, so a float
+// radius whose square exceeds the float range does not turn into inf (which
+// took every point), and far but finite points never get distance inf. The box
 // distances go through the same function with a point of the box (the nearest
 // or farthest corner), and IEEE rounding is monotone, so a point of a box is
 // never nearer than the box's lower bound nor farther than its upper bound:
 // pruning and whole-node acceptance agree exactly with the per-point test.
+//
+// Duplicates: a node whose box is a single point holds identical points, all at
+// the same distance. The kNN walk takes such a subtree leaf by leaf in id order
+// (the build splits identical points by index, so its leaves hold increasing
+// index blocks) and stops as soon as a leaf cannot beat the current k-th
+// candidate, so n identical points cost O(k + leaf + log n) per query instead
+// of O(n).
 #include <ATen/Parallel.h>
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
@@ -21,30 +33,40 @@
 
 namespace pyengine::neighbors::cpu {
 
-template <class T, int D>
-C10_ALWAYS_INLINE T dist2(const T* a, const T* b) {
-  T s = 0;
+template <class A, class T, int D>
+C10_ALWAYS_INLINE A dist2(const T* a, const T* b) {
+  A s = 0;
   for (int k = 0; k < D; ++k) {
-    const T t = a[k] - b[k];
+    const A t = A(a[k]) - A(b[k]);
     s += t * t;
   }
   return s;
 }
 
 // Squared distance from q to the nearest point of box (lo row, then hi row).
-template <class T, int D>
-C10_ALWAYS_INLINE T box_near2(const T* q, const T* box) {
+template <class A, class T, int D>
+C10_ALWAYS_INLINE A box_near2(const T* q, const T* box) {
   T n[D];
   for (int k = 0; k < D; ++k) n[k] = std::min(std::max(q[k], box[k]), box[D + k]);
-  return dist2<T, D>(q, n);
+  return dist2<A, T, D>(q, n);
 }
 
 // Squared distance from q to the farthest corner of the box.
-template <class T, int D>
-C10_ALWAYS_INLINE T box_far2(const T* q, const T* box) {
+template <class A, class T, int D>
+C10_ALWAYS_INLINE A box_far2(const T* q, const T* box) {
   T f[D];
-  for (int k = 0; k < D; ++k) f[k] = std::abs(q[k] - box[k]) >= std::abs(q[k] - box[D + k]) ? box[k] : box[D + k];
-  return dist2<T, D>(q, f);
+  for (int k = 0; k < D; ++k) {
+    f[k] = std::abs(A(q[k]) - A(box[k])) >= std::abs(A(q[k]) - A(box[D + k])) ? box[k] : box[D + k];
+  }
+  return dist2<A, T, D>(q, f);
+}
+
+// Whether the box is a single point (all the node's points are identical).
+template <class T, int D>
+C10_ALWAYS_INLINE bool box_is_point(const T* box) {
+  bool same = true;
+  for (int k = 0; k < D; ++k) same &= box[k] == box[D + k];
+  return same;
 }
 
 // Number of the ascending r2[0..R) that d exceeds: the rank of the first
@@ -90,19 +112,19 @@ inline void count_visit(int64_t& visits, int64_t num_nodes) {
 }
 
 // Visits the points within the largest of the ascending squared radii
-// r2[0..R) of q (R = kR when kR > 0). A scanned range goes to
+// r2[0..R) of q (R = kR when kR > 0), distances in A. A scanned range goes to
 // vis.scan(begin, end, rank) where rank(pos) is the point's rank t: the first
 // radius holding it, R if none (visitors then drop it, without a branch).
 // With cover, a node whose box lies inside radius c is scanned whole with
 // ranks capped at c instead of descending, and vis.all(begin, end) takes one
 // inside the smallest radius without any distance.
 // Visitor: bool done() (stop early), all(begin, end), scan(begin, end, rank).
-template <int kR, class T, int D, class Visitor>
-void radius_walk(const Tree<T, D>& tree, int64_t root, const T* q, const T* r2, int R, bool cover,
+template <int kR, class A, class T, int D, class Visitor>
+void radius_walk(const Tree<T, D>& tree, int64_t root, const T* q, const A* r2, int R, bool cover,
                  std::vector<int64_t>& stack, Visitor& vis) {
   if (kR > 0) R = kR;
-  const T rmax = r2[R - 1];
-  if (root < 0 || box_near2<T, D>(q, tree.box(root)) > rmax) return;
+  const A rmax = r2[R - 1];
+  if (root < 0 || box_near2<A, T, D>(q, tree.box(root)) > rmax) return;
   int64_t visits = 0;
   stack.clear();
   stack.push_back(root);
@@ -111,48 +133,93 @@ void radius_walk(const Tree<T, D>& tree, int64_t root, const T* q, const T* r2, 
     stack.pop_back();
     count_visit(visits, tree.num_nodes);
     const int64_t* nd = tree.node(node);
-    const int c = cover ? rank_of<kR>(box_far2<T, D>(q, tree.box(node)), r2, R) : R;
+    const int c = cover ? rank_of<kR>(box_far2<A, T, D>(q, tree.box(node)), r2, R) : R;
     if (c == 0) {
       vis.all(nd[0], nd[1]);
     } else if (c < R || nd[2] < 0) {
       vis.scan(nd[0], nd[1], [&](int64_t pos) {
-        return std::min(c, rank_of<kR>(dist2<T, D>(q, tree.point(pos, tree.perm[pos])), r2, R));
+        return std::min(c, rank_of<kR>(dist2<A, T, D>(q, tree.point(pos, tree.perm[pos])), r2, R));
       });
     } else {
       // Children are tested here so that only the ones that reach the ball are pushed.
-      if (box_near2<T, D>(q, tree.box(nd[3])) <= rmax) stack.push_back(nd[3]);
-      if (box_near2<T, D>(q, tree.box(nd[2])) <= rmax) stack.push_back(nd[2]);
+      if (box_near2<A, T, D>(q, tree.box(nd[3])) <= rmax) stack.push_back(nd[3]);
+      if (box_near2<A, T, D>(q, tree.box(nd[2])) <= rmax) stack.push_back(nd[2]);
     }
   }
 }
 
 // A candidate neighbor; the order is distance, then point index (ties go to
 // the lower index everywhere).
-template <class T>
+template <class A>
 struct Cand {
-  T d2;
+  A d2;
   int64_t id;
   bool operator<(const Cand& o) const { return d2 < o.d2 || (d2 == o.d2 && id < o.id); }
 };
 
-template <class T>
+template <class A>
 struct KnnScratch {
-  std::vector<std::pair<int64_t, T>> stack;  // node, squared distance to its box
-  std::vector<Cand<T>> heap;                 // max-heap of the best candidates so far
+  std::vector<std::pair<int64_t, A>> stack;  // node, squared distance to its box
+  std::vector<Cand<A>> heap;                 // max-heap of the best candidates so far
+  std::vector<int64_t> dup;                  // leaf stack of a subtree of identical points
 };
+
+// Offers candidate c to the bounded max-heap of the k best within bound2.
+template <class A>
+C10_ALWAYS_INLINE void offer(std::vector<Cand<A>>& heap, int64_t k, A bound2, const Cand<A>& c) {
+  if (int64_t(heap.size()) < k) {
+    if (c.d2 <= bound2) {
+      heap.push_back(c);
+      std::push_heap(heap.begin(), heap.end());
+    }
+  } else if (c < heap.front()) {
+    std::pop_heap(heap.begin(), heap.end());
+    heap.back() = c;
+    std::push_heap(heap.begin(), heap.end());
+  }
+}
+
+// The part of nearest_walk for an inner node whose points are all identical
+// (at squared distance d of q): its leaves in pre-order, which the build fills
+// with increasing index blocks (identical points are split by index), until a
+// leaf's smallest index cannot beat the k-th candidate. For a tree not built
+// that way the answer keeps its distances, and only the choice among equally
+// distant points may differ.
+template <class A, class T, int D>
+void nearest_identical(const Tree<T, D>& tree, int64_t node, A d, int64_t k, A bound2, KnnScratch<A>& s) {
+  auto& heap = s.heap;
+  auto& stack = s.dup;
+  stack.clear();
+  stack.push_back(node);
+  while (!stack.empty()) {
+    const int64_t* nd = tree.node(stack.back());
+    stack.pop_back();
+    if (nd[2] >= 0) {
+      stack.push_back(nd[3]);
+      stack.push_back(nd[2]);
+      continue;
+    }
+    if (int64_t(heap.size()) == k) {
+      int64_t lo = INT64_MAX;
+      for (int64_t pos = nd[0]; pos < nd[1]; ++pos) lo = std::min(lo, tree.perm[pos]);
+      if (!(Cand<A>{d, lo} < heap.front())) return;
+    }
+    for (int64_t pos = nd[0]; pos < nd[1]; ++pos) offer(heap, k, bound2, Cand<A>{d, tree.perm[pos]});
+  }
+}
 
 // The k nearest points of q with d2 <= bound2 (all of them if fewer), sorted
 // ascending into s.heap. Depth-first, nearer child first, and a node is
 // skipped once its box is farther than the current k-th candidate.
-template <class T, int D>
-void nearest_walk(const Tree<T, D>& tree, int64_t root, const T* q, int64_t k, T bound2, KnnScratch<T>& s) {
+template <class A, class T, int D>
+void nearest_walk(const Tree<T, D>& tree, int64_t root, const T* q, int64_t k, A bound2, KnnScratch<A>& s) {
   auto& heap = s.heap;
   auto& stack = s.stack;
   heap.clear();
   stack.clear();
   if (root < 0) return;
   int64_t visits = 0;
-  const T root_near = box_near2<T, D>(q, tree.box(root));
+  const A root_near = box_near2<A, T, D>(q, tree.box(root));
   if (root_near <= bound2) stack.push_back({root, root_near});
   while (!stack.empty()) {
     const auto [node, near] = stack.back();
@@ -164,23 +231,18 @@ void nearest_walk(const Tree<T, D>& tree, int64_t root, const T* q, int64_t k, T
     if (nd[2] < 0) {
       for (int64_t pos = nd[0]; pos < nd[1]; ++pos) {
         const int64_t id = tree.perm[pos];
-        const Cand<T> c{dist2<T, D>(q, tree.point(pos, id)), id};
-        if (int64_t(heap.size()) < k) {
-          if (c.d2 <= bound2) {
-            heap.push_back(c);
-            std::push_heap(heap.begin(), heap.end());
-          }
-        } else if (c < heap.front()) {
-          std::pop_heap(heap.begin(), heap.end());
-          heap.back() = c;
-          std::push_heap(heap.begin(), heap.end());
-        }
+        offer(heap, k, bound2, Cand<A>{dist2<A, T, D>(q, tree.point(pos, id)), id});
       }
       continue;
     }
-    const T worst = int64_t(heap.size()) == k ? heap.front().d2 : bound2;
+    if (box_is_point<T, D>(tree.box(node))) {
+      // near is every point's distance: the box is the point (same computation).
+      nearest_identical<A, T, D>(tree, node, near, k, bound2, s);
+      continue;
+    }
+    const A worst = int64_t(heap.size()) == k ? heap.front().d2 : bound2;
     int64_t a = nd[2], b = nd[3];
-    T da = box_near2<T, D>(q, tree.box(a)), db = box_near2<T, D>(q, tree.box(b));
+    A da = box_near2<A, T, D>(q, tree.box(a)), db = box_near2<A, T, D>(q, tree.box(b));
     if (db < da) {
       std::swap(a, b);
       std::swap(da, db);

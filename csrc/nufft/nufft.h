@@ -47,13 +47,23 @@ SpreadArgs check_interp_args(const at::Tensor& points, const at::Tensor& fine, c
 // Data checks (on the host; one copy from the GPU): bin_ptr ends at M, perm in range.
 void check_sort_data(const at::Tensor& perm, const at::Tensor& bin_ptr, int64_t M);
 
-// Fold a coordinate x (radians, any real) onto the fine grid: u in [0, n).
+// Fold a coordinate x (radians, any finite real) onto the fine grid: u in [0, n).
+// x is first reduced modulo 2 pi (the double nearest to it) with fmod, which is
+// exact for every finite x, so |x| up to the largest double gives a point of one
+// period and the first node (and every subgrid size) derived from u stays
+// bounded by n. (Scaling first and subtracting n * floor(u / n) is not a
+// reduction: for |x| >~ 1e16 the product's rounding error exceeds n, u leaves
+// [0, n), and the int64 node index overflowed.) For |x| >> 1 the result is
+// x's phase modulo the double 2 pi, i.e. off the true phase by about
+// |x| * 2.4e-16 radians; NaN / inf (rejected by the wrappers) map to 0.
 template <typename T>
 PYE_HD T fold_to_grid(T x, T scale /* n / (2 pi) */, T n) {
-  T u = x * scale;
-  u = u - n * floor(u / n);
-  if (u >= n) u -= n;        // x a tiny negative number rounds up to n
-  if (!(u >= T(0))) u = T(0);  // NaN / inf (rejected by the Python wrappers) stay in bounds
+  const T two_pi = T(6.283185307179586);
+  T r = fmod(x, two_pi);  // exact, in (-2 pi, 2 pi), sign of x
+  if (r < T(0)) r += two_pi;
+  T u = r * scale;
+  if (u >= n) u -= n;          // r rounded up to 2 pi
+  if (!(u >= T(0) && u < n)) u = T(0);  // NaN / inf stay in bounds
   return u;
 }
 

@@ -56,7 +56,7 @@ static void check_sort_tensors(const at::Tensor& perm, const at::Tensor& bin_ptr
   TORCH_CHECK_VALUE(bin_ptr.size(0) == total_bins + 1, "bin_ptr must have ", total_bins + 1,
                     " entries for this grid and bin size, got ", bin_ptr.size(0),
                     "; was the plan made for another grid?");
-  if (input_checks_enabled()) check_sort_data(perm, bin_ptr, points.size(0));
+  if (data_checks_for(perm)) check_sort_data(perm, bin_ptr, points.size(0));
 }
 
 void check_sort_data(const at::Tensor& perm, const at::Tensor& bin_ptr, int64_t M) {

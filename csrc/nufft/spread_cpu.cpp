@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <atomic>
+#include <exception>
 
 #include "common/checks.h"
 #include "nufft/kernels_cpu.h"
@@ -271,16 +272,27 @@ void spread_impl(const SpreadArgs& a, at::Tensor& out) {
   std::vector<std::vector<T>> cbufs(nt);
   for (int64_t w0 = 0; w0 < nchunks; w0 += wave) {
     const int64_t nsub = std::min(wave, nchunks - w0);
+    // An exception escaping an OpenMP region terminates the process (e.g.
+    // std::bad_alloc from a subgrid): the first one is kept and rethrown after it.
+    std::exception_ptr error;
+    std::atomic<bool> failed{false};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t c = 0; c < nsub; ++c) {
-      const int tid = omp_get_thread_num();
-      const int64_t p0 = (w0 + c) * chunk, p1 = std::min(M, p0 + chunk);
-      if (avx2) {
-        spread_chunk_avx2<T, D, W>(a, ks, p0, p1, subs[c], kerbufs[tid], i0bufs[tid], cbufs[tid]);
-      } else {
-        spread_chunk_baseline<T, D, W>(a, ks, p0, p1, subs[c], kerbufs[tid], i0bufs[tid], cbufs[tid]);
+      if (failed.load(std::memory_order_relaxed)) continue;
+      try {
+        const int tid = omp_get_thread_num();
+        const int64_t p0 = (w0 + c) * chunk, p1 = std::min(M, p0 + chunk);
+        if (avx2) {
+          spread_chunk_avx2<T, D, W>(a, ks, p0, p1, subs[c], kerbufs[tid], i0bufs[tid], cbufs[tid]);
+        } else {
+          spread_chunk_baseline<T, D, W>(a, ks, p0, p1, subs[c], kerbufs[tid], i0bufs[tid], cbufs[tid]);
+        }
+      } catch (...) {
+#pragma omp critical(pyengine_nufft_spread_error)
+        if (!failed.exchange(true)) error = std::current_exception();
       }
     }
+    if (error) std::rethrow_exception(error);
     add_wave<T, D>(a, subs, nsub, o);
   }
 }

@@ -66,6 +66,9 @@ def _radius_tensor(radius, queries: Tensor) -> Tensor:
     radius = float(radius)
     if not radius >= 0.0 or radius == float("inf"):
         raise ValueError(f"radius must be finite and >= 0, got {radius}")
+    if queries.dtype.is_floating_point and radius > torch.finfo(queries.dtype).max:
+        raise ValueError(f"radius {radius:g} is not representable in the points' dtype {queries.dtype} "
+                         f"(max {torch.finfo(queries.dtype).max:g})")
     return torch.full((m,), radius, dtype=queries.dtype, device=queries.device)
 
 
@@ -188,7 +191,9 @@ def knn(points: Tensor, queries: Tensor, k: int, *, batch_points: Tensor | None 
     """The ``k`` nearest points of each query: ``(dist (M, k), idx (M, k))``, ascending distance.
 
     Distances are Euclidean (not squared); ties go to the lower point index. Raises
-    ``ValueError`` if a query's cloud has fewer than ``k`` points.
+    ``ValueError`` if a query's cloud has fewer than ``k`` points. On the CPU, squared
+    distances are compared in a wider type (float64 for float32 points), so far but finite
+    points never get distance inf, and many identical points cost O(k) per query, not O(N).
     """
     tree = _tree_for(points, batch_points, batch_queries)
     return tree.knn(queries, k, batch=batch_queries)

@@ -394,6 +394,9 @@ def nufft1(points: Tensor, values: Tensor, n_modes, *, eps: float = 1e-6, isign:
 
     Args:
         points: ``(M, d)`` float32/float64 coordinates in radians (2*pi-periodic), d in {1, 2, 3}.
+            Any finite value: each is reduced exactly modulo 2*pi (the double nearest it, by
+            fmod), so for ``|x| >> 1`` the phase is x's modulo that double (off the true
+            phase by ~|x| * 2.4e-16 rad). NaN/inf raise ValueError.
         values: ``(B, M)`` or ``(M,)`` complex64/complex128 strengths (real is promoted).
         n_modes: ``(N_1, ..., N_d)``; mode axis i holds frequencies ``-N_i//2 .. (N_i-1)//2``.
         eps: relative accuracy; isign: sign of the exponent (+1 default, as FINUFFT).
@@ -410,7 +413,8 @@ def nufft2(points: Tensor, modes: Tensor, *, eps: float = 1e-6, isign: int = -1)
     """Type-2 NUFFT: ``c[b, j] = sum_k modes[b, k] exp(isign i k . points[j])``.
 
     Args:
-        points: ``(M, d)`` float32/float64 coordinates in radians (2*pi-periodic).
+        points: ``(M, d)`` float32/float64 coordinates in radians (2*pi-periodic); any
+            finite value, reduced as in :func:`nufft1`. NaN/inf raise ValueError.
         modes: ``(B, N_1, ..., N_d)`` or ``(N_1, ..., N_d)`` complex modes (FINUFFT order).
         eps: relative accuracy; isign: sign of the exponent (-1 default, as FINUFFT).
 

@@ -190,12 +190,15 @@ def test_set_input_checks_returns_previous_setting():
     assert pyengine._C.input_checks_enabled()
 
 
-def test_disabled_checks_skip_only_the_data_checks():
+def test_disabled_checks_still_validate_cpu_data():
     with ops.input_checks(False):
-        # the data check that would reject this row_ptr (last entry != number of edges) is skipped;
-        # the kernel only reads the edges row_ptr covers, so this is memory-safe
-        out = ops.segment_reduce(SRC, _t(0, 2), "sum")
-        assert out.shape == (1, 2)
+        # On the CPU the data checks run whatever the switch says: they cost no device sync
+        # there, and they are what keeps a bad index from becoming an out-of-bounds read
+        # (issue 14). The switch only skips them for CUDA tensors.
+        with pytest.raises(ValueError, match="row_ptr"):
+            ops.segment_reduce(SRC, _t(0, 2), "sum")
+        with pytest.raises(ValueError, match="col"):
+            ops.spmm(ROW_PTR, COL + 100, VALUES, X)
         # structural checks (dtype, rank, lengths) always run
         with pytest.raises(TypeError, match="^row_ptr must be int64"):
             ops.segment_reduce(SRC, ROW_PTR.int())
