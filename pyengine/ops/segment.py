@@ -192,6 +192,72 @@ torch.library.register_autograd(
 )
 
 
+# --------------------------------------------------------------------------- segment_log_softmax (issue 18)
+
+
+def segment_log_softmax(scores: Tensor, row_ptr: Tensor) -> Tensor:
+    """Log-softmax of per-edge scores within each CSR row (numerically stable).
+
+    Args:
+        scores: ``(E, *H)``.
+        row_ptr: ``(M + 1,)`` int64 CSR row pointer.
+
+    Returns:
+        The same shape as ``scores``: ``scores - max_row - log(sum_row exp(scores - max_row))``.
+        A row whose scores are all ``-inf`` gives ``-inf`` (the log of
+        :func:`segment_softmax`'s zeros). Differentiable twice in ``scores``.
+    """
+    flat = _flatten_features(scores, "scores")
+    return _ops.segment_log_softmax(flat, row_ptr).reshape(scores.shape)
+
+
+@torch.library.register_fake("pyengine::segment_log_softmax")
+def _segment_log_softmax_fake(scores, row_ptr):
+    return torch.empty_like(scores)
+
+
+def _segment_log_softmax_setup(ctx, inputs, output):
+    ctx.save_for_backward(output, inputs[1])
+
+
+def _segment_log_softmax_backward(ctx, grad_out):
+    out, row_ptr = ctx.saved_tensors
+    return _ops.segment_log_softmax_backward(grad_out.contiguous(), out, row_ptr), None
+
+
+torch.library.register_autograd(
+    "pyengine::segment_log_softmax", _segment_log_softmax_backward, setup_context=_segment_log_softmax_setup
+)
+
+
+@torch.library.register_fake("pyengine::segment_log_softmax_backward")
+def _segment_log_softmax_backward_fake(grad_out, out, row_ptr):
+    return torch.empty_like(out)
+
+
+# grad_in = g - p * S(g), p = exp(y), S(g) = segment_sum(g) broadcast to the row. Derivatives:
+#   d/dg: gg - S(p * gg),  d/dy: -gg * p * S(g).
+def _segment_log_softmax_backward_setup(ctx, inputs, output):
+    grad_out, out, row_ptr = inputs
+    ctx.save_for_backward(grad_out, out, row_ptr)
+
+
+def _segment_log_softmax_backward_backward(ctx, gg):
+    g, y, row_ptr = ctx.saved_tensors
+    num_edges = y.shape[0]
+    p = torch.exp(y)
+    s_g, _ = _ops.segment_reduce(g.contiguous(), row_ptr, "sum")
+    s_pgg, _ = _ops.segment_reduce((p * gg).contiguous(), row_ptr, "sum")
+    return gg - _expand_rows(s_pgg, row_ptr, num_edges), -gg * p * _expand_rows(s_g, row_ptr, num_edges), None
+
+
+torch.library.register_autograd(
+    "pyengine::segment_log_softmax_backward",
+    _segment_log_softmax_backward_backward,
+    setup_context=_segment_log_softmax_backward_setup,
+)
+
+
 # --------------------------------------------------------------------------- spmm / sddmm / transpose
 
 
