@@ -17,12 +17,13 @@
 namespace pyengine::bruteforce {
 namespace {
 
-constexpr int64_t kQueryBlock = 512;
-constexpr int64_t kPointBlock = 2048;
+constexpr int64_t kQueryBlock = 256;
+constexpr int64_t kPointBlock = 1024;  // a (256, 1024) float tile of inner products stays in L2
 
 template <typename scalar_t>
 void knn_blocks(const KnnArgs& a, scalar_t* dist, int64_t* idx) {
   const int64_t D = a.dim, K = a.k;
+  const bool cosine = a.cosine;  // a local, so the compiler can unswitch the inner loop
   const scalar_t inf = std::numeric_limits<scalar_t>::infinity();
   // |p|^2 (Euclidean) or |p| (cosine), per row, in the input precision like the GEMM.
   at::Tensor pn = a.cosine ? a.points.norm(2, {1}) : (a.points * a.points).sum(1);
@@ -48,16 +49,22 @@ void knn_blocks(const KnnArgs& a, scalar_t* dist, int64_t* idx) {
             int64_t* ir = idx + q * K;
             const scalar_t* sr = s + i * pb;
             const scalar_t nq = qnp[q];
+            // The row's current last entry, cached: most candidates fail the first comparison.
+            scalar_t worst = ir[K - 1] < 0 ? inf : dr[K - 1];
             for (int64_t j = 0; j < pb; ++j) {
               const int64_t pj = ps + j;
               scalar_t d;
-              if (a.cosine) {
+              if (cosine) {
                 const scalar_t den = nq * pnp[pj];
                 d = den > scalar_t(0) ? scalar_t(1) - sr[j] / den : scalar_t(1);
               } else {
                 d = std::max(nq + pnp[pj] - scalar_t(2) * sr[j], scalar_t(0));
               }
-              if (beats_last(d, pj, dr[K - 1], ir[K - 1])) topk_insert(dr, ir, K, d, pj);
+              if (!(d <= worst)) continue;  // also drops NaN
+              if (beats_last(d, pj, dr[K - 1], ir[K - 1])) {
+                topk_insert(dr, ir, K, d, pj);
+                worst = ir[K - 1] < 0 ? inf : dr[K - 1];
+              }
             }
           }
         });

@@ -38,7 +38,11 @@ def knn_bruteforce(points: Tensor, queries: Tensor, k: int, *, point_ptr: Tensor
         ``(dist (M, k), idx (M, k) int64)``, ascending distance, ties to the lower point
         index. Rows of a cloud with fewer than ``k`` points are padded with
         ``(inf, -1)``. Distances are Euclidean (not squared), or cosine distances, in
-        the input dtype; they carry gradients to ``points`` and ``queries`` (recomputed
+        the input dtype, recomputed exactly (float64) from the coordinates of the winners.
+        On CPU the candidates are ranked by the GEMM form ``|q|^2 + |p|^2 - 2 <q, p>``, so
+        two points whose distances differ by less than its rounding (about 1e-6 relative in
+        float32) may be ranked either way; the CUDA kernel ranks by exact differences.
+        They carry gradients to ``points`` and ``queries`` (recomputed
         from the indices), indices do not.
     """
     if not isinstance(points, Tensor) or not isinstance(queries, Tensor):

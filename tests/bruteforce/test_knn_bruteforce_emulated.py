@@ -34,7 +34,7 @@ def test_matches_cpu_and_reference(emu, case, dtype, cosine):
     qs = torch.randn(sum(sq), d, generator=g, dtype=torch.float64).to(dtype)
     pptr, qptr = ptr_of(sp), ptr_of(sq)
     dist, idx = emu.knn_bruteforce(pts, qs, pptr, qptr, k, cosine)
-    exact = dtype == torch.float64
+    exact = dtype == torch.float64 and not (cosine and d == 1)  # d = 1 cosine: all ties (0 or 2)
     check(dist, idx, *reference(pts, qs, pptr, qptr, k, cosine), exact=exact)
     cpu_dist, cpu_idx = P.knn_bruteforce(pts, qs, pptr, qptr, k, cosine)
     if exact:

@@ -24,7 +24,9 @@ def pair_dist(x, y, cosine=False):
         dot = y @ x.T
         den = ny[:, None] * nx[None, :]
         return torch.where(den > 0, 1 - dot / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(den))
-    return torch.cdist(y, x, compute_mode="donot_use_mm_for_euclid_dist") if x.shape[1] > 0 else torch.zeros(y.shape[0], x.shape[0], dtype=torch.float64)
+    if x.shape[1] == 0:
+        return torch.zeros(y.shape[0], x.shape[0], dtype=torch.float64)
+    return torch.cdist(y, x, compute_mode="donot_use_mm_for_euclid_dist")  # exact, not the matmul form
 
 
 def ref_knn(x, y, k, bx=None, by=None, cosine=False, exclude_self=False):

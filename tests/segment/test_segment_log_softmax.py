@@ -74,3 +74,65 @@ def test_errors():
         segment_log_softmax(torch.randn(4, 1), torch.tensor([0, 2, 3]))
     with pytest.raises(TypeError):
         segment_log_softmax(torch.ones(4, 1, dtype=torch.long), torch.tensor([0, 4]))
+
+
+# --------------------------------------------------------------------------- torch_scatter-style segment_reduce
+
+
+def _ref_extremum(src, row_ptr, reduce):
+    """(out, arg) per row and channel; empty rows: (0, E), ties: the first edge."""
+    E = src.shape[0]
+    M = len(row_ptr) - 1
+    out = torch.zeros(M, src.shape[1], dtype=src.dtype)
+    arg = torch.full((M, src.shape[1]), E, dtype=torch.long)
+    for r in range(M):
+        a, b = int(row_ptr[r]), int(row_ptr[r + 1])
+        if b > a:
+            vals = src[a:b] if reduce == "max" else -src[a:b]
+            i = torch.argmax(vals, dim=0)
+            arg[r] = a + i
+            out[r] = src[a + i, torch.arange(src.shape[1])]
+    return out, arg
+
+
+@pytest.mark.parametrize("reduce", ["max", "min"])
+def test_segment_reduce_return_arg(reduce):
+    from pyengine.ops import segment_reduce
+
+    scores, row_ptr = make([2, 0, 5, 1, 0, 4], 3, seed=6)
+    out, arg = segment_reduce(scores, row_ptr, reduce, return_arg=True)
+    ref_out, ref_arg = _ref_extremum(scores, row_ptr, reduce)
+    torch.testing.assert_close(out, ref_out)
+    assert torch.equal(arg, ref_arg)
+    with pytest.raises(ValueError, match="return_arg"):
+        segment_reduce(scores, row_ptr, "sum", return_arg=True)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min"])
+def test_segment_reduce_batched_indptr(reduce):
+    from pyengine.ops import segment_reduce
+
+    g = torch.Generator().manual_seed(8)
+    B, E = 3, 12
+    src = torch.randn(B, E, 2, generator=g, dtype=torch.float64)
+    indptr = torch.tensor([[0, 3, 3, 12], [0, 0, 5, 12], [0, 12, 12, 12]])
+    out = segment_reduce(src, indptr, reduce)
+    assert out.shape == (B, 3, 2)
+    for b in range(B):
+        torch.testing.assert_close(out[b], segment_reduce(src[b], indptr[b], reduce))
+    if reduce in ("max", "min"):
+        out2, arg = segment_reduce(src, indptr, reduce, return_arg=True)
+        for b in range(B):
+            assert torch.equal(arg[b], segment_reduce(src[b], indptr[b], reduce, return_arg=True)[1])
+        assert int(arg[2, 1, 0]) == E  # empty row
+    with pytest.raises(ValueError, match="start at 0"):
+        segment_reduce(src, indptr - 1, reduce)
+
+
+def test_segment_reduce_empty_row_ptr():
+    from pyengine.ops import segment_reduce
+
+    out = segment_reduce(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert out.shape == (0, 4)
+    out = segment_reduce(torch.zeros(2, 0, 4), torch.zeros(2, 1, dtype=torch.long), "max")
+    assert out.shape == (2, 0, 4)
