@@ -44,7 +44,7 @@ def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum", *,
             ``(B, E, *F)`` (torch_scatter's ``segment_csr`` over the leading dimensions).
         row_ptr: ``(M + 1,)`` int64 CSR row pointer, ``row_ptr[-1] == E``, or ``(B, M + 1)``
             with every row starting at 0 and ending at ``E``. An empty ``row_ptr`` (no rows)
-            gives an empty ``(0, *F)`` result.
+            on an empty ``src`` gives an empty ``(0, *F)`` result.
         reduce: ``"sum"``, ``"mean"``, ``"max"`` or ``"min"``.
         return_arg: for ``"max"`` / ``"min"``, also return the winning edge of every output
             entry (int64, the shape of the output; ``E`` for empty rows, as torch_scatter).
@@ -61,9 +61,8 @@ def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum", *,
         raise ValueError(f"return_arg needs reduce='max' or 'min', got {reduce!r}")
     if isinstance(row_ptr, Tensor) and row_ptr.dim() == 2:
         return _segment_reduce_batched(src, row_ptr, reduce, return_arg)
-    if isinstance(row_ptr, Tensor) and row_ptr.dim() == 1 and row_ptr.numel() == 0:
-        if not isinstance(src, Tensor):
-            raise TypeError(f"src must be a torch.Tensor, got {type(src).__name__}")
+    if (isinstance(row_ptr, Tensor) and row_ptr.dim() == 1 and row_ptr.numel() == 0
+            and isinstance(src, Tensor) and src.dim() >= 1 and src.shape[0] == 0):
         out = src.new_zeros((0,) + tuple(src.shape[1:]))
         return (out, out.new_zeros(out.shape, dtype=torch.long)) if return_arg else out
     flat = _flatten_features(src, "src")
@@ -80,10 +79,11 @@ def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum", *,
 def _segment_reduce_batched(src: Tensor, indptr: Tensor, reduce: str, return_arg: bool):
     """segment_reduce over B independent CSR structures (B, M + 1) on src (B, E, *F): one flat call."""
     if not isinstance(src, Tensor) or src.dim() < 2:
-        raise ValueError("with a batched row_ptr (B, M + 1), src must have shape (B, E, *F)")
+        raise ValueError("row_ptr of shape (B, M + 1) needs src of shape (B, E, *F)")
     b, m1 = indptr.shape
     if src.shape[0] != b:
-        raise ValueError(f"src has {src.shape[0]} batches, row_ptr {b}")
+        raise ValueError(f"row_ptr of shape (B, M + 1) = {tuple(indptr.shape)} needs src of shape (B, E, *F) "
+                         f"with B = {b}, got {tuple(src.shape)}")
     if m1 < 1:
         raise ValueError("row_ptr must have shape (B, M + 1) with M + 1 >= 1")
     e = src.shape[1]

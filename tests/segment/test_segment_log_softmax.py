@@ -136,3 +136,5 @@ def test_segment_reduce_empty_row_ptr():
     assert out.shape == (0, 4)
     out = segment_reduce(torch.zeros(2, 0, 4), torch.zeros(2, 1, dtype=torch.long), "max")
     assert out.shape == (2, 0, 4)
+    with pytest.raises(ValueError, match="row_ptr"):  # edges but no rows: an error, not dropped edges
+        segment_reduce(torch.zeros(3, 4), torch.zeros(0, dtype=torch.long))
