@@ -62,3 +62,17 @@ TORCH_LIBRARY_FRAGMENT(pyengine, m) {
   // The transforms nufft1/nufft2 are not ops: they are Python composites of these
   // primitives and torch.fft, with autograd (pyengine/ops/nufft.py).
 }
+
+// issue 18 (PyG / torch_cluster / torch_scatter drop-ins):
+// bruteforce: exhaustive kNN for any dimension d >= 1 (feature-space graphs), clouds by offsets
+//   point_ptr / query_ptr (B+1,); dist (M, k) ascending (Euclidean, or 1 - cosine similarity),
+//   idx (M, k) int64, rows padded with (inf, -1) where a cloud has fewer than k points.
+// sampling: farthest point sampling; out_ptr (B+1,) sample offsets, start (B,) first sample
+//   per cloud (local index); returns global point indices (out_ptr[-1],).
+// segment: log-softmax over CSR rows and its backward.
+TORCH_LIBRARY_FRAGMENT(pyengine, m) {
+  m.def("knn_bruteforce(Tensor points, Tensor queries, Tensor point_ptr, Tensor query_ptr, int k, bool cosine=False) -> (Tensor dist, Tensor idx)");
+  m.def("fps(Tensor points, Tensor ptr, Tensor out_ptr, Tensor start) -> Tensor");
+  m.def("segment_log_softmax(Tensor scores, Tensor row_ptr) -> Tensor");
+  m.def("segment_log_softmax_backward(Tensor grad_out, Tensor out, Tensor row_ptr) -> Tensor");
+}

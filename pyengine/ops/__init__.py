@@ -15,6 +15,9 @@ from .neighbors import KDTree, knn, radius_search, radius_search_multi
 from .nufft import NUFFTPlan, nufft1, nufft2
 from .partition import Partition, kd_partition
 from .segment import csr_transpose, index_to_row_ptr, row_index, sddmm, segment_reduce, segment_softmax, spmm
+from .segment import segment_log_softmax
+from .bruteforce import knn_bruteforce
+from .sampling import farthest_point_sampling
 
 __all__ = [
     "KDTree",
@@ -37,6 +40,9 @@ __all__ = [
     "sddmm",
     "segment_reduce",
     "segment_softmax",
+    "segment_log_softmax",
+    "knn_bruteforce",
+    "farthest_point_sampling",
     "set_input_checks",
     "spmm",
 ]

@@ -35,26 +35,77 @@ def _flatten_features(t: Tensor, name: str) -> Tensor:
 # --------------------------------------------------------------------------- segment_reduce
 
 
-def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum") -> Tensor:
+def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum", *,
+                   return_arg: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Reduce per-edge values over each CSR row.
 
     Args:
-        src: ``(E, *F)`` values, one per edge.
-        row_ptr: ``(M + 1,)`` int64 CSR row pointer, ``row_ptr[-1] == E``.
+        src: ``(E, *F)`` values, one per edge; with a batched ``row_ptr`` ``(B, M + 1)``,
+            ``(B, E, *F)`` (torch_scatter's ``segment_csr`` over the leading dimensions).
+        row_ptr: ``(M + 1,)`` int64 CSR row pointer, ``row_ptr[-1] == E``, or ``(B, M + 1)``
+            with every row starting at 0 and ending at ``E``. An empty ``row_ptr`` (no rows)
+            on an empty ``src`` gives an empty ``(0, *F)`` result.
         reduce: ``"sum"``, ``"mean"``, ``"max"`` or ``"min"``.
+        return_arg: for ``"max"`` / ``"min"``, also return the winning edge of every output
+            entry (int64, the shape of the output; ``E`` for empty rows, as torch_scatter).
 
     Returns:
-        ``(M, *F)``. Empty rows give 0. Differentiable in ``src``: sum and mean
-        broadcast the gradient over the row; max and min route it to the winning
-        edge (the lowest edge index on ties; NaN wins, as in ``torch.max``).
+        ``(M, *F)`` (or ``(B, M, *F)``), and the arg tensor with ``return_arg``. Empty rows
+        give 0. Differentiable in ``src``: sum and mean broadcast the gradient over the
+        row; max and min route it to the winning edge (the lowest edge index on ties; NaN
+        wins, as in ``torch.max``).
     """
     if reduce not in _REDUCTIONS:
         raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
+    if return_arg and reduce not in ("max", "min"):
+        raise ValueError(f"return_arg needs reduce='max' or 'min', got {reduce!r}")
+    if isinstance(row_ptr, Tensor) and row_ptr.dim() == 2:
+        return _segment_reduce_batched(src, row_ptr, reduce, return_arg)
+    if (isinstance(row_ptr, Tensor) and row_ptr.dim() == 1 and row_ptr.numel() == 0
+            and isinstance(src, Tensor) and src.dim() >= 1 and src.shape[0] == 0):
+        out = src.new_zeros((0,) + tuple(src.shape[1:]))
+        return (out, out.new_zeros(out.shape, dtype=torch.long)) if return_arg else out
     flat = _flatten_features(src, "src")
     # The winning edges are kept (an (M, *F) int64 tensor) only when backward will need them.
-    need_arg = torch.is_grad_enabled() and src.requires_grad
-    out, _ = _ops.segment_reduce(flat, row_ptr, reduce, need_arg)
-    return out.reshape((out.shape[0],) + tuple(src.shape[1:]))
+    need_arg = return_arg or (torch.is_grad_enabled() and src.requires_grad)
+    out, arg = _ops.segment_reduce(flat, row_ptr, reduce, need_arg)
+    out = out.reshape((out.shape[0],) + tuple(src.shape[1:]))
+    if not return_arg:
+        return out
+    arg = torch.where(arg < 0, torch.full_like(arg, flat.shape[0]), arg)
+    return out, arg.reshape(out.shape)
+
+
+def _segment_reduce_batched(src: Tensor, indptr: Tensor, reduce: str, return_arg: bool):
+    """segment_reduce over B independent CSR structures (B, M + 1) on src (B, E, *F): one flat call."""
+    if not isinstance(src, Tensor) or src.dim() < 2:
+        raise ValueError("row_ptr of shape (B, M + 1) needs src of shape (B, E, *F)")
+    b, m1 = indptr.shape
+    if src.shape[0] != b:
+        raise ValueError(f"row_ptr of shape (B, M + 1) = {tuple(indptr.shape)} needs src of shape (B, E, *F) "
+                         f"with B = {b}, got {tuple(src.shape)}")
+    if m1 < 1:
+        raise ValueError("row_ptr must have shape (B, M + 1) with M + 1 >= 1")
+    e = src.shape[1]
+    if indptr.dtype != torch.int64:
+        raise TypeError(f"row_ptr must be int64, got {indptr.dtype}")
+    if m1 == 1:  # no rows
+        out = src.new_zeros((b, 0) + tuple(src.shape[2:]))
+        return (out, out.new_zeros(out.shape, dtype=torch.long)) if return_arg else out
+    if not torch.compiler.is_compiling() and b:
+        if bool((indptr[:, 0] != 0).any()) or bool((indptr[:, -1] != e).any()):
+            raise ValueError(f"every row of a batched row_ptr must start at 0 and end at E = {e}")
+    offsets = torch.arange(b, device=indptr.device).unsqueeze(1) * e
+    flat_ptr = torch.cat([(indptr[:, :-1] + offsets).reshape(-1), indptr.new_full((1,), b * e)])
+    res = segment_reduce(src.reshape((b * e,) + tuple(src.shape[2:])), flat_ptr, reduce, return_arg=return_arg)
+    shape = (b, m1 - 1) + tuple(src.shape[2:])
+    if not return_arg:
+        return res.reshape(shape)
+    out, arg = res
+    arg = arg.reshape(shape)
+    # global edge -> edge within its batch; empty rows (b * E) -> E
+    local = arg - offsets.reshape((b,) + (1,) * (arg.dim() - 1))
+    return out.reshape(shape), torch.where(arg >= b * e, torch.full_like(arg, e), local)
 
 
 @torch.library.register_fake("pyengine::segment_reduce")
@@ -189,6 +240,72 @@ torch.library.register_autograd(
     "pyengine::segment_softmax_backward",
     _segment_softmax_backward_backward,
     setup_context=_segment_softmax_backward_setup,
+)
+
+
+# --------------------------------------------------------------------------- segment_log_softmax (issue 18)
+
+
+def segment_log_softmax(scores: Tensor, row_ptr: Tensor) -> Tensor:
+    """Log-softmax of per-edge scores within each CSR row (numerically stable).
+
+    Args:
+        scores: ``(E, *H)``.
+        row_ptr: ``(M + 1,)`` int64 CSR row pointer.
+
+    Returns:
+        The same shape as ``scores``: ``scores - max_row - log(sum_row exp(scores - max_row))``.
+        A row whose scores are all ``-inf`` gives ``-inf`` (the log of
+        :func:`segment_softmax`'s zeros). Differentiable twice in ``scores``.
+    """
+    flat = _flatten_features(scores, "scores")
+    return _ops.segment_log_softmax(flat, row_ptr).reshape(scores.shape)
+
+
+@torch.library.register_fake("pyengine::segment_log_softmax")
+def _segment_log_softmax_fake(scores, row_ptr):
+    return torch.empty_like(scores)
+
+
+def _segment_log_softmax_setup(ctx, inputs, output):
+    ctx.save_for_backward(output, inputs[1])
+
+
+def _segment_log_softmax_backward(ctx, grad_out):
+    out, row_ptr = ctx.saved_tensors
+    return _ops.segment_log_softmax_backward(grad_out.contiguous(), out, row_ptr), None
+
+
+torch.library.register_autograd(
+    "pyengine::segment_log_softmax", _segment_log_softmax_backward, setup_context=_segment_log_softmax_setup
+)
+
+
+@torch.library.register_fake("pyengine::segment_log_softmax_backward")
+def _segment_log_softmax_backward_fake(grad_out, out, row_ptr):
+    return torch.empty_like(out)
+
+
+# grad_in = g - p * S(g), p = exp(y), S(g) = segment_sum(g) broadcast to the row. Derivatives:
+#   d/dg: gg - S(p * gg),  d/dy: -gg * p * S(g).
+def _segment_log_softmax_backward_setup(ctx, inputs, output):
+    grad_out, out, row_ptr = inputs
+    ctx.save_for_backward(grad_out, out, row_ptr)
+
+
+def _segment_log_softmax_backward_backward(ctx, gg):
+    g, y, row_ptr = ctx.saved_tensors
+    num_edges = y.shape[0]
+    p = torch.exp(y)
+    s_g, _ = _ops.segment_reduce(g.contiguous(), row_ptr, "sum")
+    s_pgg, _ = _ops.segment_reduce((p * gg).contiguous(), row_ptr, "sum")
+    return gg - _expand_rows(s_pgg, row_ptr, num_edges), -gg * p * _expand_rows(s_g, row_ptr, num_edges), None
+
+
+torch.library.register_autograd(
+    "pyengine::segment_log_softmax_backward",
+    _segment_log_softmax_backward_backward,
+    setup_context=_segment_log_softmax_backward_setup,
 )
 
 

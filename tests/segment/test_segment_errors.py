@@ -48,7 +48,8 @@ CASES = [
     ("row_ptr int32", lambda: ops.segment_reduce(SRC, ROW_PTR.int()), TypeError, r"^row_ptr must be int64"),
     ("row_ptr int32 softmax", lambda: ops.segment_softmax(SRC, ROW_PTR.int()), TypeError, r"^row_ptr must be int64"),
     ("row_ptr float", lambda: ops.segment_reduce(SRC, ROW_PTR.float()), TypeError, r"^row_ptr must be int64"),
-    ("row_ptr 2-D", lambda: ops.segment_reduce(SRC, ROW_PTR[None]), ValueError, r"^row_ptr must be 1-D"),
+    # a 2-D row_ptr is a batch of CSR structures (torch_scatter's segment_csr form); src must match it
+    ("row_ptr 2-D", lambda: ops.segment_reduce(SRC, ROW_PTR[None]), ValueError, r"^row_ptr of shape \(B, M \+ 1\)"),
     ("row_ptr empty", lambda: ops.segment_reduce(SRC, ROW_PTR[:0]), ValueError, r"^row_ptr must have length num_rows \+ 1"),
     ("row_ptr non-monotone", lambda: ops.segment_reduce(SRC, _t(0, 2, 1, 3)), ValueError, r"^row_ptr must be non-decreasing"),
     ("row_ptr non-monotone softmax", lambda: ops.segment_softmax(SRC, _t(0, 3, 1, 3)), ValueError, r"non-decreasing"),

@@ -1,0 +1,134 @@
+"""knn_bruteforce (csrc/bruteforce) against a float64 brute-force reference; opcheck,
+gradients of the recomputed distances, and torch.compile(fullgraph=True)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyengine.ops import knn_bruteforce
+
+P = torch.ops.pyengine
+
+
+def ptr_of(sizes):
+    return torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(torch.tensor(sizes), 0)])
+
+
+def reference(points, queries, pptr, qptr, k, cosine=False):
+    """(dist, idx) float64 padded with (inf, -1), sorted by (distance, index)."""
+    P64, Q64 = points.double(), queries.double()
+    M = queries.shape[0]
+    dist = torch.full((M, k), float("inf"), dtype=torch.float64)
+    idx = torch.full((M, k), -1, dtype=torch.long)
+    for b in range(len(pptr) - 1):
+        p0, p1, q0, q1 = int(pptr[b]), int(pptr[b + 1]), int(qptr[b]), int(qptr[b + 1])
+        for q in range(q0, q1):
+            if cosine:
+                num = P64[p0:p1] @ Q64[q]
+                den = P64[p0:p1].norm(dim=1) * Q64[q].norm()
+                d = torch.where(den > 0, 1 - num / torch.where(den > 0, den, torch.ones_like(den)),
+                                torch.ones_like(den))
+            else:
+                d = (P64[p0:p1] - Q64[q]).norm(dim=1)
+            pairs = sorted(zip(d.tolist(), range(p0, p1)))[:k]
+            for t, (dd, j) in enumerate(pairs):
+                dist[q, t], idx[q, t] = dd, j
+    return dist, idx
+
+
+def check(dist, idx, ref_dist, ref_idx, exact):
+    assert dist.shape == ref_dist.shape and idx.dtype == torch.long
+    assert torch.equal(idx < 0, ref_idx < 0)
+    valid = ref_idx >= 0
+    torch.testing.assert_close(dist.double()[valid], ref_dist[valid], rtol=1e-5 if not exact else 1e-12, atol=1e-6)
+    assert bool(torch.isinf(dist[~valid]).all())
+    if exact:
+        assert torch.equal(idx, ref_idx)
+
+
+SIZES_P = [37, 0, 5, 260, 1, 90]
+SIZES_Q = [11, 4, 3, 70, 2, 0]
+
+
+@pytest.mark.parametrize("d", [1, 3, 16, 64, 100])
+@pytest.mark.parametrize("k", [1, 6, 40])
+@pytest.mark.parametrize("cosine", [False, True])
+def test_matches_reference_float64(d, k, cosine):
+    g = torch.Generator().manual_seed(d * 100 + k)
+    pts = torch.randn(sum(SIZES_P), d, generator=g, dtype=torch.float64)
+    qs = torch.randn(sum(SIZES_Q), d, generator=g, dtype=torch.float64)
+    pptr, qptr = ptr_of(SIZES_P), ptr_of(SIZES_Q)
+    dist, idx = knn_bruteforce(pts, qs, k, point_ptr=pptr, query_ptr=qptr, cosine=cosine)
+    # d = 1 with cosine: every distance is 0 or 2, ties broken by rounding; compare distances only
+    check(dist, idx, *reference(pts, qs, pptr, qptr, k, cosine), exact=not (cosine and d == 1))
+
+
+@pytest.mark.parametrize("d", [8, 33])
+def test_float32_large_blocks(d):
+    # more queries / points than one CPU block (512 x 2048)
+    g = torch.Generator().manual_seed(7)
+    pts = torch.randn(2500, d, generator=g)
+    qs = torch.randn(600, d, generator=g)
+    dist, idx = knn_bruteforce(pts, qs, 8)
+    ref_d, ref_i = reference(pts, qs, ptr_of([2500]), ptr_of([600]), 8)
+    check(dist, idx, ref_d, ref_i, exact=False)
+    # the chosen sets are right up to float32 near-ties: their exact distances match
+    got = (qs.double().unsqueeze(1) - pts.double()[idx]).norm(dim=-1)
+    torch.testing.assert_close(got, ref_d, rtol=1e-5, atol=1e-6)
+
+
+def test_duplicates_ties_lower_index_and_nan():
+    pts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [float("nan"), 0.0], [1.0, 0.0]], dtype=torch.float64)
+    qs = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    dist, idx = knn_bruteforce(pts, qs, 4)
+    assert idx.tolist() == [[0, 2, 1, 4], [1, 4, 0, 2]]
+    assert dist[0].tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_gradients_of_distances():
+    g = torch.Generator().manual_seed(1)
+    pts = torch.randn(30, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    qs = torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    for cosine in (False, True):
+        assert torch.autograd.gradcheck(lambda p, q: knn_bruteforce(p, q, 4, cosine=cosine)[0], (pts, qs))
+
+
+def test_opcheck():
+    g = torch.Generator().manual_seed(2)
+    pts = torch.randn(50, 9, generator=g)
+    qs = torch.randn(20, 9, generator=g)
+    pptr, qptr = ptr_of([20, 30]), ptr_of([15, 5])
+    for cosine in (False, True):
+        torch.library.opcheck(P.knn_bruteforce, (pts, qs, pptr, qptr, 25, cosine))
+
+
+def test_fullgraph_compile_matches_eager():
+    g = torch.Generator().manual_seed(3)
+    pts = torch.randn(64, 16, generator=g)
+    qs = torch.randn(24, 16, generator=g)
+    pptr, qptr = ptr_of([40, 24]), ptr_of([10, 14])
+
+    def f(p, q):
+        d, i = knn_bruteforce(p, q, 5, point_ptr=pptr, query_ptr=qptr)
+        return d.sum(1), i
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    for a, b in zip(compiled(pts, qs), f(pts, qs)):
+        torch.testing.assert_close(a, b)
+
+
+def test_errors():
+    pts = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="k must"):
+        knn_bruteforce(pts, pts, 0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        P.knn_bruteforce(pts.half(), pts.half(), ptr_of([10]), ptr_of([10]), 2, False)
+    with pytest.raises(ValueError, match="coordinates"):
+        knn_bruteforce(pts, torch.randn(3, 5), 2)
+    with pytest.raises(ValueError, match="same number of clouds"):
+        P.knn_bruteforce(pts, pts, ptr_of([10]), ptr_of([5, 5]), 2, False)
+    with pytest.raises(ValueError, match="point_ptr"):
+        P.knn_bruteforce(pts, pts, torch.tensor([0, 4]), ptr_of([10]), 2, False)
+    with pytest.raises(ValueError, match="together"):
+        knn_bruteforce(pts, pts, 2, point_ptr=ptr_of([10]))
