@@ -364,9 +364,21 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     dev = torch.device(device)
     stats: dict[str, int] = {}
     _release_memory()
+    weights = None
+    if getattr(getattr(model, "config", None), "quadrature", False):
+        # quadrature weights of the inputs in the frame: vertex areas of the cleaned surface, else density
+        from ..geometry.quadrature import density_weights, vertex_areas
+
+        if surface is not None:
+            w = np.asarray(vertex_areas(surface.points[:, :3], surface.faces))[input_idx] / frame.scale ** 2
+            w = np.where(w > 0, w, np.median(w[w > 0]) if (w > 0).any() else 1.0)
+        else:
+            w = np.asarray(density_weights(pu.numpy()))
+        weights = torch.as_tensor(w, dtype=dtype, device=dev)
+        notes.append("quadrature: " + ("vertex areas" if surface is not None else "k-nearest-neighbour density"))
     pred = predict_chunked(model, pu.to(dev, dtype), None if feats is None else feats.to(dev),
                            None if qu is None else qu.to(dev, dtype), chunk_size=chunk_size, progress=progress,
-                           stats=stats).float().cpu()
+                           stats=stats, weights=weights).float().cpu()
     clock.lap("predict")
     fields, start = {}, 0
     for name, width in widths.items():
