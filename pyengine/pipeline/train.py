@@ -121,6 +121,9 @@ class Trainer:
         self.normalizer = normalizer
         self.train_samples, self.val_samples = ([] if stream is not None else list(train)), list(val or [])
         self._train = [self._prepare(s) for s in self.train_samples]
+        # points per unit measure (frame units) of the training geometries: predict notes inputs far outside
+        dens = [s.num_points / float(s.weights.sum()) for s in self.train_samples if s.weights is not None]
+        self.point_density = (min(dens), max(dens)) if dens else None
         self.rank, self.world = _rank_world()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.rank == 0:  # a bad location fails now, not after an epoch
@@ -329,6 +332,8 @@ class Trainer:
         JSON-friendly context for prediction (feature recipe, frame statistics, metrics)."""
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "epoch": self.epoch, "config": asdict(self.config), "history": self.history}
+        if self.point_density is not None and "point_density" not in (extra or {}):
+            extra = {**(extra or {}), "point_density": list(self.point_density)}
         return save_checkpoint(path, self.model, normalizer=self.normalizer, fields=self.widths, train_state=state,
                                extra=extra)
 
