@@ -55,7 +55,7 @@ class _SampleForward(nn.Module):
         self.model = model
 
     def forward(self, samples: list[_Prepared]) -> list[Tensor]:
-        return [_call(self.model, s.points, s.features, s.queries, s.weights) for s in samples]
+        return [_call(self.model, s.points, s.features, s.queries, getattr(s, "weights", None)) for s in samples]
 
 
 def _call(model: nn.Module, points, features, queries, weights) -> Tensor:
@@ -188,7 +188,8 @@ class Trainer:
                 out.append(s)
                 continue
             idx = torch.nonzero(keep)[:, 0].to(s.points.device)
-            base = s.weights if s.weights is not None else s.points.new_ones(n)
+            base = getattr(s, "weights", None)
+            base = base if base is not None else s.points.new_ones(n)
             w = base.index_select(0, idx) / p.to(base).index_select(0, idx)
             out.append(_Prepared(s.points.index_select(0, idx),
                                  None if s.features is None else s.features.index_select(0, idx),
