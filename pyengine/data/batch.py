@@ -46,6 +46,7 @@ class Batch:
         cells: cell type -> (ΣC, nodes) int64 connectivity, already offset into ``points``;
             cell_ptr: cell type -> (B+1,) cell offsets.
         metadata: one dict per sample.
+        weights: (ΣN,) quadrature weights of the points, or None (all samples have them, or none).
 
     Sample ``i`` owns rows ``ptr[i]:ptr[i+1]`` of the point tensors and
     ``query_ptr[i]:query_ptr[i+1]`` of the query tensors.
@@ -63,6 +64,7 @@ class Batch:
     cells: dict[str, Tensor] = field(default_factory=dict)
     cell_ptr: dict[str, Tensor] = field(default_factory=dict)
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    weights: Tensor | None = None
 
     # ------------------------------------------------------------------ collation
 
@@ -84,6 +86,8 @@ class Batch:
             if s.features is not None and s.features.shape[1] != s0.features.shape[1]:
                 raise ValueError(f"samples[{i}] has {s.features.shape[1]} feature channels, "
                                  f"samples[0] has {s0.features.shape[1]}")
+            if (s.weights is None) != (s0.weights is None):
+                raise ValueError(f"samples[{i}] and samples[0] disagree on having quadrature weights (all or none)")
             if set(s.fields) != set(s0.fields):
                 raise ValueError(f"samples[{i}] has fields {sorted(s.fields)}, samples[0] has {sorted(s0.fields)}")
             for k, v in s.fields.items():
@@ -113,6 +117,7 @@ class Batch:
             cells=cells,
             cell_ptr=cell_ptr,
             metadata=[dict(s.metadata) for s in samples],
+            weights=None if s0.weights is None else torch.cat([s.weights for s in samples]),
         )
 
     collate = from_samples
@@ -148,6 +153,7 @@ class Batch:
             fields={k: v[q0:q1] for k, v in self.fields.items()},
             cells=cells,
             metadata=dict(self.metadata[i]),
+            weights=None if self.weights is None else self.weights[p0:p1],
         )
 
     def to_samples(self) -> list[Sample]:
@@ -168,6 +174,7 @@ class Batch:
             cells={k: mv(v) for k, v in self.cells.items()},
             cell_ptr={k: mv(v) for k, v in self.cell_ptr.items()},
             metadata=[dict(m) for m in self.metadata],
+            weights=None if self.weights is None else mv(self.weights),
         )
 
     # ------------------------------------------------------------------ torch-geometric
@@ -177,7 +184,8 @@ class Batch:
 
         Per sample: ``pos`` (points), ``x`` (features), ``query_pos`` (queries, with
         ``query_pos_batch``/``query_pos_ptr``), ``y_<name>`` (fields), ``cells_<type>_index``
-        ((nodes, n_cells), offset by PyG like ``edge_index``), ``has_queries`` and ``meta``
+        ((nodes, n_cells), offset by PyG like ``edge_index``), ``quad_weight`` (quadrature
+        weights, when the samples have them), ``has_queries`` and ``meta``
         (metadata as a JSON string). :meth:`from_pyg` reverses it exactly.
         """
         from torch_geometric.data import Batch as PygBatch
@@ -190,6 +198,8 @@ class Batch:
                      "has_queries": self.has_queries[i:i + 1].clone()}
             if s.features is not None:
                 attrs["x"] = s.features
+            if s.weights is not None:
+                attrs["quad_weight"] = s.weights
             attrs.update({f"y_{k}": v for k, v in s.fields.items()})
             for kind, width in kinds.items():
                 c = s.cells.get(kind, torch.zeros((0, width), dtype=torch.long, device=s.points.device))
@@ -226,5 +236,6 @@ class Batch:
                 cells={k[len("cells_"):-len("_index")]: d[k].t() for k in sorted(keys)
                        if k.startswith("cells_") and k.endswith("_index") and d[k].shape[1] > 0},
                 metadata=json.loads(d.meta) if "meta" in keys else {},
+                weights=d.quad_weight if "quad_weight" in keys else None,
             ))
         return cls.from_samples(samples)

@@ -133,7 +133,7 @@ class Normalizer:
             feats = fn(FEATURES, feats)
         if isinstance(x, Sample):
             return Sample(points=x.points, features=feats, queries=x.queries, fields=fields, cells=x.cells,
-                          metadata=dict(x.metadata))
+                          metadata=dict(x.metadata), weights=x.weights)
         if isinstance(x, Batch):
             out = x.to(x.points.device)  # shallow structural copy
             out.fields, out.features = fields, feats

@@ -37,6 +37,9 @@ class Sample:
         cells: cell type (meshio name: "triangle", "tetra", ...) -> (n_cells, nodes) int64
             connectivity into ``points``, or empty when the geometry is a bare point cloud.
         metadata: free-form JSON-friendly information (source file, shape parameters, ...).
+        weights: (N,) positive quadrature weights of ``points`` (vertex areas, dual cell volumes
+            or density estimates, :func:`pyengine.geometry.quadrature_weights`), or None. Models
+            built with ``quadrature=True`` integrate with them.
     """
 
     points: torch.Tensor
@@ -45,6 +48,7 @@ class Sample:
     fields: dict[str, torch.Tensor] = field(default_factory=dict)
     cells: dict[str, torch.Tensor] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    weights: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.points = _as_tensor(self.points, None, "points")
@@ -66,6 +70,12 @@ class Sample:
                 raise ValueError(
                     f"Sample.queries must have shape (M, {self.points.shape[1]}), got {tuple(self.queries.shape)}"
                 )
+        if self.weights is not None:
+            self.weights = _as_tensor(self.weights, dtype, "weights")
+            if self.weights.shape != (n,):
+                raise ValueError(f"Sample.weights must have shape ({n},), got {tuple(self.weights.shape)}")
+            if not bool((self.weights > 0).all()):
+                raise ValueError("Sample.weights (quadrature weights) must be > 0")
         m = self.num_queries
         self.fields = {k: _as_tensor(v, dtype, f"fields[{k!r}]") for k, v in self.fields.items()}
         for k, v in self.fields.items():
@@ -107,4 +117,5 @@ class Sample:
             fields={k: v.to(device) for k, v in self.fields.items()},
             cells={k: v.to(device) for k, v in self.cells.items()},
             metadata=dict(self.metadata),
+            weights=None if self.weights is None else self.weights.to(device),
         )

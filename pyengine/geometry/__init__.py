@@ -9,6 +9,7 @@ from .clean import CleanSurface, clean_surface
 from .io import Mesh, MeshIOError, MeshWarning, PartialMeshError, load_mesh, save_mesh, supported_formats
 from .normals import SurfaceNormals, robust_vertex_normals, surface_normals
 from .latent import LatentGrid, RegionalMesh, latent_grid, regional_mesh
+from .quadrature import density_weights, dual_volumes, quadrature_weights, vertex_areas
 from .sampling import SurfaceSamples, sample_surface
 
 __all__ = [
@@ -37,4 +38,8 @@ __all__ = [
     "supported_formats",
     "vertex_normals",
     "winding_number",
+    "density_weights",
+    "dual_volumes",
+    "quadrature_weights",
+    "vertex_areas",
 ]

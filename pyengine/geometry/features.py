@@ -171,7 +171,8 @@ def signed_distance(mesh: Any, queries: Any, *, signed: bool | None = None, sign
 def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *,
                        batch_points: Tensor | None = None, batch_tokens: Tensor | None = None,
                        max_neighbors: int | None = None, scale: bool = True,
-                       graph: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                       graph: tuple[Tensor, Tensor] | None = None,
+                       edge_weights: Tensor | None = None) -> Tensor:
     """GAOT-style statistics of each token's neighborhood of input points.
 
     For token ``t`` with neighbors ``N(t) = {p : |p - t| <= r}`` and offsets
@@ -197,6 +198,9 @@ def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *
         max_neighbors: keep only the nearest ones (see :func:`pyengine.ops.radius_search`).
         graph: the CSR ``(row_ptr, col)`` of exactly that search, when the caller already has it
             (models that aggregate over the same balls); skips the search.
+        edge_weights: optional (E,) quadrature weights of the graph's edges (their sources'
+            areas or volumes): ``count`` becomes the ball's measure ``sum w`` and the means and
+            covariance are weighted, so the statistics converge under mesh refinement.
     Returns:
         (M, 13) tensor in the dtype of ``points``.
     """
@@ -217,8 +221,18 @@ def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *
     if scale:
         r = torch.as_tensor(radius, dtype=points.dtype, device=points.device)
         off = off / (r[rows, None] if r.dim() == 1 else r)
-    mean = ops.segment_reduce(off, row_ptr, "mean")  # (M, d)
-    second = ops.segment_reduce(off.unsqueeze(2) * off.unsqueeze(1), row_ptr, "mean")  # (M, d, d)
+    if edge_weights is None:
+        mean = ops.segment_reduce(off, row_ptr, "mean")  # (M, d)
+        second = ops.segment_reduce(off.unsqueeze(2) * off.unsqueeze(1), row_ptr, "mean")  # (M, d, d)
+    else:
+        if edge_weights.shape != col.shape:
+            raise ValueError(f"edge_weights must have shape ({col.shape[0]},), got {tuple(edge_weights.shape)}")
+        ew = edge_weights.to(points.dtype)
+        counts = ops.segment_reduce(ew, row_ptr, "sum")
+        inv = (1.0 / counts.clamp_min(torch.finfo(points.dtype).tiny))
+        mean = ops.segment_reduce(off * ew[:, None], row_ptr, "sum") * inv[:, None]
+        second = ops.segment_reduce(off.unsqueeze(2) * off.unsqueeze(1) * ew[:, None, None], row_ptr,
+                                    "sum") * inv[:, None, None]
     cov = second - mean.unsqueeze(2) * mean.unsqueeze(1)
     cov = 0.5 * (cov + cov.transpose(1, 2))
     var = torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0)

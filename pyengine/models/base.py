@@ -9,6 +9,7 @@ the coordinates, together with the graph's parameters.
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections import OrderedDict
 from typing import Any, Callable
@@ -151,12 +152,23 @@ class OperatorModel(nn.Module):
         """
         raise NotImplementedError
 
-    def latent(self, points: Tensor, features: Tensor | None = None, **kwargs) -> Any:
+    def _accepts_weights(self) -> bool:
+        """Whether this family's :meth:`encode` takes quadrature ``weights`` (cached per class)."""
+        cls = type(self)
+        if "_encode_takes_weights" not in cls.__dict__:
+            cls._encode_takes_weights = "weights" in inspect.signature(cls.encode).parameters
+        return cls._encode_takes_weights
+
+    def latent(self, points: Tensor, features: Tensor | None = None, weights: Tensor | None = None,
+               **kwargs) -> Any:
         """Checked :meth:`encode`: the latent state of one geometry.
 
         Args:
             points: (N, d) input point coordinates (same units as the radii in the config).
             features: (N, C_in) per-point inputs, or None when ``in_channels == 0``.
+            weights: (N,) positive quadrature weights of the points (vertex areas, dual volumes,
+                :mod:`pyengine.geometry.quadrature`), or None. Families with a ``quadrature``
+                option use them when it is on; families whose ``encode`` takes no weights ignore them.
             **kwargs: family-specific conditioning (e.g. ``time`` and ``lead_time``).
         """
         d = self.coord_dim
@@ -173,6 +185,12 @@ class OperatorModel(nn.Module):
         if not bool(torch.isfinite(points).all()):
             raise ValueError("points contain NaN or Inf")
         dtype = next(self.parameters()).dtype
+        if weights is not None:
+            from ._quadrature import check_weights
+
+            weights = check_weights(weights, points.shape[0], dtype, points.device)
+            if self._accepts_weights():
+                kwargs["weights"] = weights
         return self.encode(points.to(dtype), features.to(dtype), **kwargs)
 
     def predict_at(self, state: Any, queries: Tensor) -> Tensor:
@@ -185,18 +203,20 @@ class OperatorModel(nn.Module):
         return self.decode(state, queries.to(next(self.parameters()).dtype))
 
     def forward(self, points: Tensor, features: Tensor | None = None, queries: Tensor | None = None,
-                **kwargs) -> Tensor:
+                weights: Tensor | None = None, **kwargs) -> Tensor:
         """Predict fields at ``queries`` (default: the input points) for one geometry.
 
-        Shapes: ``points (N, d)``, ``features (N, C_in)`` (None if C_in = 0), ``queries (M, d)``
-        -> ``(M, C_out)``. ``kwargs`` carry conditioning such as ``time`` / ``lead_time``.
+        Shapes: ``points (N, d)``, ``features (N, C_in)`` (None if C_in = 0), ``queries (M, d)``,
+        ``weights (N,)`` quadrature weights or None (see :meth:`latent`) -> ``(M, C_out)``.
+        ``kwargs`` carry conditioning such as ``time`` / ``lead_time``.
         """
-        state = self.latent(points, features, **kwargs)
+        state = self.latent(points, features, weights=weights, **kwargs)
         return self.predict_at(state, points if queries is None else queries)
 
     def forward_samples(self, samples, **kwargs) -> list[Tensor]:
         """Predictions for a sequence of :class:`~pyengine.data.Sample` (one per geometry)."""
-        return [self(s.points, s.features, s.query_points, **kwargs) for s in samples]
+        return [self(s.points, s.features, s.query_points, weights=getattr(s, "weights", None), **kwargs)
+                for s in samples]
 
     def forward_batch(self, batch, **kwargs) -> Tensor:
         """Predictions for a :class:`~pyengine.data.Batch`: ``(sum of M_i, C_out)``, rows in the

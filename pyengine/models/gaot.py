@@ -26,7 +26,10 @@ from ..geometry import latent_grid
 from ..nn.magno import MAGNOIntegral, StatisticalEmbedding, neighborhood_statistics, standardize_columns
 from ..nn.mlp import mlp
 from ..nn.uvit import GAOTProcessor
-from ..ops import radius_search
+import torch.nn.functional as F
+
+from ..ops import radius_search, sddmm, segment_softmax
+from ._quadrature import default_weights, mean_edge_weights, quadrature_graph
 from .base import OperatorModel
 from .gaot_official import from_official  # noqa: F401  (re-exported: pyengine.models.gaot.from_official)
 from .registry import register
@@ -96,6 +99,19 @@ class GAOTConfig:
         time_conditioned: ``time`` and ``lead_time`` are appended to the input features and
             the lead time scales the processor's attention inputs and feed-forward outputs
             (``x (1 + c a(c)) + c b(c)``, the official conditional normalisation).
+
+    Discretization convergence (issue 17; not in the paper):
+        quadrature: the encoder integrates instead of averaging over points: the cosine
+            softmax weights each source by its quadrature weight ``w_j`` (``alpha ~ w_j e^s``;
+            the plain mean becomes ``sum w_j k f / sum w_j``), the geometry embedding's
+            statistics are weighted (the count becomes the ball's measure), the decoder
+            statistics are standardised with weights over the points, and ``max_neighbors``
+            thins over-full balls to a spatially uniform subset carrying the same weight.
+            ``w`` comes from ``forward(..., weights=)`` (vertex areas, dual volumes) or, when
+            absent, from k-nearest-neighbour density estimates. The processor and decoder act
+            on the fixed token grid, so with this option all of GAOT is
+            discretization-convergent. False: the published model (and older checkpoints);
+            weights passed explicitly still weight the encoder's softmax.
     """
 
     hidden: int = 64
@@ -128,6 +144,7 @@ class GAOTConfig:
     domain: tuple | None = None
     max_neighbors: int | None = None
     time_conditioned: bool = False
+    quadrature: bool = False
 
     def __post_init__(self) -> None:
         if not self.radii_cells or min(self.radii_cells) <= 0:
@@ -244,6 +261,21 @@ class GAOT(OperatorModel):
     def _side(self, sources: Tensor, targets: Tensor, radii, geo: bool, weights: Tensor | None = None):
         """Graphs, attention weights and raw statistics of one side, for every scale."""
         c = self.config
+        if c.quadrature and weights is not None:
+            graphs, alphas, stats = [], [], []
+            for r in radii:
+                rp, col, ew = quadrature_graph(sources, targets, r, weights, c.max_neighbors)
+                graphs.append((rp, col))
+                if c.attention == "cosine":
+                    score = sddmm(rp, col, F.normalize(targets, dim=1), F.normalize(sources, dim=1))
+                    alphas.append(segment_softmax(score + torch.log(ew), rp))
+                else:
+                    alphas.append(mean_edge_weights(rp, ew))
+                if geo:  # statistics of the complete, weighted balls (geometry only: no memory issue)
+                    full_rp, full_col = radius_search(sources, targets, r) if c.max_neighbors else (rp, col)
+                    full_w = weights.index_select(0, full_col.long()) if c.max_neighbors else ew
+                    stats.append(neighborhood_statistics(sources, targets, full_rp, full_col, edge_weights=full_w))
+            return graphs, alphas, (stats if geo else None)
         graphs = [radius_search(sources, targets, r, max_neighbors=c.max_neighbors) for r in radii]
         alphas = [self.encoder.magno.edge_weights(sources, targets, rp, col, weights) for rp, col in graphs]
         stats = [neighborhood_statistics(sources, targets, rp, col) for rp, col in graphs] if geo else None
@@ -269,13 +301,14 @@ class GAOT(OperatorModel):
                                                                                    max_neighbors=c.max_neighbors))
                                for r in radii]
             return dict(centre=centre, half=half, tokens=tokens, radii=radii, pts=pts, graphs=graphs,
-                        alphas=alphas, stats=stats, dec_ref=dec_ref)
+                        alphas=alphas, stats=stats, dec_ref=dec_ref,
+                        ref_weights=weights if c.quadrature else None)
 
         key = (points,) if weights is None else (points, weights)
         return self.graphs.get("gaot-geometry", key, (c.grid, c.radii_cells, c.padding, c.coord_scaling, c.domain,
                                                       c.max_neighbors, c.attention, c.geometry_embedding,
-                                                      c.decoder_geometry_embedding, c.decoder_embedding_norm),
-                               compute)
+                                                      c.decoder_geometry_embedding, c.decoder_embedding_norm,
+                                                      c.quadrature), compute)
 
     def _queries(self, geo: dict, queries: Tensor):
         """The decoder's graphs, weights and standardised statistics for these queries (cached)."""
@@ -287,12 +320,16 @@ class GAOT(OperatorModel):
                 graphs, alphas, stats = self._side(geo["tokens"], q, geo["radii"], c.decoder_geometry_embedding)
                 if stats is not None:
                     refs = geo["dec_ref"] or [None] * len(stats)
-                    stats = [standardize_columns(s, r) for s, r in zip(stats, refs)]
+                    ref_w = geo["ref_weights"] if geo["dec_ref"] else None
+                    stats = [standardize_columns(s, r, ref_w) for s, r in zip(stats, refs)]
             return q, graphs, alphas, stats
 
-        return self.graphs.get("gaot-queries", (geo["tokens"], geo["pts"], queries),
+        key = (geo["tokens"], geo["pts"], queries)
+        if geo["ref_weights"] is not None:
+            key = key + (geo["ref_weights"],)
+        return self.graphs.get("gaot-queries", key,
                                (c.radii_cells, c.max_neighbors, c.attention, c.decoder_geometry_embedding,
-                                c.decoder_embedding_norm), compute)
+                                c.decoder_embedding_norm, c.quadrature), compute)
 
     # ------------------------------------------------------------------ forward
 
@@ -313,6 +350,8 @@ class GAOT(OperatorModel):
             if not isinstance(weights, Tensor) or weights.shape != (points.shape[0],):
                 raise ValueError(f"weights must be a ({points.shape[0]},) tensor of quadrature weights")
             weights = weights.to(points.dtype)
+        elif self.config.quadrature:
+            weights = self.graphs.get("density-weights", (points,), (), lambda: default_weights(points))
         geo = self._geometry(points, weights)
         feats, cond = self._condition(features, time, lead_time)
         f = self.encoder.lifting(feats)

@@ -46,6 +46,7 @@ from ..nn import AttentionAggregation
 from ..nn.transformer import ViTProcessor, sinusoidal_embedding
 from ..ops import knn, radius_search
 from ._box import box_grid
+from ._quadrature import default_weights, quadrature_graph
 from .base import OperatorModel
 from ..nn.mlp import mlp
 from .registry import register
@@ -73,6 +74,16 @@ class GAOTFastConfig:
             (e.g. the local normal) reaches the decoder at full resolution while the tokens carry the
             global context. 0 disables it (pure token decoding, as in the original GAOT).
         time_conditioned: condition the processor on ``time`` and ``lead_time`` (adaptive LayerNorm).
+        quadrature: discretization-convergent encoder (issue 17). The encoder's attention weights
+            each source by its quadrature weight (``a ~ w_j exp(s)``, a quadrature of a normalised
+            integral over the ball), the geometry embedding's statistics are weighted (its count
+            column becomes the ball's measure relative to the mean over the tokens), and
+            ``max_neighbors`` thins over-full balls to a spatially uniform subset carrying the
+            same weight instead of keeping the nearest. Weights come from ``forward(..., weights=)``
+            (vertex areas) or k-nearest-neighbour density estimates. Processor and decoder see the
+            fixed token grid; the local skip is an interpolation of pointwise features at the 3
+            nearest inputs, which converges under refinement. False: the default (and older
+            checkpoints).
     """
 
     hidden: int = 64
@@ -89,6 +100,7 @@ class GAOTFastConfig:
     padding: float = 0.05
     skip_neighbors: int = 3
     time_conditioned: bool = False
+    quadrature: bool = False
 
     def __post_init__(self) -> None:
         if not self.radii_cells or min(self.radii_cells) <= 0:
@@ -112,8 +124,9 @@ class _Encoder(nn.Module):
 
     def forward(self, points: Tensor, f: Tensor, tokens: Tensor, graphs: list, embeddings: list) -> Tensor:
         scales = []
-        for s, (attn, (row_ptr, col)) in enumerate(zip(self.attn, graphs)):
-            h = attn(points, tokens, row_ptr, col, f)
+        for s, (attn, graph) in enumerate(zip(self.attn, graphs)):
+            row_ptr, col = graph[0], graph[1]
+            h = attn(points, tokens, row_ptr, col, f, edge_weights=graph[2] if len(graph) > 2 else None)
             if self.geo is not None:
                 h = h + self.geo[s](embeddings[s])
             scales.append(h)
@@ -142,8 +155,10 @@ class GAOTFast(OperatorModel):
         skip = c.hidden if c.skip_neighbors else 0
         self.project = mlp([c.hidden + coord_dim + skip, c.hidden, out_channels])
 
-    def _tokens(self, points: Tensor):
-        """Token grid over the padded box of the points, encoder graphs and embeddings (cached)."""
+    def _tokens(self, points: Tensor, weights: Tensor | None = None):
+        """Token grid over the padded box of the points, encoder graphs and embeddings (cached).
+
+        With quadrature, each encoder graph is ``(row_ptr, col, edge_weights)`` (uniformly capped)."""
         c = self.config
 
         def compute():
@@ -151,17 +166,30 @@ class GAOTFast(OperatorModel):
             tokens, lo, hi = grid.points.to(points), grid.lower.to(points), grid.upper.to(points)
             spacing = float(grid.spacing.max())  # the real distance between neighbouring tokens
             radii = [r * spacing for r in c.radii_cells]
-            enc = [radius_search(points, tokens, r, max_neighbors=c.max_neighbors) for r in radii]
+            if c.quadrature:
+                enc = [quadrature_graph(points, tokens, r, weights, c.max_neighbors) for r in radii]
+            else:
+                enc = [radius_search(points, tokens, r, max_neighbors=c.max_neighbors) for r in radii]
             emb = []
             if c.geometry_embedding:
                 for r, graph in zip(radii, enc):
-                    e = geometry_embedding(points, tokens, r, graph=graph)
+                    ew = None
+                    if c.quadrature:  # statistics of the complete, weighted balls (geometry only: no memory issue)
+                        graph = radius_search(points, tokens, r)
+                        ew = weights.index_select(0, graph[1].long())
+                    e = geometry_embedding(points, tokens, r, graph=graph[:2], edge_weights=ew)
+                    if ew is not None:
+                        # the ball's measure relative to the mean over occupied tokens: resolution-free
+                        occupied = e[:, 0] > 0
+                        ref = e[occupied, 0].mean() if bool(occupied.any()) else e.new_ones(())
+                        e = torch.cat([e[:, :1] / ref, e[:, 1:]], dim=1)
                     # counts grow with the sampling density: log scale keeps them O(1) across resolutions
                     emb.append(torch.cat([torch.log1p(e[:, :1]), e[:, 1:]], dim=1))
             return tokens, enc, emb, spacing, lo, hi
 
-        return self.graphs.get("gaot-fast-tokens", (points,), (c.grid, c.radii_cells, c.max_neighbors, c.padding,
-                                                          c.geometry_embedding), compute)
+        key = (points,) if weights is None or not c.quadrature else (points, weights)
+        return self.graphs.get("gaot-fast-tokens", key, (c.grid, c.radii_cells, c.max_neighbors, c.padding,
+                                                         c.geometry_embedding, c.quadrature), compute)
 
     def _decoder_graph(self, tokens: Tensor, queries: Tensor, spacing: float):
         """Each query's ball over the tokens: the decoder radius, widened where a query lies
@@ -188,8 +216,10 @@ class GAOTFast(OperatorModel):
         emb = torch.cat([sinusoidal_embedding(t * 1000, 32), sinusoidal_embedding(lt * 1000, 32)], dim=-1)
         return self.time_embed(emb.to(dtype))
 
-    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None):
-        tokens, enc, emb, spacing, lo, hi = self._tokens(points)
+    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None, weights: Tensor | None = None):
+        if self.config.quadrature and weights is None:
+            weights = self.graphs.get("density-weights", (points,), (), lambda: default_weights(points))
+        tokens, enc, emb, spacing, lo, hi = self._tokens(points, weights)
         # coordinates enter the layers normalised to the token box, so weights transfer across sizes
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         f = self.lift(torch.cat([features, unit(points)], dim=1))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..nn import GNOIntegral
 from ..ops import radius_search
+from ._quadrature import default_weights, mean_edge_weights, quadrature_graph
 from .base import OperatorModel
 from ..nn.mlp import activation, mlp
 from .registry import register
@@ -37,6 +38,16 @@ class GNOConfig:
         reduction: "mean" (discretisation-robust) or "sum".
         max_neighbors: keep at most this many nearest neighbors per point (None: all).
         activation: gelu, relu, silu or tanh.
+        quadrature: discretization-convergent integrals. Every integral becomes a quadrature
+            over the ball: with ``reduction="mean"`` the weighted mean ``sum w_j k f_j / sum w_j``,
+            with ``"sum"`` the weighted sum ``sum w_j k f_j``; ``w`` are the input points'
+            quadrature weights (``forward(..., weights=)``, e.g. vertex areas from
+            :func:`pyengine.geometry.quadrature_weights`; k-nearest-neighbour density weights
+            when none are given), and ``max_neighbors`` thins over-full balls to a spatially
+            uniform subset carrying the same weight (:func:`pyengine.models._quadrature.uniform_cap`)
+            instead of keeping the nearest. All layers (lifting, integrals, decoder) are then
+            discretization-convergent. False (the default, and what checkpoints written before
+            the option load as): plain neighbour means over the nearest ``max_neighbors``.
     """
 
     hidden: int = 64
@@ -47,6 +58,7 @@ class GNOConfig:
     reduction: str = "mean"
     max_neighbors: int | None = 64
     activation: str = "gelu"
+    quadrature: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.layers < 0 or not self.radius > 0:
@@ -61,8 +73,9 @@ class GNO(OperatorModel):
         self.lift = mlp([in_channels + coord_dim, c.hidden, c.hidden], c.activation)
 
         def integral() -> GNOIntegral:
+            # quadrature: the per-edge weights carry the (normalised) measure, the op sums
             return GNOIntegral(c.hidden, coord_dim, hidden=c.kernel_hidden, transform=c.transform,
-                               reduction=c.reduction, activation=c.activation)
+                               reduction="sum" if c.quadrature else c.reduction, activation=c.activation)
 
         self.integrals = nn.ModuleList(integral() for _ in range(c.layers))
         self.skips = nn.ModuleList(nn.Linear(c.hidden, c.hidden) for _ in range(c.layers))
@@ -70,20 +83,32 @@ class GNO(OperatorModel):
         self.decode_integral = integral()
         self.project = mlp([c.hidden, c.hidden, out_channels], c.activation)
 
-    def _graph(self, points: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
+    def _graph(self, points: Tensor, queries: Tensor, weights: Tensor | None = None):
+        """``(row_ptr, col, edge_weights)``; edge_weights is None without quadrature."""
         c = self.config
-        return self.graphs.get("radius", (points, queries), (c.radius, c.max_neighbors),
-                               lambda: radius_search(points, queries, c.radius, max_neighbors=c.max_neighbors))
+        if not c.quadrature:
+            return (*self.graphs.get("radius", (points, queries), (c.radius, c.max_neighbors),
+                                     lambda: radius_search(points, queries, c.radius, max_neighbors=c.max_neighbors)),
+                    None)
 
-    def encode(self, points: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
+        def compute():
+            rp, col, ew = quadrature_graph(points, queries, c.radius, weights, c.max_neighbors)
+            return rp, col, (mean_edge_weights(rp, ew) if c.reduction == "mean" else ew)
+
+        return self.graphs.get("radius-quadrature", (points, queries, weights), (c.radius, c.max_neighbors,
+                                                                                 c.reduction), compute)
+
+    def encode(self, points: Tensor, features: Tensor, weights: Tensor | None = None):
+        if self.config.quadrature and weights is None:
+            weights = self.graphs.get("density-weights", (points,), (), lambda: default_weights(points))
         h = self.lift(torch.cat([features, points], dim=1))
         if len(self.integrals):
-            row_ptr, col = self._graph(points, points)
+            row_ptr, col, ew = self._graph(points, points, weights)
             for integral, skip in zip(self.integrals, self.skips):
-                h = self.act(integral(points, points, row_ptr, col, h) + skip(h))
-        return points, h
+                h = self.act(integral(points, points, row_ptr, col, h, edge_weights=ew) + skip(h))
+        return points, h, weights
 
-    def decode(self, state: tuple[Tensor, Tensor], queries: Tensor) -> Tensor:
-        points, h = state
-        row_ptr, col = self._graph(points, queries)
-        return self.project(self.decode_integral(points, queries, row_ptr, col, h))
+    def decode(self, state, queries: Tensor) -> Tensor:
+        points, h, weights = state
+        row_ptr, col, ew = self._graph(points, queries, weights)
+        return self.project(self.decode_integral(points, queries, row_ptr, col, h, edge_weights=ew))

@@ -31,6 +31,7 @@ from ..nn import MessagePassing
 from ..nn.transformer import sinusoidal_embedding
 from ..ops import index_to_row_ptr, knn, radius_search, row_index
 from ._box import points_box
+from ._quadrature import default_weights, mean_edge_weights, quadrature_graph
 from .base import OperatorModel
 from ..nn.mlp import mlp
 from .registry import register
@@ -81,6 +82,18 @@ class RIGNOConfig:
         max_neighbors: neighbor cap (nearest kept) of the wider processor scales and the decoder graph.
         seed: seeds the regional subsample (fixed per geometry).
         time_conditioned: add a time/lead-time embedding to the regional nodes.
+        quadrature: discretization-convergent RIGNO (issue 17; not in the paper). The regional
+            nodes are no longer a fraction of the points (their number and positions would follow
+            the mesh) but one point per cell of a grid of ``regional_cell`` times the largest
+            extent (the point nearest the cell centre), so they converge to fixed positions under
+            refinement; their support radii follow from those nodes; the encoder's mean over the
+            physical points in a support becomes the quadrature-weighted mean (``w``: the
+            points' weights from ``forward(..., weights=)`` or k-nearest-neighbour density
+            estimates), with ``max_neighbors`` thinning over-full supports to a spatially uniform
+            subset of the same weight. Processor and decoder act on the regional nodes only.
+            False: the default (and older checkpoints).
+        regional_cell: with ``quadrature``, the regional grid's cell size as a fraction of the
+            points' largest bounding-box extent.
     """
 
     hidden: int = 64
@@ -95,6 +108,8 @@ class RIGNOConfig:
     max_neighbors: int | None = 48
     seed: int = 0
     time_conditioned: bool = False
+    quadrature: bool = False
+    regional_cell: float = 0.06
 
     def __post_init__(self) -> None:
         if not 0 < self.regional_ratio <= 1:
@@ -103,6 +118,8 @@ class RIGNOConfig:
             raise ValueError("density_k >= 1, radius_factor > 0 and at least one processor scale are required")
         if self.support not in ("knn", "delaunay"):
             raise ValueError(f"support must be 'knn' or 'delaunay', got {self.support!r}")
+        if not 0 < self.regional_cell <= 1:
+            raise ValueError(f"regional_cell must be in (0, 1], got {self.regional_cell}")
         if not 0 <= self.edge_drop < 1:
             raise ValueError(f"edge_drop must be in [0, 1), got {self.edge_drop}")
 
@@ -142,9 +159,15 @@ class RIGNO(OperatorModel):
         self.project = mlp([c.hidden, c.hidden, out_channels])
         self.time_embed = mlp([64, c.hidden, c.hidden]) if c.time_conditioned else None
 
-    def _regional(self, points: Tensor):
-        """Regional subsample, its density radii, encoder and processor graphs (cached per geometry)."""
+    def _regional(self, points: Tensor, weights: Tensor | None = None):
+        """Regional subsample, its density radii, encoder and processor graphs (cached per geometry).
+
+        The encoder graph is ``(row_ptr, col)``, or ``(row_ptr, col, edge_weights)`` with quadrature."""
         c = self.config
+        if c.quadrature:
+            return self.graphs.get("rigno-regional-quadrature", (points, weights),
+                                   (c.regional_cell, c.support, c.density_k, c.radius_factor, c.processor_scales,
+                                    c.max_neighbors), lambda: self._regional_quadrature(points, weights))
 
         def compute():
             mesh = regional_mesh(points, c.regional_ratio, seed=c.seed, k=c.density_k, factor=c.radius_factor)
@@ -166,6 +189,28 @@ class RIGNO(OperatorModel):
                                                              c.radius_factor, c.processor_scales, c.max_neighbors,
                                                              c.seed), compute)
 
+    @torch.no_grad()
+    def _regional_quadrature(self, points: Tensor, weights: Tensor):
+        """Grid-cell regional nodes, their radii, the weighted encoder graph and the processor graph."""
+        c = self.config
+        lo, hi = points_box(points)
+        extent = float((hi - lo).max())
+        index = _cell_representatives(points, c.regional_cell * extent)
+        if index.numel() < c.density_k + 1:  # a tiny geometry: fall back to the densest grid that works
+            index = _cell_representatives(points, extent / max(points.shape[0], 1))
+        nodes = points[index]
+        floor = 1e-6 * extent
+        k = min(c.density_k, nodes.shape[0] - 1)
+        if c.support == "delaunay":
+            r_reg = (c.radius_factor * _delaunay_radius(nodes)).clamp_min(floor)
+        else:
+            r_reg = (c.radius_factor * knn(nodes, nodes, k + 1)[0][:, -1]).clamp_min(floor)
+        rp, col, ew = quadrature_graph(points, nodes, r_reg, weights, c.max_neighbors)
+        encoder = (rp, col, mean_edge_weights(rp, ew))
+        graphs = [radius_search(nodes, nodes, s * r_reg, max_neighbors=None if s == 1.0 else c.max_neighbors)
+                  for s in c.processor_scales]
+        return index, r_reg, encoder, _merge_scales(graphs, nodes.shape[0])
+
     def _decoder_graph(self, regional: Tensor, queries: Tensor):
         c = self.config
 
@@ -177,13 +222,17 @@ class RIGNO(OperatorModel):
         return self.graphs.get("rigno-decoder", (regional, queries), (c.density_k, c.radius_factor, c.max_neighbors),
                                compute)
 
-    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None):
+    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None, weights: Tensor | None = None):
         # the unit box of the points: node embeddings see scale-free coordinates
         c = self.config
         if points.shape[0] < c.density_k + 1:
             raise ValueError(f"RIGNO needs at least density_k + 1 = {c.density_k + 1} input points, got "
                              f"{points.shape[0]}; lower density_k for smaller point sets")
-        reg_idx, r_reg, (e_ptr, e_col), (p_ptr, p_col, p_scale) = self._regional(points)
+        if c.quadrature and weights is None:
+            weights = self.graphs.get("density-weights", (points,), (), lambda: default_weights(points))
+        reg_idx, r_reg, enc_graph, (p_ptr, p_col, p_scale) = self._regional(points, weights)
+        e_ptr, e_col = enc_graph[0], enc_graph[1]
+        e_w = enc_graph[2] if len(enc_graph) > 2 else None
         lo, hi = points_box(points)  # zero-extent axes (plates, lines) widened: no 0/0 below
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         regional = points[reg_idx]
@@ -200,7 +249,7 @@ class RIGNO(OperatorModel):
         # encoder: regional nodes (receivers) and physical nodes (senders) in one graph
         e = self.enc_edges(_edge_features(regional, points, e_ptr, e_col, r_reg))
         rp, col = _union_edges(e_ptr, e_col, n_reg, n, n_reg)
-        h = self.encoder(torch.cat([h_reg, h_phys]), rp, col, e)[0][:n_reg]
+        h = self.encoder(torch.cat([h_reg, h_phys]), rp, col, e, edge_weights=e_w)[0][:n_reg]
         # processor: multiscale regional graph, edge state carried through the steps
         if self.training and c.edge_drop > 0:  # edge masking: a fresh random subset of edges each step
             keep = torch.rand(p_col.shape[0], device=p_col.device) >= c.edge_drop
@@ -221,6 +270,24 @@ class RIGNO(OperatorModel):
         rp, col = _union_edges(d_ptr, d_col, m, n_reg, m)
         hq = self.decoder(torch.cat([self.node_embed(unit(queries)), h]), rp, col, e)[0][:m]
         return self.project(hq)
+
+
+def _cell_representatives(points: Tensor, cell: float) -> Tensor:
+    """Sorted indices of one point per occupied cell of a grid of size ``cell`` (the point nearest
+    the cell centre, lowest index on ties): a subsample whose positions converge under refinement."""
+    lo = points.min(0).values
+    cells = torch.floor((points - lo) / cell).long()
+    n_ax = int(cells.max()) + 1
+    key = cells[:, 0]
+    for a in range(1, cells.shape[1]):
+        key = key * n_ax + cells[:, a]
+    dist = (points - (lo + (cells.to(points.dtype) + 0.5) * cell)).norm(dim=1)
+    order = torch.argsort(dist, stable=True)
+    order = order[torch.argsort(key[order], stable=True)]
+    k = key[order]
+    first = torch.ones_like(k, dtype=torch.bool)
+    first[1:] = k[1:] != k[:-1]
+    return order[first].sort().values
 
 
 def _delaunay_radius(nodes: Tensor) -> Tensor:

@@ -113,22 +113,31 @@ class AttentionAggregation(nn.Module):
             raise ValueError("f_x given but the layer was built with query_channels=0")
 
     def forward(self, y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, f_y: Tensor,
-                f_x: Tensor | None = None) -> Tensor:
+                f_x: Tensor | None = None, edge_weights: Tensor | None = None) -> Tensor:
+        """``edge_weights``: optional ``(E,)`` positive quadrature weights of the edges' sources;
+        the softmax then weights each edge by them (``a_ij ~ w_ij exp(s_ij)``), turning the
+        attention into a quadrature of a normalised integral over the ball."""
         self._check(y, x, row_ptr, col, f_y, f_x)
         M, N, H, D, d = x.shape[0], y.shape[0], self.heads, self.head_dim, self.coord_dim
+        bias = None
+        if edge_weights is not None:
+            if edge_weights.shape != col.shape:
+                raise ValueError(f"edge_weights must have shape ({col.shape[0]},), got {tuple(edge_weights.shape)}")
+            bias = torch.log(edge_weights.to(f_y.dtype)).unsqueeze(1).expand(-1, H).contiguous()
         q = self.query(x if f_x is None else torch.cat([x, f_x], 1)).view(M, H, D)
         if not self.fused:
-            return self.out(self._plain(q, y, x, row_ptr, col, f_y).reshape(M, H * D))
+            return self.out(self._plain(q, y, x, row_ptr, col, f_y, bias).reshape(M, H * D))
         src = torch.cat([y, f_y], 1)
         k = self.key(src).view(N, H, D)  # K_j; the -W_k^pos x_i part cancels in the softmax
         v = self.value(src).view(N, H, D)
-        agg = csr_attention(q, k, v, row_ptr, col, scale=self.scale).reshape(M, H * D)
+        agg = csr_attention(q, k, v, row_ptr, col, bias=bias, scale=self.scale).reshape(M, H * D)
         # The value's per-query part, -W_v^pos x_i, applies only where the weights sum to 1.
         has_edges = (row_ptr[1:] > row_ptr[:-1]).to(agg.dtype).unsqueeze(1)
         agg = agg - has_edges * (x @ self.value.weight[:, :d].t())
         return self.out(agg)
 
-    def _plain(self, q: Tensor, y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, f_y: Tensor) -> Tensor:
+    def _plain(self, q: Tensor, y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, f_y: Tensor,
+               bias: Tensor | None = None) -> Tensor:
         """Per-edge keys/values, softmax and weighted sum with gather/scatter (the unfused baseline)."""
         M, H, D = q.shape
         col = col.long()
@@ -137,6 +146,8 @@ class AttentionAggregation(nn.Module):
         k = self.key(edge_in).view(-1, H, D)
         v = self.value(edge_in).view(-1, H, D)
         s = (q[rows] * k).sum(-1) * self.scale  # (E, H)
+        if bias is not None:
+            s = s + bias
         smax = torch.full((M, H), float("-inf"), dtype=s.dtype, device=s.device)
         smax = smax.scatter_reduce(0, rows[:, None].expand_as(s), s, "amax", include_self=True)
         e = torch.exp(s - smax[rows])

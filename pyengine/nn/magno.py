@@ -58,7 +58,8 @@ def cosine_attention(y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, weights
     return segment_softmax(s, row_ptr)
 
 
-def neighborhood_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, col: Tensor) -> Tensor:
+def neighborhood_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, col: Tensor,
+                            edge_weights: Tensor | None = None) -> Tensor:
     """``(M, 3 + 2 d)`` statistics of each query's neighbor sources (GAOT's statistical embedding).
 
     Columns: neighbor count, mean and variance of the distances ``|y_j - x_i|``, the
@@ -66,7 +67,13 @@ def neighborhood_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, c
     covariance (population, plus ``1e-6`` on the diagonal), descending (``d``). Rows
     without neighbors are all zero. Computed in the inputs' dtype with the same
     formulas as the official code, so its trained MLPs see the same numbers.
+
+    With ``edge_weights`` (E,) (quadrature weights of the edges' sources) every statistic is
+    the quadrature-weighted one: the count becomes the ball's measure ``sum w``, and means
+    and the covariance are weighted, so the embedding converges under mesh refinement.
     """
+    if edge_weights is not None:
+        return _weighted_statistics(sources, queries, row_ptr, col, edge_weights)
     m, d = queries.shape
     rows = row_index(row_ptr, col.shape[0])
     colL = col.long()
@@ -88,12 +95,45 @@ def neighborhood_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, c
     return torch.where(has[:, None], feats, torch.zeros_like(feats))
 
 
-def standardize_columns(feats: Tensor, reference: Tensor | None = None) -> Tensor:
+def _weighted_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, col: Tensor, ew: Tensor) -> Tensor:
+    m, d = queries.shape
+    rows = row_index(row_ptr, col.shape[0])
+    nbr = sources.index_select(0, col.long())
+    ew = ew.to(sources.dtype)
+    total = segment_reduce(ew, row_ptr, "sum")
+    inv = 1.0 / total.clamp_min(torch.finfo(sources.dtype).tiny)
+    wmean = lambda v: segment_reduce(v * ew.view(-1, *([1] * (v.dim() - 1))), row_ptr, "sum") * inv.view(  # noqa: E731
+        -1, *([1] * (v.dim() - 1)))
+    dist = (nbr - queries.index_select(0, rows)).norm(dim=1)
+    d_avg = wmean(dist)
+    d_var = (wmean(dist * dist) - d_avg * d_avg).clamp_min(0.0)
+    centroid = wmean(nbr)
+    centered = nbr - centroid.index_select(0, rows)
+    cov = wmean(centered.unsqueeze(2) * centered.unsqueeze(1))
+    has = (row_ptr[1:] - row_ptr[:-1]) > 0
+    eig = torch.zeros(m, d, dtype=sources.dtype, device=sources.device)
+    if bool(has.any()):
+        reg = cov[has] + 1e-6 * torch.eye(d, dtype=cov.dtype, device=cov.device)
+        eig[has] = torch.linalg.eigvalsh(reg).flip(-1)
+    feats = torch.cat([total[:, None], d_avg[:, None], d_var[:, None], centroid - queries, eig], dim=1)
+    return torch.where(has[:, None], feats, torch.zeros_like(feats))
+
+
+def standardize_columns(feats: Tensor, reference: Tensor | None = None, weights: Tensor | None = None) -> Tensor:
     """``(feats - mean) / std`` per column, the statistics taken over ``reference`` (default ``feats``).
 
-    ``std`` is the unbiased one; columns with ``std < 1e-6`` are only centred.
+    ``std`` is the unbiased one; columns with ``std < 1e-6`` are only centred. With ``weights``
+    (one per reference row, e.g. the quadrature weights of the points the reference was taken
+    at) mean and std are the weighted ones, so they do not depend on how densely each region
+    is sampled.
     """
     ref = feats if reference is None else reference
+    if weights is not None and ref.shape[0] > 1:
+        w = (weights / weights.sum()).to(ref.dtype)[:, None]
+        mean = (w * ref).sum(dim=0, keepdim=True)
+        std = ((w * (ref - mean) ** 2).sum(dim=0, keepdim=True)).sqrt()
+        std = torch.where(std < 1e-6, torch.ones_like(std), std)
+        return (feats - mean) / std
     mean = ref.mean(dim=0, keepdim=True)
     std = ref.std(dim=0, keepdim=True) if ref.shape[0] > 1 else torch.ones_like(mean)
     std = torch.where(std < 1e-6, torch.ones_like(std), std)

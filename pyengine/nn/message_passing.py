@@ -75,18 +75,24 @@ class MessagePassing(nn.Module):
         self.edge_mlp = mlp([2 * node_dim + edge_dim, *inner, message_dim], activation)
         self.node_mlp = mlp([node_dim + message_dim, *inner, node_dim], activation)
 
-    def forward(self, h: Tensor, row_ptr: Tensor, col: Tensor, e: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(self, h: Tensor, row_ptr: Tensor, col: Tensor, e: Tensor | None = None,
+                edge_weights: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Args:
             h: ``(M, node_dim)`` node features (rows and columns index the same nodes).
             row_ptr: ``(M + 1,)`` int64 CSR row pointer; col: ``(E,)`` int64/int32 in ``[0, M)``.
             e: ``(E, edge_dim)`` edge features, in CSR edge order (``None`` when ``edge_dim=0``).
+            edge_weights: optional ``(E,)`` weights; the aggregation is then ``sum_e w_e e'_e``
+                whatever ``reduction`` says (pass per-row normalised quadrature weights for a
+                quadrature-weighted mean).
 
         Returns:
             ``(h', e')`` of shapes ``(M, node_dim)`` and ``(E, edge_dim)`` (``e'`` is None when ``edge_dim=0``).
         """
         self._check(h, row_ptr, col, e)
+        if edge_weights is not None and edge_weights.shape != col.shape:
+            raise ValueError(f"edge_weights must have shape ({col.shape[0]},), got {tuple(edge_weights.shape)}")
         if self.edge_dim == 0:
-            return self._forward_node_only(h, row_ptr, col), None
+            return self._forward_node_only(h, row_ptr, col, edge_weights), None
         M, E = h.shape[0], col.shape[0]
         rows = row_index(row_ptr, E)
         first = self.edge_mlp[0]
@@ -96,19 +102,25 @@ class MessagePassing(nn.Module):
         pre = torch.nn.functional.linear(e, w_e, first.bias)
         pre = pre + (h @ w_i.t()).index_select(0, rows) + (h @ w_j.t()).index_select(0, col.long())
         e_new = e + self.edge_mlp[1:](pre)
-        agg = segment_reduce(e_new, row_ptr, self.reduction)
+        if edge_weights is None:
+            agg = segment_reduce(e_new, row_ptr, self.reduction)
+        else:
+            agg = segment_reduce(e_new * edge_weights.to(e_new.dtype).unsqueeze(1), row_ptr, "sum")
         h_new = h + self.node_mlp(torch.cat([h, agg], dim=1))
         return h_new, e_new
 
-    def _forward_node_only(self, h, row_ptr, col):
+    def _forward_node_only(self, h, row_ptr, col, edge_weights=None):
         linears = list(self.edge_mlp)[0::2]
+        reduction = self.reduction if edge_weights is None else "sum"
         if self.fused:
             agg = gno_integral(h, h, row_ptr, col, None, None, [m.weight for m in linears], [m.bias for m in linears],
-                               self.activation, "linear_kernelonly", self.reduction)  # fmt: skip
+                               self.activation, "linear_kernelonly", reduction, edge_weights=edge_weights)  # fmt: skip
         else:
             rows = row_index(row_ptr, col.shape[0])
             msg = self.edge_mlp(torch.cat([h.index_select(0, rows), h.index_select(0, col.long())], dim=1))
-            agg = segment_reduce(msg, row_ptr, self.reduction)
+            if edge_weights is not None:
+                msg = msg * edge_weights.to(msg.dtype).unsqueeze(1)
+            agg = segment_reduce(msg, row_ptr, reduction)
         return h + self.node_mlp(torch.cat([h, agg], dim=1))
 
     def _check(self, h, row_ptr, col, e):

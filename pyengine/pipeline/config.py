@@ -30,6 +30,14 @@ class TrainConfig:
         eval_every: evaluate on the validation samples every this many epochs (0: only at the end).
         checkpoint_every: write the checkpoint every this many epochs (0: only at the end).
         progress: show progress bars.
+        resample: train on a different discretization of each geometry every step (issue 17):
+            the input points are thinned at random, either uniformly (keep fraction ``f``) or
+            with a keep probability graded along a random direction from ``f`` to 1 (a mesh
+            denser on one side), ``f`` drawn from ``[resample_min, 1]``. Quadrature weights are
+            divided by the keep probability (Horvitz-Thompson), so integrals stay unbiased.
+            Targets stay at all the original points; evaluation and prediction use the full
+            resolution. Off by default (the demo's settings are unchanged).
+        resample_min: the smallest keep fraction of ``resample`` (in (0, 1]).
     """
 
     epochs: int = 50
@@ -44,6 +52,8 @@ class TrainConfig:
     eval_every: int = 0
     checkpoint_every: int = 0
     progress: bool = True
+    resample: bool = False
+    resample_min: float = 0.5
 
     def __post_init__(self) -> None:
         for name, hint in typing.get_type_hints(TrainConfig).items():
@@ -57,6 +67,8 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip", "seed", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.resample_min <= 1:
+            raise ValueError(f"resample_min must be in (0, 1], got {self.resample_min}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 

@@ -44,12 +44,22 @@ class Frame:
 
 
 def to_unit_frame(sample: Sample) -> tuple[Sample, Frame]:
-    """The sample with points and queries mapped into the unit frame, and that frame."""
+    """The sample with points and queries mapped into the unit frame, and that frame.
+
+    Quadrature weights are rescaled to the frame: by ``scale^2`` for a 3-D triangle surface,
+    ``scale^d`` otherwise (volumes, clouds).
+    """
     frame = Frame.of(sample.points)
+    weights = sample.weights
+    if weights is not None:
+        tris, tets = sample.cells.get("triangle"), sample.cells.get("tetra")
+        surface = sample.dim == 3 and tris is not None and tris.numel() > 0 and (tets is None or tets.numel() == 0)
+        weights = weights / frame.scale ** (2 if surface else sample.dim)
     moved = Sample(points=frame.forward(sample.points), features=sample.features,
                    queries=None if sample.queries is None else frame.forward(sample.queries),
                    fields=dict(sample.fields), cells=dict(sample.cells),
-                   metadata={**sample.metadata, "frame_center": frame.center.tolist(), "frame_scale": frame.scale})
+                   metadata={**sample.metadata, "frame_center": frame.center.tolist(), "frame_scale": frame.scale},
+                   weights=weights)
     return moved, frame
 
 

@@ -364,9 +364,36 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     dev = torch.device(device)
     stats: dict[str, int] = {}
     _release_memory()
+    density = extra.get("point_density")
+    if surface is not None and isinstance(density, list) and len(density) == 2 and min(density) > 0:
+        # points per unit area in the frame against the training range (prepare_sample's weights)
+        tri = surface.points[surface.faces]
+        area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
+        ours = len(in_pts) / max(area / frame.scale ** 2, 1e-300)
+        lo, hi = float(min(density)), float(max(density))
+        if ours < lo / 2 or ours > 2 * hi:
+            ratio = ours / lo if ours < lo else ours / hi
+            quad = getattr(getattr(model, "config", None), "quadrature", False)
+            notes.append(f"point density: {ratio:.3g}x the {'lowest' if ours < lo else 'highest'} of the training "
+                         f"meshes ({ours:.4g} points per unit area in the frame; training {lo:.4g} to {hi:.4g}); "
+                         + ("the model integrates with quadrature weights, built to tolerate this"
+                            if quad else "this model averages over points (quadrature off), so its predictions "
+                            "may depend on the resolution"))
+    weights = None
+    if getattr(getattr(model, "config", None), "quadrature", False):
+        # quadrature weights of the inputs in the frame: vertex areas of the cleaned surface, else density
+        from ..geometry.quadrature import density_weights, vertex_areas
+
+        if surface is not None:
+            w = np.asarray(vertex_areas(surface.points[:, :3], surface.faces))[input_idx] / frame.scale ** 2
+            w = np.where(w > 0, w, np.median(w[w > 0]) if (w > 0).any() else 1.0)
+        else:
+            w = np.asarray(density_weights(pu.numpy()))
+        weights = torch.as_tensor(w, dtype=dtype, device=dev)
+        notes.append("quadrature: " + ("vertex areas" if surface is not None else "k-nearest-neighbour density"))
     pred = predict_chunked(model, pu.to(dev, dtype), None if feats is None else feats.to(dev),
                            None if qu is None else qu.to(dev, dtype), chunk_size=chunk_size, progress=progress,
-                           stats=stats).float().cpu()
+                           stats=stats, weights=weights).float().cpu()
     clock.lap("predict")
     fields, start = {}, 0
     for name, width in widths.items():

@@ -41,9 +41,18 @@ def _normals(sample: Sample) -> torch.Tensor:
 
 
 def prepare_sample(sample: Sample, recipe: str = "normals") -> tuple[Sample, Frame]:
-    """The sample in the unit frame with the recipe's features; returns it and the frame used."""
+    """The sample in the unit frame with the recipe's features; returns it and the frame used.
+
+    The prepared sample also carries quadrature ``weights`` (vertex areas of a surface, dual
+    volumes of a volume mesh, density estimates of a bare cloud; in frame units), computed
+    here once: models built with ``quadrature=True`` integrate with them, others ignore them.
+    Weights the sample already has are kept (rescaled to the frame).
+    """
+    from ..geometry.quadrature import quadrature_weights
+
     feature_channels(recipe, sample.dim)
     feats = _normals(sample) if recipe == "normals" else None
+    weights = sample.weights if sample.weights is not None else quadrature_weights(sample)
     with_feats = Sample(points=sample.points, features=feats, queries=sample.queries, fields=dict(sample.fields),
-                        cells=dict(sample.cells), metadata=dict(sample.metadata))
+                        cells=dict(sample.cells), metadata=dict(sample.metadata), weights=weights)
     return to_unit_frame(with_feats)

@@ -44,6 +44,7 @@ class _Prepared:
     features: Tensor | None
     queries: Tensor
     target: Tensor | None
+    weights: Tensor | None = None
 
 
 class _SampleForward(nn.Module):
@@ -54,7 +55,17 @@ class _SampleForward(nn.Module):
         self.model = model
 
     def forward(self, samples: list[_Prepared]) -> list[Tensor]:
-        return [self.model(s.points, s.features, s.queries) for s in samples]
+        return [_call(self.model, s.points, s.features, s.queries, getattr(s, "weights", None)) for s in samples]
+
+
+def _call(model: nn.Module, points, features, queries, weights) -> Tensor:
+    """``model(points, features, queries)``, with the quadrature weights when there are any and the
+    model is a pyengine family (which accepts them, and ignores them unless built with quadrature)."""
+    from ..models.base import OperatorModel
+
+    if weights is None or not isinstance(model, OperatorModel):
+        return model(points, features, queries)
+    return model(points, features, queries, weights=weights)
 
 
 def normalize_features(normalizer, features: Tensor) -> Tensor:
@@ -110,6 +121,9 @@ class Trainer:
         self.normalizer = normalizer
         self.train_samples, self.val_samples = ([] if stream is not None else list(train)), list(val or [])
         self._train = [self._prepare(s) for s in self.train_samples]
+        # points per unit measure (frame units) of the training geometries: predict notes inputs far outside
+        dens = [s.num_points / float(s.weights.sum()) for s in self.train_samples if s.weights is not None]
+        self.point_density = (min(dens), max(dens)) if dens else None
         self.rank, self.world = _rank_world()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.rank == 0:  # a bad location fails now, not after an epoch
@@ -149,7 +163,38 @@ class Trainer:
             target = torch.cat([c[:, None] if c.dim() == 1 else c for c in cols], dim=1)
         dev = self.device
         return _Prepared(s.points.to(dev), None if feats is None else feats.to(dev), s.query_points.to(dev),
-                         None if target is None else target.to(dev))
+                         None if target is None else target.to(dev),
+                         None if s.weights is None else s.weights.to(dev))
+
+    def _resampled(self, batch: list[_Prepared], step: int) -> list[_Prepared]:
+        """``TrainConfig.resample``: each sample's inputs thinned at random (uniformly or graded
+        along a random direction), weights divided by the keep probability; queries and targets kept."""
+        c = self.config
+        g = torch.Generator().manual_seed(c.seed * 7_919 + self.epoch * 100_003 + step)
+        out = []
+        for s in batch:
+            n, d = s.points.shape
+            f = c.resample_min + (1 - c.resample_min) * float(torch.rand((), generator=g))
+            pts = s.points.detach().cpu()
+            if float(torch.rand((), generator=g)) < 0.5:
+                p = torch.full((n,), f, dtype=pts.dtype)
+            else:
+                u = torch.nn.functional.normalize(torch.randn(d, generator=g, dtype=pts.dtype), dim=0)
+                t = pts @ u
+                t = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12)
+                p = f + (1 - f) * t
+            keep = torch.rand(n, generator=g, dtype=pts.dtype) < p
+            if int(keep.sum()) < max(16, n // 20):  # never train on a handful of points
+                out.append(s)
+                continue
+            idx = torch.nonzero(keep)[:, 0].to(s.points.device)
+            base = getattr(s, "weights", None)
+            base = base if base is not None else s.points.new_ones(n)
+            w = base.index_select(0, idx) / p.to(base).index_select(0, idx)
+            out.append(_Prepared(s.points.index_select(0, idx),
+                                 None if s.features is None else s.features.index_select(0, idx),
+                                 s.queries, s.target, w))
+        return out
 
     def _split(self, pred: Tensor) -> dict[str, Tensor]:
         out, start = {}, 0
@@ -192,6 +237,8 @@ class Trainer:
 
     def step(self, batch: list[_Prepared]) -> float:
         """One optimizer step on this rank's share of a global batch; returns the global mean loss."""
+        if self.config.resample:  # seeded by the global step, which a resumed run restores
+            batch = self._resampled(batch, int(self.scheduler.last_epoch))
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self._tf32():
@@ -266,7 +313,7 @@ class Trainer:
         self.model.eval()
         p = self._prepare(sample)
         with self._tf32(), self._autocast():
-            pred = self.model(p.points, p.features, p.queries).float()
+            pred = _call(self.model, p.points, p.features, p.queries, p.weights).float()
         return {k: v.cpu() for k, v in self._split(pred).items()}
 
     def evaluate(self, samples: Sequence[Sample]) -> dict[str, dict[str, float]]:
@@ -286,6 +333,8 @@ class Trainer:
         JSON-friendly context for prediction (feature recipe, frame statistics, metrics)."""
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "epoch": self.epoch, "config": asdict(self.config), "history": self.history}
+        if self.point_density is not None and "point_density" not in (extra or {}):
+            extra = {**(extra or {}), "point_density": list(self.point_density)}
         return save_checkpoint(path, self.model, normalizer=self.normalizer, fields=self.widths, train_state=state,
                                extra=extra)
 

@@ -1,0 +1,177 @@
+"""Discretization convergence (issue 17): quadrature-weighted integrals barely move when the
+mesh is refined non-uniformly, neighbour means do. Operator-level: untrained tiny models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+trimesh = pytest.importorskip("trimesh")
+
+from pyengine.geometry.quadrature import vertex_areas  # noqa: E402
+from pyengine.geometry.refine import refine_half, subdivide  # noqa: E402
+from pyengine.models import build, make_config  # noqa: E402
+from pyengine.models._quadrature import mean_edge_weights, quadrature_graph, uniform_cap  # noqa: E402
+from pyengine.models.base import OperatorModel  # noqa: E402
+from pyengine.ops import radius_search, row_index, segment_reduce  # noqa: E402
+
+TINY = {
+    "gno": dict(hidden=16, layers=2, radius=0.3, kernel_hidden=(16,), max_neighbors=32),
+    "gino": dict(hidden=16, grid=(8, 8, 8), modes=(4, 4, 4), fno_layers=2, max_neighbors=32),
+    "gaot": dict(hidden=16, grid=(4, 4, 4), dim=32, depth=1, vit_heads=2, embedding_hidden=16, projection_hidden=32,
+                 encoder_kernel_hidden=(16,), decoder_kernel_hidden=(16,), max_neighbors=32),
+    "gaot_fast": dict(hidden=16, grid=(4, 4, 4), dim=32, depth=1, vit_heads=2, max_neighbors=32),
+    "rigno": dict(hidden=16, edge_dim=8, processor_steps=2, max_neighbors=32),
+}
+
+
+@pytest.fixture(scope="module")
+def body():
+    m = trimesh.creation.icosphere(3)
+    m.vertices *= [1.0, 0.6, 0.4]
+    return m.vertices, m.faces
+
+
+def _inputs(p, t):
+    pts = torch.tensor(p, dtype=torch.float32)
+    return pts, pts / pts.norm(dim=1, keepdim=True), vertex_areas(pts, torch.tensor(t))
+
+
+def _half_refinement_change(family, quadrature, body):
+    """Relative change (to the prediction's spread) at the original vertices when one half is refined 4x."""
+    p, t = body
+    torch.manual_seed(0)
+    model = build(family, 3, 1, 3, quadrature=quadrature, **TINY[family]).eval()
+    q = torch.tensor(p, dtype=torch.float32)
+    with torch.no_grad():
+        base = model(*_inputs(p, t)[:2], q, weights=_inputs(p, t)[2])
+        half = model(*_inputs(*refine_half(p, t, times=2))[:2], q, weights=_inputs(*refine_half(p, t, times=2))[2])
+    return float((half - base).norm() / (base - base.mean(0)).norm())
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_quadrature_converges_under_half_refinement(family, body):
+    weighted = _half_refinement_change(family, True, body)
+    plain = _half_refinement_change(family, False, body)
+    assert weighted < 0.6 * plain, (weighted, plain)
+    assert weighted < 0.03
+
+
+def test_weighted_mean_integral_converges():
+    """The normalised quadrature of f over each ball converges to the exact ball mean on the sphere;
+    the neighbour mean of a half-refined mesh does not."""
+    m = trimesh.creation.icosphere(3)
+    p, t = refine_half(m.vertices, m.faces, times=2)
+    pts = torch.tensor(p, dtype=torch.float64)
+    q = torch.tensor(m.vertices, dtype=torch.float64)[::7]
+    f = pts[:, 0] + 0.5 * pts[:, 1] ** 2
+    w = vertex_areas(pts, torch.tensor(t))
+    rp, col, ew = quadrature_graph(pts, q, 0.5, w, None)
+    weighted = segment_reduce(f[col] * mean_edge_weights(rp, ew), rp, "sum")
+    plain = segment_reduce(f[col], rp, "mean")
+    # reference: the same ball mean on a uniformly 16x refined sphere (projected to the sphere)
+    fine_p, fine_t = subdivide(m.vertices, m.faces, 3)
+    fine_p = fine_p / np.linalg.norm(fine_p, axis=1, keepdims=True)
+    fp = torch.tensor(fine_p)
+    ff = fp[:, 0] + 0.5 * fp[:, 1] ** 2
+    frp, fcol, few = quadrature_graph(fp, q, 0.5, vertex_areas(fp, torch.tensor(fine_t)), None)
+    exact = segment_reduce(ff[fcol] * mean_edge_weights(frp, few), frp, "sum")
+    err_w = float((weighted - exact).abs().max())
+    err_p = float((plain - exact).abs().max())
+    assert err_w < 0.04 and err_p > 5 * err_w, (err_w, err_p)  # err_w includes faceted vs round
+
+
+def test_uniform_cap_keeps_weight_and_is_unbiased():
+    rng = np.random.default_rng(0)
+    # a plane sampled 8x more densely on its right half
+    left = rng.uniform([-1, -1], [0, 1], size=(1500, 2))
+    right = rng.uniform([0, -1], [1, 1], size=(12000, 2))
+    xy = np.concatenate([left, right])
+    pts = torch.tensor(np.c_[xy, np.zeros(len(xy))])
+    w = torch.tensor(np.r_[np.full(1500, 1 / 1500), np.full(12000, 1 / 12000)])
+    q = torch.tensor([[0.0, 0.0, 0.0], [-0.5, 0.0, 0.0], [0.9, 0.9, 0.0]], dtype=torch.float64)
+    rp0, col0 = radius_search(pts, q, 0.5)
+    ew0 = w[col0]
+    rp, col, ew = uniform_cap(pts, q, rp0, col0, ew0, 48)
+    counts = rp[1:] - rp[:-1]
+    assert int(counts.max()) <= 48
+    torch.testing.assert_close(segment_reduce(ew, rp, "sum"), segment_reduce(ew0, rp0, "sum"))
+    # every kept edge is an edge of the complete graph
+    full = set(zip(row_index(rp0, col0.shape[0]).tolist(), col0.tolist()))
+    assert set(zip(row_index(rp, col.shape[0]).tolist(), col.tolist())) <= full
+    for f, tol in ((pts[:, 0], 0.03), (pts[:, 0] ** 2, 0.01)):
+        exact = segment_reduce(f[col0] * mean_edge_weights(rp0, ew0), rp0, "sum")
+        capped = segment_reduce(f[col] * mean_edge_weights(rp, ew), rp, "sum")
+        assert float((capped - exact).abs().max()) < tol
+    # what the caps replace: the nearest 48 see only the query's immediate surroundings (x^2 ~ 0
+    # instead of r^2 / 4), and a plain mean leans to the denser half (x > 0 at the origin)
+    nearest_rp, nearest_col = radius_search(pts, q, 0.5, max_neighbors=48)
+    assert float(segment_reduce(pts[nearest_col, 0] ** 2, nearest_rp, "mean")[0]) < 0.01
+    assert float(segment_reduce(pts[col0, 0], rp0, "mean")[0]) > 0.1
+    # rows within the cap are untouched
+    rp2, col2, ew2 = uniform_cap(pts, q, rp0, col0, ew0, 10 ** 6)
+    assert rp2 is rp0 and col2 is col0 and ew2 is ew0
+
+
+def test_defaults_and_legacy_configs_are_unweighted():
+    for family in TINY:
+        assert make_config(family).quadrature is False  # a checkpoint config without the key loads so
+    with pytest.raises(ValueError, match="quadrature weights"):
+        build("gno", 0, 1, 3, quadrature=True, radius=0.5)(torch.rand(20, 3), None, weights=-torch.ones(20))
+    with pytest.raises(ValueError, match="shape"):
+        build("gno", 0, 1, 3, radius=0.5)(torch.rand(20, 3), None, weights=torch.ones(19))
+
+
+def test_families_without_weights_accept_and_ignore_them():
+    class NoWeights(OperatorModel):
+        def __init__(self):
+            super().__init__(0, 1, 3, None)
+            self.lin = torch.nn.Linear(3, 1)
+
+        def encode(self, points, features):
+            return points
+
+        def decode(self, state, queries):
+            return self.lin(queries)
+
+    m = NoWeights()
+    x = torch.rand(10, 3)
+    torch.testing.assert_close(m(x, None, weights=torch.ones(10)), m(x))
+
+
+def test_quadrature_without_weights_uses_density_estimates(body):
+    p, t = body
+    pts, feats, w = _inputs(p, t)
+    torch.manual_seed(0)
+    model = build("gaot_fast", 3, 1, 3, quadrature=True, **TINY["gaot_fast"]).eval()
+    with torch.no_grad():
+        a = model(pts, feats)
+        b = model(pts, feats, weights=w)
+    # icosphere vertex areas are nearly uniform, and so are the density estimates
+    assert float((a - b).norm() / (b - b.mean(0)).norm()) < 0.1
+
+
+def test_trainer_resample_trains_and_is_reproducible(body):
+    from pyengine.data import Sample
+    from pyengine.pipeline.config import TrainConfig
+    from pyengine.pipeline.train import Trainer
+
+    p, t = body
+    pts = torch.tensor(p, dtype=torch.float32)
+    samples = [Sample(points=pts * s, features=pts / pts.norm(dim=1, keepdim=True),
+                      fields={"u": (pts[:, 0] * s).sin()}, weights=vertex_areas(pts * s, torch.tensor(t)))
+               for s in (0.8, 1.0, 1.2)]
+    cfg = TrainConfig(epochs=2, batch_size=2, progress=False, resample=True, resample_min=0.3, lr=1e-3)
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build("gno", 3, 1, 3, quadrature=True, **TINY["gno"])
+        hist = Trainer(model, samples, fields=["u"], config=cfg).fit()
+        losses.append([h["loss"] for h in hist])
+    assert all(math.isfinite(v) for v in losses[0])
+    assert losses[0] == losses[1]
+    with pytest.raises(ValueError, match="resample_min"):
+        TrainConfig(resample_min=0.0)
