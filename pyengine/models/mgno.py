@@ -65,6 +65,8 @@ class MgNOConfig:
         kernel_hidden: hidden widths of the encoder/decoder integral kernels.
         max_neighbors: per-row neighbour cap of the encoder/decoder graphs (nearest kept; None: all).
         activation: gelu, relu, silu or tanh.
+        transfer_hidden: 0 (the paper's form): the channel maps before the encoder integral and
+            after the decoder integral are single linear layers; > 0: MLPs with this hidden width.
     """
 
     hidden: int = 32
@@ -78,9 +80,12 @@ class MgNOConfig:
     kernel_hidden: tuple[int, ...] = (32,)
     max_neighbors: int | None = 32
     activation: str = "gelu"
+    transfer_hidden: int = 0
 
     def __post_init__(self) -> None:
         self.grid, self.kernel_hidden = tuple(self.grid), tuple(self.kernel_hidden)
+        if not isinstance(self.transfer_hidden, int) or isinstance(self.transfer_hidden, bool) or self.transfer_hidden < 0:
+            raise ValueError(f"MgNO transfer_hidden must be an int >= 0, got {self.transfer_hidden!r}")
         for name in ("hidden", "levels", "smoothing", "layers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -151,7 +156,7 @@ class MgNO(OperatorModel):
             raise ValueError(f"MgNO grid {c.grid} must have coord_dim={coord_dim} axes")
         self.transfer = GridTransfer(in_channels, out_channels, coord_dim, c.hidden, c.hidden, c.grid, c.padding,
                                      c.radius_cells, c.kernel_hidden, c.max_neighbors, c.activation,
-                                     lift_hidden=None, project_hidden=None)
+                                     lift_hidden=c.transfer_hidden or None, project_hidden=c.transfer_hidden or None)
         self.cycles = nn.ModuleList(VCycle(c.hidden, coord_dim, c.levels, c.smoothing, c.kernel_size)
                                     for _ in range(c.layers))
         self.biases = nn.Parameter(torch.zeros(c.layers, c.hidden))
