@@ -1,7 +1,7 @@
 """MgNO: a neural operator whose linear operators are multigrid V-cycles (He et al. 2024).
 
     points --GNO integral--> latent grid u_0 (1, hidden, *grid)
-    u_{l+1} = act(V_l(u_l) + b_l)                     l = 0 .. layers-1
+    u_{l+1} = act(norm(V_l(u_l)))                     l = 0 .. layers-1 (norm's shift: the bias b_l)
     queries <--GNO integral-- u_L
 
 Each linear operator ``V_l`` is one multigrid V-cycle with learned convolutions (the
@@ -23,7 +23,11 @@ prolongation, smoothers and level operators, pre-smoothing only with zero initia
 guesses on the coarse levels, the nonlinearity only between V-cycles, and no lifting or
 projection networks: the channel maps outside the V-cycles are single linear layers.
 
-Where it departs: MgNO is defined on regular grids. Irregular inputs reach a latent grid
+Where it departs: a GroupNorm (one group) follows every V-cycle. Without it (the paper's
+layer ``act(V u + b)``) the stacked cycles' gains compound: on the ShapeNet car the loss
+rose from 1.0 to 790 in 50 Adam steps (lr 3e-3) with MLP transfers, and reached only 0.49
+relative L2 in 200 steps with linear ones. MgNO is defined on regular grids. Irregular
+inputs reach a latent grid
 over the input points' padded bounding box through a fused GNO integral
 (:class:`pyengine.nn.GNOIntegral`, the ``gno_integral`` op over ``radius_search``
 graphs, as in GINO), and predictions at arbitrary queries come back through a second
@@ -38,7 +42,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from ..nn.mlp import ACTIVATIONS, activation
@@ -84,7 +87,8 @@ class MgNOConfig:
 
     def __post_init__(self) -> None:
         self.grid, self.kernel_hidden = tuple(self.grid), tuple(self.kernel_hidden)
-        if not isinstance(self.transfer_hidden, int) or isinstance(self.transfer_hidden, bool) or self.transfer_hidden < 0:
+        th = self.transfer_hidden
+        if not isinstance(th, int) or isinstance(th, bool) or th < 0:
             raise ValueError(f"MgNO transfer_hidden must be an int >= 0, got {self.transfer_hidden!r}")
         for name in ("hidden", "levels", "smoothing", "layers"):
             v = getattr(self, name)
@@ -159,15 +163,15 @@ class MgNO(OperatorModel):
                                      lift_hidden=c.transfer_hidden or None, project_hidden=c.transfer_hidden or None)
         self.cycles = nn.ModuleList(VCycle(c.hidden, coord_dim, c.levels, c.smoothing, c.kernel_size)
                                     for _ in range(c.layers))
-        self.biases = nn.Parameter(torch.zeros(c.layers, c.hidden))
+        # GroupNorm over each V-cycle's output (its affine shift is the layer bias b_l)
+        self.norms = nn.ModuleList(nn.GroupNorm(1, c.hidden) for _ in range(c.layers))
         self.act = activation(c.activation)()
 
     def encode(self, points: Tensor, features: Tensor, weights: Tensor | None = None):
         """Latent grid after the V-cycle layers. ``weights`` are accepted and ignored."""
         u, context = self.transfer.to_grid(self.graphs, points, features)
-        shape = (1, -1) + (1,) * self.coord_dim
-        for cycle, b in zip(self.cycles, self.biases):
-            u = self.act(cycle(u) + b.view(shape))
+        for cycle, norm in zip(self.cycles, self.norms):
+            u = self.act(norm(cycle(u)))
         return context, u
 
     def decode(self, state, queries: Tensor) -> Tensor:

@@ -307,7 +307,7 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "shapene
 
 CAR = {
     "gnot": dict(hidden=32, layers=2, heads=4, experts=3, ffn_hidden=48, gate_hidden=32, embed_hidden=48),
-    "mgno": dict(hidden=16, grid=(32, 16, 16), levels=3, smoothing=1, layers=3, kernel_hidden=(16,),
+    "mgno": dict(hidden=24, grid=(16, 8, 8), levels=3, smoothing=2, layers=3, kernel_hidden=(24,),
                  max_neighbors=16),
     "mgtfno": dict(hidden=16, grid=(32, 16, 16), modes=(8, 6, 4), layers=3, patches=(2, 1, 1), mg_levels=1,
                    rank=0.5, kernel_hidden=(16,), max_neighbors=16),
