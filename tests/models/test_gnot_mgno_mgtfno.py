@@ -348,3 +348,12 @@ def test_fits_real_car_pressure_in_200_steps(name):
         err = float((model(pts, normals) - y).norm() / y.norm())
     print(f"{name}: car relative L2 {err:.3f} after 200 steps in {time.perf_counter() - t0:.1f} s")
     assert math.isfinite(err) and err < 0.5, f"{name}: relative L2 {err:.3f} after 200 steps"
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_per_point_weights_are_accepted_and_ignored(key):
+    points, feats = _cloud(80, 3, 9)
+    model = _build(key, 3).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(points, feats, weights=torch.rand(80) + 0.1), model(points, feats),
+                                   rtol=0, atol=0)
