@@ -21,14 +21,14 @@ receptive field is the whole grid after one cycle.
 Where it follows the paper: operators as V-cycles with learned restriction,
 prolongation, smoothers and level operators, pre-smoothing only with zero initial
 guesses on the coarse levels, the nonlinearity only between V-cycles, and no lifting or
-projection networks: the channel maps outside the V-cycles are single linear layers.
+projection networks: the channel maps outside the V-cycles are single linear layers (the
+default ``transfer_hidden=0``).
 
 Where it departs: a GroupNorm (one group) follows every V-cycle. Without it (the paper's
 layer ``act(V u + b)``) the stacked cycles' gains compound: on the ShapeNet car the loss
 rose from 1.0 to 790 in 50 Adam steps (lr 3e-3) with MLP transfers, and reached only 0.49
 relative L2 in 200 steps with linear ones. MgNO is defined on regular grids. Irregular
-inputs reach a latent grid
-over the input points' padded bounding box through a fused GNO integral
+inputs reach a latent grid over the input points' padded bounding box through a fused GNO integral
 (:class:`pyengine.nn.GNOIntegral`, the ``gno_integral`` op over ``radius_search``
 graphs, as in GINO), and predictions at arbitrary queries come back through a second
 GNO integral over the grid nodes near each query (:mod:`pyengine.models._grid_transfer`).
