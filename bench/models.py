@@ -1,6 +1,6 @@
 """Model families: training step time and inference latency at N input points, and GAOT fused vs plain.
 
-For each family (GNO, GINO, GAOT, RIGNO) on one surface cloud of N points
+For each family (GNO, GINO, GAOT, GAOT-fast, RIGNO, GNOT, MgNO, MG-TFNO) on one surface cloud of N points
 (area-weighted samples of an elongated body, normals as inputs, queries = the
 points), the script times
 
@@ -60,6 +60,11 @@ CONFIGS = {
     "gaot": dict(hidden=64, grid=(16, 8, 8), radii_cells=(1.0, 2.0), encoder_kernel_hidden=(64, 64),
                  decoder_kernel_hidden=(64,), dim=128, depth=3, vit_heads=4, patch=2, projection_hidden=64),
     "rigno": dict(hidden=48, edge_dim=24, regional_ratio=0.1, processor_steps=3, max_neighbors=24),
+    # issue 20: GNOT, MgNO, MG-TFNO
+    "gnot": dict(hidden=64, layers=3, heads=4, experts=4, ffn_hidden=128, gate_hidden=64, embed_hidden=64),
+    "mgno": dict(hidden=32, grid=(32, 16, 16), levels=3, smoothing=2, layers=4, kernel_hidden=(32,), max_neighbors=24),
+    "mgtfno": dict(hidden=32, grid=(32, 16, 16), modes=(8, 6, 4), layers=4, rank=0.5, patches=(2, 2, 2), mg_levels=1,
+                   kernel_hidden=(32,), max_neighbors=24),
 }
 
 
@@ -152,7 +157,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--points", default="100k", help="input points N (default 100k; 20k with --quick)")
-    p.add_argument("--families", default="gno,gino,gaot,gaot_fast,rigno")
+    p.add_argument("--families", default=",".join(CONFIGS))
     p.add_argument("--peers", action="store_true", help="compare with neuralop / the official GAOT instead")
     p.add_argument("--official-gaot", default=None, metavar="PATH", help="checkout of camlab-ethz/GAOT (new_src)")
     p.add_argument("--steps", type=int, default=None, help="--peers: GAOT training steps (default 300; 20 --quick)")

@@ -9,10 +9,14 @@ from .gaot import GAOT, GAOTConfig, from_official
 from .gaot_fast import GAOTFast, GAOTFastConfig
 from .gino import GINO, GINOConfig
 from .gno import GNO, GNOConfig
+from .gnot import GNOT, GNOTConfig
+from .mgno import MgNO, MgNOConfig
+from .mgtfno import MGTFNO, MGTFNOConfig
 from .registry import available, build, make_config
 from .rigno import RIGNO, RIGNOConfig
 
 __all__ = [
     "GAOT", "GAOTConfig", "GAOTFast", "GAOTFastConfig", "GINO", "GINOConfig", "GNO", "GNOConfig", "GraphCache", "OperatorModel", "RIGNO",
     "RIGNOConfig", "available", "build", "from_official", "make_config",
+    "GNOT", "GNOTConfig", "MgNO", "MgNOConfig", "MGTFNO", "MGTFNOConfig",
 ]
