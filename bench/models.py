@@ -1,6 +1,6 @@
 """Model families: training step time and inference latency at N input points, and GAOT fused vs plain.
 
-For each family (GNO, GINO, GAOT, RIGNO) on one surface cloud of N points
+For each family (GNO, GINO, GAOT, RIGNO; MP-PDE and NUNO since issue 20) on one surface cloud of N points
 (area-weighted samples of an elongated body, normals as inputs, queries = the
 points), the script times
 
@@ -61,6 +61,11 @@ CONFIGS = {
                  decoder_kernel_hidden=(64,), dim=128, depth=3, vit_heads=4, patch=2, projection_hidden=64),
     "rigno": dict(hidden=48, edge_dim=24, regional_ratio=0.1, processor_steps=3, max_neighbors=24),
 }
+# issue 20: MP-PDE (K = 1: the first normal component is the "state", the other two parameters) and NUNO
+CONFIGS.update({
+    "mppde": dict(hidden=64, layers=4, radius=0.06, max_neighbors=16),
+    "nuno": dict(hidden=16, leaves=8, subgrid=(8, 8, 8), modes=(4, 4, 4), fno_layers=4),
+})
 
 
 def surface_cloud(n: int, seed: int = 0):
@@ -152,7 +157,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--points", default="100k", help="input points N (default 100k; 20k with --quick)")
-    p.add_argument("--families", default="gno,gino,gaot,gaot_fast,rigno")
+    p.add_argument("--families", default="gno,gino,gaot,gaot_fast,rigno,mppde,nuno")
     p.add_argument("--peers", action="store_true", help="compare with neuralop / the official GAOT instead")
     p.add_argument("--official-gaot", default=None, metavar="PATH", help="checkout of camlab-ethz/GAOT (new_src)")
     p.add_argument("--steps", type=int, default=None, help="--peers: GAOT training steps (default 300; 20 --quick)")

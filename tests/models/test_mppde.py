@@ -166,3 +166,16 @@ def test_quick_fit_reduces_loss():
     assert len(losses) == 150 and all(l == l for l in losses)
     after = one_step_mse()
     assert after < 0.4 * before and after < 0.4 * one_step_mse(persistence=True), (before, after)
+
+
+def test_rescale_option_is_scale_equivariant():
+    """rescale=True: scaling the state scales the prediction (exact for linear PDEs); constant fields stay finite."""
+    pts, feats = _cloud(90, 2, 8, 1 + 2)
+    model = build("mppde", 3, 1, 2, hidden=8, layers=2, radius=0.3, rescale=True).double().eval()
+    pts, feats = pts.double(), feats.double()
+    with torch.no_grad():
+        out = model(pts, feats)
+        scaled = model(pts, torch.cat([7.5 * feats[:, :1], feats[:, 1:]], 1))
+        torch.testing.assert_close(scaled, 7.5 * out, rtol=1e-10, atol=1e-12)
+        flat = model(pts, torch.cat([torch.ones(90, 1, dtype=torch.float64), feats[:, 1:]], 1))
+    assert torch.isfinite(flat).all()
