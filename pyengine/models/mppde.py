@@ -43,7 +43,10 @@ Where this follows the paper and where it departs:
   predictions away from the nodes (``queries`` that are not the input points) are
   inverse-distance interpolated from the 3 nearest nodes (the paper predicts at the
   nodes only). Per-point quadrature ``weights`` passed by the shared base are accepted
-  and ignored (messages are means over neighbours, not integrals).
+  and ignored (messages are means over neighbours, not integrals). Node positions enter
+  in units of the graph radius. The ``rescale`` option (off by default) is an addition:
+  on the small advection-diffusion sets of ``bench.rollout`` the model did not beat
+  persistence without it (bench/RESULTS.md, issue 20).
 """
 
 from __future__ import annotations
