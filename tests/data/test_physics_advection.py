@@ -9,15 +9,6 @@ from pyengine.data.physics import (advection_diffusion2d, build_advection_diffus
 from pyengine.data.physics.advection_diffusion2d import KAPPA_RANGE, _nodal_gradient
 
 
-def _lumped_mass(points, tris):
-    a, b, c = points[tris[:, 0]], points[tris[:, 1]], points[tris[:, 2]]
-    area = 0.5 * np.abs((b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0])
-    w = np.zeros(points.shape[0])
-    for k in range(3):
-        np.add.at(w, tris[:, k], area / 3)
-    return w
-
-
 def test_without_holes_the_flow_is_the_stream_and_bumps_drift_and_spread_exactly():
     """No holes: the potential flow is exactly uniform, and away from the square's edges each Gaussian bump
     moves with the stream and spreads as the free-space solution: variance w^2 + 2 kappa t, amplitude
