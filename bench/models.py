@@ -1,6 +1,6 @@
 """Model families: training step time and inference latency at N input points, and GAOT fused vs plain.
 
-For each family (GNO, GINO, GAOT, GAOT-fast, RIGNO, GNOT, MgNO, MG-TFNO) on one surface cloud of N points
+For each family (GNO, GINO, GAOT, GAOT-fast, RIGNO, GNOT, MgNO, MG-TFNO, MP-PDE, NUNO) on one surface cloud of N points
 (area-weighted samples of an elongated body, normals as inputs, queries = the
 points), the script times
 
@@ -66,6 +66,11 @@ CONFIGS = {
     "mgtfno": dict(hidden=32, grid=(32, 16, 16), modes=(8, 6, 4), layers=4, rank=0.5, patches=(2, 2, 2), mg_levels=1,
                    kernel_hidden=(32,), max_neighbors=24),
 }
+# issue 20: MP-PDE (K = 1: the first normal component is the "state", the other two parameters) and NUNO
+CONFIGS.update({
+    "mppde": dict(hidden=64, layers=4, radius=0.06, max_neighbors=16),
+    "nuno": dict(hidden=16, leaves=8, subgrid=(8, 8, 8), modes=(4, 4, 4), fno_layers=4),
+})
 
 
 def surface_cloud(n: int, seed: int = 0):

@@ -65,6 +65,7 @@ def build(name: str, in_channels: int, out_channels: int, coord_dim: int, **conf
     Args:
         name: one of :func:`available` (``"gno"``, ``"gino"``, ``"gaot"`` (the published GAOT),
             ``"gaot_fast"`` (pyengine's faster variant), ``"rigno"``).
+            Issue 20 adds ``"mppde"`` (MP-PDE, time-dependent) and ``"nuno"`` (NUNO, k-d subdomains).
         in_channels: per-point input feature size C_in (0 allowed: coordinates only).
         out_channels: predicted field channels C_out.
         coord_dim: spatial dimension d (2 or 3).

@@ -33,7 +33,7 @@ def _cloud(n, d, seed):
 
 
 def test_registry_lists_the_families():
-    assert {"gaot", "gaot_fast", "gino", "gno", "rigno"} <= set(available())
+    assert {"gaot", "gaot_fast", "gino", "gno", "rigno", "gnot", "mgno", "mgtfno", "mppde", "nuno"} <= set(available())
     with pytest.raises(ValueError, match="unknown model"):
         build("fno9000", 1, 1, 3)
     with pytest.raises(ValueError, match="unknown gaot config"):

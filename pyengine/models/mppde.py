@@ -1,0 +1,337 @@
+"""MP-PDE: the message-passing neural PDE solver of Brandstetter, Worrall and Welling (ICLR 2022).
+
+An encode-process-decode graph network for time-dependent PDEs on a radius graph
+over the mesh nodes. Inputs are the last ``K`` frames of the solution (temporal
+bundling, ``K = time_window``) and the PDE parameters; the output is the next
+``K`` frames. Shapes (one geometry, ``C`` solution channels, ``P`` parameters)::
+
+    features (N, K*C + P) = [u_{t-K+1}, ..., u_t (frame-major, C channels each), theta]
+    output   (M, K*C)     = [u_{t+1}, ..., u_{t+K}]
+
+so ``in_channels = K*C + P`` and ``out_channels = K*C``. The layers::
+
+    h_i   = enc([u_i, x_i, theta_i])                                   (MLP, N x hidden)
+    m_ij  = phi([h_i, h_j, u_i - u_j, x_i - x_j, theta_i])             (message, per edge)
+    h_i  <- norm(h_i + psi([h_i, mean_j m_ij, theta_i]))               (``layers`` times)
+    d_i   = dec(h_i)  (K*C);   u_{t+k} = u_t + k * dt * d_{i,k}        (k = 1..K)
+
+Engine kernels: the graph is :func:`pyengine.ops.radius_search` (cached per
+geometry); every message-passing layer is one fused :func:`pyengine.ops.gno_integral`
+call (transform ``"linear_kernelonly"`` over the node vectors ``[h, x, u, theta]``), so
+no per-edge tensor is stored, forward or backward. The differences ``u_i - u_j`` and
+``x_i - x_j`` are exact: the first Linear of ``phi`` is assembled from tied blocks
+``[A_h, A_x, A_u, A_theta | B_h, -A_x, -A_u, 0]``, so it acts on the differences only
+(translation invariance, as in the paper) while the kernel sees plain node vectors.
+
+Training: :func:`fit_rollout` trains with the pushforward trick (a random number of
+unrolled steps without gradient before the supervised step), :meth:`MPPDE.rollout`
+predicts autoregressively. One-step training also runs through the ordinary
+:class:`~pyengine.pipeline.train.Trainer` on windows from
+:func:`pyengine.data.physics.trajectory_windows`.
+
+Where this follows the paper and where it departs:
+
+* follows: radius-graph message passing with the paper's message and update inputs
+  (relative positions and solution differences, PDE parameters in both MLPs), mean
+  aggregation, residual updates with instance normalisation over the nodes, Swish
+  (SiLU) activations, temporal bundling with the residual decoder
+  ``u_t + k dt d_k``, and the pushforward trick with random unroll lengths;
+* departs: the decoder is an MLP (the paper uses a shallow 1D CNN over the hidden
+  vector, whose kernel sizes are tied to its 1D resolution and ``K``); the time
+  coordinate ``t`` is not an input (the advection-diffusion data are autonomous); the
+  message MLP has ``message_layers`` hidden layers (<= 3, the fused kernel's limit);
+  predictions away from the nodes (``queries`` that are not the input points) are
+  inverse-distance interpolated from the 3 nearest nodes (the paper predicts at the
+  nodes only). Per-point quadrature ``weights`` passed by the shared base are accepted
+  and ignored (messages are means over neighbours, not integrals). Node positions enter
+  in units of the graph radius. The ``rescale`` option (off by default) is an addition:
+  on the small advection-diffusion sets of ``bench.rollout`` the model did not beat
+  persistence without it (bench/RESULTS.md, issue 20).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..nn.mlp import ACTIVATIONS, mlp
+from ..ops import gno_integral, knn, radius_search, row_index
+from .base import OperatorModel
+from .registry import register
+
+__all__ = ["MPPDE", "MPPDEConfig", "fit_rollout"]
+
+
+@dataclass
+class MPPDEConfig:
+    """MP-PDE settings (paper defaults in brackets where they exist).
+
+    Attributes:
+        hidden: node feature width [128].
+        layers: message-passing steps [6].
+        time_window: K, frames per input and per output (temporal bundling) [25 in 1D].
+        radius: graph radius in coordinate units (the paper connects each node to its
+            spatial neighbours within a radius).
+        max_neighbors: keep each node's nearest ``max_neighbors`` within the radius (None: all).
+        dt: time between two frames; the decoder's increments are scaled by ``k * dt``.
+        message_layers: hidden layers of the message MLP phi (1 to 3) [1].
+        norm: "instance" (normalise each channel over the nodes, as in the paper) or "none".
+        activation: silu (Swish, the paper's), gelu, relu or tanh.
+        rescale: divide the history by ``s``, the RMS over the graph's edges of ``u_i - u_j``, before
+            the network, and multiply the predicted increments by ``s``. Equivariant to scaling ``u``
+            (exact for linear PDEs) and puts the messages' differences at O(1), where the MLPs learn
+            quickly; without it, weights must grow to ~1/|u_i - u_j| first. An addition to the paper.
+    """
+
+    hidden: int = 128
+    layers: int = 6
+    time_window: int = 1
+    radius: float = 0.1
+    max_neighbors: int | None = 16
+    dt: float = 1.0
+    message_layers: int = 1
+    norm: str = "instance"
+    activation: str = "silu"
+    rescale: bool = False
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.layers < 0 or self.time_window < 1:
+            raise ValueError(f"MP-PDE needs hidden >= 1, layers >= 0 and time_window >= 1; got hidden={self.hidden}, "
+                             f"layers={self.layers}, time_window={self.time_window}")
+        if not (isinstance(self.radius, (int, float)) and math.isfinite(self.radius) and self.radius > 0):
+            raise ValueError(f"MP-PDE radius must be a finite number > 0, got {self.radius!r}")
+        if self.max_neighbors is not None and (int(self.max_neighbors) != self.max_neighbors or self.max_neighbors < 1):
+            raise ValueError(f"MP-PDE max_neighbors must be None or an integer >= 1, got {self.max_neighbors!r}")
+        if not (isinstance(self.dt, (int, float)) and math.isfinite(self.dt) and self.dt > 0):
+            raise ValueError(f"MP-PDE dt must be a finite number > 0, got {self.dt!r}")
+        if not 1 <= self.message_layers <= 3:
+            raise ValueError(f"MP-PDE message_layers must be 1, 2 or 3 (the fused kernel's limit), got {self.message_layers}")
+        if self.norm not in ("instance", "none"):
+            raise ValueError(f"MP-PDE norm must be 'instance' or 'none', got {self.norm!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"MP-PDE activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+
+
+class _Layer(nn.Module):
+    """One MP-PDE processor step over a CSR graph (fused messages + mean aggregation)."""
+
+    def __init__(self, hidden: int, coord_dim: int, u_dim: int, n_params: int, message_layers: int,
+                 act: str, norm: str) -> None:
+        super().__init__()
+        self.dims = (hidden, coord_dim, u_dim, n_params)
+        self.act = act
+        first_in = hidden + coord_dim + u_dim + n_params  # i side: [h_i, x_i, u_i, theta]
+        # Tied first layer: A acts on [h_i, (x_i - x_j), (u_i - u_j), theta], B on h_j.
+        self.a = nn.Linear(first_in, hidden)
+        self.b = nn.Linear(hidden, hidden, bias=False)
+        # hidden layers 2..message_layers of phi (the fused kernel applies act after every Linear but the last)
+        self.rest = mlp([hidden] * message_layers, act) if message_layers > 1 else None
+        self.msg_out = nn.Linear(hidden, hidden)
+        self.update = mlp([2 * hidden + n_params, hidden, hidden], act)
+        self.norm = norm
+
+    def _kernel(self) -> tuple[list[Tensor], list[Tensor]]:
+        hidden, d, du, p = self.dims
+        w = self.a.weight
+        a_h, a_x, a_u, a_t = w.split([hidden, d, du, p], dim=1)
+        zeros = w.new_zeros(hidden, p)
+        first = torch.cat([a_h, a_x, a_u, a_t, self.b.weight, -a_x, -a_u, zeros], dim=1)
+        weights, biases = [first], [self.a.bias]
+        if self.rest is not None:
+            lin = [m for m in self.rest if isinstance(m, nn.Linear)]
+            weights += [m.weight for m in lin]
+            biases += [m.bias for m in lin]
+        weights.append(self.msg_out.weight)
+        biases.append(self.msg_out.bias)
+        return weights, biases
+
+    def forward(self, h: Tensor, x: Tensor, u: Tensor, theta: Tensor, row_ptr: Tensor, col: Tensor) -> Tensor:
+        node = torch.cat([h, x, u, theta], dim=1).contiguous()
+        weights, biases = self._kernel()
+        m = gno_integral(node, node, row_ptr, col, None, None, weights, biases, self.act, "linear_kernelonly", "mean")
+        h = h + self.update(torch.cat([h, m, theta], dim=1))
+        if self.norm == "instance":
+            mean = h.mean(dim=0, keepdim=True)
+            var = h.var(dim=0, unbiased=False, keepdim=True)
+            h = (h - mean) * torch.rsqrt(var + 1e-5)
+        return h
+
+
+@register("mppde", MPPDEConfig)
+class MPPDE(OperatorModel):
+    """MP-PDE on one interface: ``model(points (N, d), features (N, K*C + P), queries) -> (M, K*C)``.
+
+    See the module docstring for the feature layout and the equations.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, coord_dim: int, config: MPPDEConfig) -> None:
+        super().__init__(in_channels, out_channels, coord_dim, config)
+        c = config
+        if out_channels % c.time_window:
+            raise ValueError(f"MP-PDE out_channels ({out_channels}) must be time_window ({c.time_window}) x the "
+                             f"solution channels")
+        if in_channels < out_channels:
+            raise ValueError(f"MP-PDE in_channels ({in_channels}) must be K*C = {out_channels} history channels "
+                             f"plus the PDE parameters")
+        self.u_dim, self.n_params = out_channels, in_channels - out_channels
+        self.channels = out_channels // c.time_window
+        self.encoder = mlp([self.u_dim + coord_dim + self.n_params, c.hidden, c.hidden], c.activation)
+        self.processor = nn.ModuleList(
+            _Layer(c.hidden, coord_dim, self.u_dim, self.n_params, c.message_layers, c.activation, c.norm)
+            for _ in range(c.layers))
+        self.decoder = mlp([c.hidden, c.hidden, out_channels], c.activation)
+        steps = torch.arange(1, c.time_window + 1, dtype=torch.get_default_dtype()) * c.dt
+        self.register_buffer("_shift", steps.repeat_interleave(self.channels), persistent=False)
+
+    def _graph(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        c = self.config
+        return self.graphs.get("mppde-radius", (points,), (float(c.radius), c.max_neighbors),
+                               lambda: radius_search(points, points, c.radius, max_neighbors=c.max_neighbors))
+
+    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None, weights: Tensor | None = None):
+        """Node predictions ``(N, K*C)`` of the next window (the latent state is the prediction at the nodes).
+
+        ``weights`` (per-point quadrature weights) are accepted and ignored; ``time``/``lead_time``
+        are refused (the model is autonomous: PDE parameters go in the features).
+        """
+        if time is not None or lead_time is not None:
+            raise ValueError("MP-PDE takes no time/lead_time: it is autonomous; pass PDE parameters as features")
+        u, theta = features[:, : self.u_dim], features[:, self.u_dim:]
+        last = u[:, self.u_dim - self.channels:].repeat(1, self.config.time_window)
+        row_ptr, col = self._graph(points)
+        scale = None
+        if self.config.rescale:
+            rows = row_index(row_ptr, col.shape[0])
+            diff = u.detach().index_select(0, rows) - u.detach().index_select(0, col)
+            scale = diff.square().mean().sqrt() if diff.numel() else u.new_zeros(())
+            # a constant field (no differences) keeps its own size, never 0
+            scale = torch.maximum(scale, 1e-3 * u.detach().abs().max()).clamp_min(1e-12)
+            u = u / scale
+        x = points / self.config.radius  # positions in graph radii: relative positions are O(1)
+        h = self.encoder(torch.cat([u, x, theta], dim=1))
+        for layer in self.processor:
+            h = layer(h, x, u, theta, row_ptr, col)
+        d = self.decoder(h)
+        if scale is not None:
+            d = d * scale
+        return points, last + self._shift.to(d.dtype) * d
+
+    def decode(self, state, queries: Tensor) -> Tensor:
+        """The node predictions at the nodes; elsewhere inverse-distance weighted from the 3 nearest nodes."""
+        nodes, out = state
+        if queries is nodes:
+            return out
+        k = min(3, nodes.shape[0])
+        dist, idx = knn(nodes, queries.contiguous(), k)
+        w = 1.0 / dist.clamp_min(torch.finfo(dist.dtype).tiny).square()
+        exact = dist[:, :1] <= 0
+        w = torch.where(exact, (torch.arange(k, device=w.device) == 0).to(w.dtype).expand_as(w), w)
+        w = w / w.sum(dim=1, keepdim=True)
+        return (out[idx] * w.unsqueeze(-1).to(out.dtype)).sum(dim=1)
+
+    def step(self, points: Tensor, history: Tensor, params: Tensor | None = None) -> Tensor:
+        """One bundled step: ``history (N, K*C)`` (+ ``params (N, P)``) -> next window ``(N, K*C)``."""
+        feats = history if params is None else torch.cat([history, params], dim=1)
+        return self(points, feats, points)
+
+    def rollout(self, points: Tensor, history: Tensor, steps: int, params: Tensor | None = None) -> Tensor:
+        """Autoregressive prediction of ``steps`` model calls (``steps * K`` frames).
+
+        Args:
+            points: (N, d) node coordinates.
+            history: (N, K*C) the last K frames, frame-major.
+            steps: number of model calls (>= 1).
+            params: (N, P) PDE parameters, or None when P = 0.
+        Returns:
+            (steps * K, N, C) predicted frames, in time order.
+        """
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"rollout steps must be an integer >= 1, got {steps!r}")
+        if history.dim() != 2 or history.shape[1] != self.u_dim:
+            raise ValueError(f"history must be (N, K*C) = (N, {self.u_dim}), got {tuple(history.shape)}")
+        if (params is None) != (self.n_params == 0):
+            raise ValueError(f"this MP-PDE takes {self.n_params} PDE parameter channel(s); pass params accordingly")
+        frames = []
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for _ in range(int(steps)):
+                    history = self.step(points, history, params)
+                    frames.append(history.reshape(-1, self.config.time_window, self.channels).transpose(0, 1))
+        finally:
+            self.train(was_training)
+        return torch.cat(frames, dim=0)
+
+
+def fit_rollout(model: MPPDE, trajectories: Sequence[tuple[Tensor, Tensor, Tensor | None]], *, steps: int,
+                lr: float = 1e-3, max_unroll: int = 2, weight_decay: float = 1e-8, grad_clip: float = 1.0,
+                seed: int = 0) -> list[float]:
+    """Train ``model`` on trajectories with temporal bundling and the pushforward trick.
+
+    Each step draws a trajectory, a start time and an unroll count ``u`` uniformly in
+    ``0..max_unroll``; the model is applied ``u`` times without gradient from the true
+    window, and the loss (MSE) is that of one more step against the true next window,
+    so the model learns to correct the distribution shift of its own predictions
+    (``max_unroll = 0`` is plain one-step training).
+
+    Args:
+        model: an :class:`MPPDE` (K = ``model.config.time_window``, C = solution channels).
+        trajectories: ``(points (N, d), frames (T, N, C), params (N, P) or None)`` per
+            geometry, with ``T >= (max_unroll + 2) * K``.
+        steps: optimizer steps; lr, weight_decay: AdamW; grad_clip: max gradient norm (0: off).
+        seed: seeds the draws (not the weights).
+    Returns:
+        The loss of every step.
+    """
+    if not isinstance(model, MPPDE):
+        raise TypeError(f"fit_rollout trains an MPPDE, got {type(model).__name__}")
+    if int(steps) != steps or steps < 1 or int(max_unroll) != max_unroll or max_unroll < 0:
+        raise ValueError(f"need steps >= 1 and max_unroll >= 0 (integers), got {steps!r}, {max_unroll!r}")
+    K, C = model.config.time_window, model.channels
+    for i, (pts, frames, _) in enumerate(trajectories):
+        if frames.dim() != 3 or frames.shape[1:] != (pts.shape[0], C):
+            raise ValueError(f"trajectory {i}: frames must be (T, N, C) = (T, {pts.shape[0]}, {C}), "
+                             f"got {tuple(frames.shape)}")
+        if frames.shape[0] < (max_unroll + 2) * K:
+            raise ValueError(f"trajectory {i} has {frames.shape[0]} frames; max_unroll={max_unroll} with "
+                             f"time_window={K} needs at least {(max_unroll + 2) * K}")
+    if not trajectories:
+        raise ValueError("fit_rollout needs at least one trajectory")
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, int(steps))
+    dtype = next(model.parameters()).dtype
+
+    def window(frames: Tensor, t: int) -> Tensor:  # frames t..t+K-1 as (N, K*C)
+        return frames[t:t + K].transpose(0, 1).reshape(frames.shape[1], K * C)
+
+    losses = []
+    model.train()
+    for _ in range(int(steps)):
+        pts, frames, params = trajectories[rng.randrange(len(trajectories))]
+        pts, frames = pts.to(dtype), frames.to(dtype)
+        params = None if params is None else params.to(dtype)
+        unroll = rng.randint(0, max_unroll)
+        t = rng.randint(0, frames.shape[0] - (unroll + 2) * K)
+        hist = window(frames, t)
+        with torch.no_grad():
+            for _ in range(unroll):
+                hist = model.step(pts, hist, params)
+        target = window(frames, t + (unroll + 1) * K)
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model.step(pts, hist, params), target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"MP-PDE training loss became {float(loss)}; lower lr")
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return losses
