@@ -60,6 +60,8 @@ void fps_team(const scalar_t* P, int64_t n, int64_t D, int64_t first, int64_t co
   std::vector<int64_t> targ(nt);
   int64_t cur = first;
   out[0] = offset + cur;
+  // omp-nothrow: the region only does arithmetic on buffers allocated above (no allocation, no
+  // checks), and a try/catch around its barriers would deadlock the team if one thread left.
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
