@@ -12,7 +12,7 @@ valid ones. Example (all keys optional)::
       seed: 0
       options: {}           # passed to the dataset builder (resolution, body family, ...)
     model:
-      name: gaot            # gno | gino | gaot | rigno
+      name: gaot            # gno | gino | gaot | gaot_fast | rigno | gnot | mgno | mgtfno | mppde | nuno
       config: {}            # fields of that family's config dataclass
     train:                  # fields of pyengine.pipeline.TrainConfig
       epochs: 60
