@@ -18,23 +18,12 @@ from hypothesis import strategies as st  # noqa: E402
 
 import fuzz_harness as fh  # noqa: E402
 from attention_reference import attention_ref  # noqa: E402
+from csr_fuzz import CSR_CORRUPTIONS, bad_csr, csr_graphs, expect_rejected  # noqa: E402
 
 from pyengine import ops  # noqa: E402
 
 
-@st.composite
-def graphs(draw):
-    lens = draw(st.lists(st.integers(0, 6), max_size=10))
-    N = draw(st.integers(1, 12))
-    row_ptr = torch.zeros(len(lens) + 1, dtype=torch.long)
-    if lens:
-        row_ptr[1:] = torch.cumsum(torch.tensor(lens), 0)
-    E = int(row_ptr[-1])
-    col = torch.tensor(draw(st.lists(st.integers(0, N - 1), min_size=E, max_size=E)), dtype=torch.long)
-    return row_ptr, col, N
-
-
-@given(g=graphs(), H=st.integers(1, 3), Dk=st.integers(1, 9), Dv=st.integers(1, 9),
+@given(g=csr_graphs(), H=st.integers(1, 3), Dk=st.integers(1, 9), Dv=st.integers(1, 9),
        dtype=st.sampled_from([torch.float32, torch.float64]), qk_exp=st.integers(-30, 15),
        vmag=fh.magnitudes(True), use_bias=st.booleans(), stride=st.integers(0, 2), seed=st.integers(0, 2**16))
 def _fuzz_attention(g, H, Dk, Dv, dtype, qk_exp, vmag, use_bias, stride, seed):
@@ -59,38 +48,24 @@ def _fuzz_attention(g, H, Dk, Dv, dtype, qk_exp, vmag, use_bias, stride, seed):
     fh.assert_matches(out, want, dtype, rtol=1e-3 if dtype == torch.float32 else 1e-8)
 
 
-@given(g=graphs(), kind=st.sampled_from(["col_high", "col_negative", "rp_decreasing", "rp_last", "k_rows",
-                                         "v_dtype", "bias_shape", "q_2d"]), checks_off=st.booleans())
-def _fuzz_attention_bad(g, kind, checks_off):
-    row_ptr, col, N = g
-    M, E = row_ptr.numel() - 1, col.numel()
+@given(g=csr_graphs(), kind=st.sampled_from(CSR_CORRUPTIONS + ("k_rows", "v_dtype", "bias_shape", "q_2d")),
+       checks_off=st.booleans(), data=st.data())
+def _fuzz_attention_bad(g, kind, checks_off, data):
+    N = g[2]
+    M, E = g[0].numel() - 1, g[1].numel()
     q, k, v, bias = torch.randn(M, 2, 4), torch.randn(N, 2, 4), torch.randn(N, 2, 3), None
-    if kind in ("col_high", "col_negative") and E == 0 or kind == "rp_decreasing" and row_ptr.numel() < 3:
-        kind = "rp_last"
-    if kind == "col_high":
-        col = col.clone()
-        col[0] = N + 3
-    elif kind == "col_negative":
-        col = col.clone()
-        col[-1] = -7
-    elif kind == "rp_decreasing":
-        row_ptr = row_ptr.clone()
-        row_ptr[1] = E + 2
-    elif kind == "rp_last":
-        row_ptr = row_ptr.clone()
-        row_ptr[-1] = E + 3
-    elif kind == "k_rows":
+    kind, variants = data.draw(bad_csr(g, kind)) if kind in CSR_CORRUPTIONS else (kind, [g[:2]])
+    if kind == "k_rows":
         k = torch.randn(N + 1, 2, 4)
     elif kind == "v_dtype":
         v = v.double()
     elif kind == "bias_shape":
         bias = torch.randn(E + 1, 2)
-    else:
+    elif kind == "q_2d":
         q = q[:, 0]
-    fh.log_case(op="csr_attention(bad)", kind=kind, row_ptr=row_ptr, col=col, N=N, checks_off=checks_off)
-    with ops.input_checks(not checks_off):
-        r = fh.expect_clean_error(lambda: ops.csr_attention(q, k, v, row_ptr, col, bias))
-    assert isinstance(r, (ValueError, TypeError)), f"{kind}: accepted"
+    for row_ptr, col in variants:
+        fh.log_case(op="csr_attention(bad)", kind=kind, row_ptr=row_ptr, col=col, N=N, checks_off=checks_off)
+        expect_rejected(kind, checks_off, ops.csr_attention, q, k, v, row_ptr, col, bias)
 
 
 def test_attention_fuzz(fuzz_profile):

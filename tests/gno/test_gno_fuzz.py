@@ -19,6 +19,7 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fuzz_harness as fh  # noqa: E402
+from csr_fuzz import CSR_CORRUPTIONS, bad_csr, csr_graphs, expect_rejected  # noqa: E402
 
 from pyengine import ops  # noqa: E402
 
@@ -29,19 +30,7 @@ _spec.loader.exec_module(_gno_ref)
 TRANSFORMS = ["linear", "nonlinear", "linear_kernelonly", "nonlinear_kernelonly"]
 
 
-@st.composite
-def graphs(draw):
-    lens = draw(st.lists(st.integers(0, 5), max_size=8))
-    N = draw(st.integers(1, 10))
-    row_ptr = torch.zeros(len(lens) + 1, dtype=torch.long)
-    if lens:
-        row_ptr[1:] = torch.cumsum(torch.tensor(lens), 0)
-    E = int(row_ptr[-1])
-    col = torch.tensor(draw(st.lists(st.integers(0, N - 1), min_size=E, max_size=E)), dtype=torch.long)
-    return row_ptr, col, N
-
-
-@given(g=graphs(), d=st.sampled_from([2, 3]), C=st.integers(1, 4), hidden=st.lists(st.integers(1, 8), max_size=2),
+@given(g=csr_graphs(max_row_len=5, max_rows=8, max_cols=10), d=st.sampled_from([2, 3]), C=st.integers(1, 4), hidden=st.lists(st.integers(1, 8), max_size=2),
        transform=st.sampled_from(TRANSFORMS), reduction=st.sampled_from(["sum", "mean"]),
        act=st.sampled_from(["gelu", "relu", "silu", "tanh"]), dtype=st.sampled_from([torch.float32, torch.float64]),
        xexp=st.integers(-30, 15), fmag=fh.magnitudes(True), use_w=st.booleans(), stride=st.integers(0, 2),
@@ -70,40 +59,27 @@ def _fuzz_gno(g, d, C, hidden, transform, reduction, act, dtype, xexp, fmag, use
     fh.assert_matches(out, want, dtype, rtol=1e-3 if dtype == torch.float32 else 1e-8)
 
 
-@given(g=graphs(), kind=st.sampled_from(["col_high", "col_negative", "rp_decreasing", "rp_last", "f_rows",
-                                         "w_len", "mlp_width", "act"]), checks_off=st.booleans())
-def _fuzz_gno_bad(g, kind, checks_off):
-    row_ptr, col, N = g
-    M, E = row_ptr.numel() - 1, col.numel()
+@given(g=csr_graphs(max_row_len=5, max_rows=8, max_cols=10),
+       kind=st.sampled_from(CSR_CORRUPTIONS + ("f_rows", "w_len", "mlp_width", "act")), checks_off=st.booleans(),
+       data=st.data())
+def _fuzz_gno_bad(g, kind, checks_off, data):
+    N = g[2]
+    M = g[0].numel() - 1
     y, x, f, w = torch.rand(N, 3), torch.rand(M, 3), torch.randn(N, 2), None
     Ws, bs = [torch.randn(2, 6)], [torch.randn(2)]
     act = "gelu"
-    if kind in ("col_high", "col_negative") and E == 0 or kind == "rp_decreasing" and row_ptr.numel() < 3:
-        kind = "rp_last"
-    if kind == "col_high":
-        col = col.clone()
-        col[0] = N
-    elif kind == "col_negative":
-        col = col.clone()
-        col[-1] = -(2**33)
-    elif kind == "rp_decreasing":
-        row_ptr = row_ptr.clone()
-        row_ptr[1] = E + 4
-    elif kind == "rp_last":
-        row_ptr = row_ptr.clone()
-        row_ptr[-1] = E + 2
-    elif kind == "f_rows":
+    kind, variants = data.draw(bad_csr(g, kind)) if kind in CSR_CORRUPTIONS else (kind, [g[:2]])
+    if kind == "f_rows":
         f = torch.randn(N + 2, 2)
     elif kind == "w_len":
         w = torch.ones(N + 1)
     elif kind == "mlp_width":
         Ws = [torch.randn(2, 5)]
-    else:
+    elif kind == "act":
         act = "sigmoidish"
-    fh.log_case(op="gno_integral(bad)", kind=kind, row_ptr=row_ptr, col=col, N=N, checks_off=checks_off)
-    with ops.input_checks(not checks_off):
-        r = fh.expect_clean_error(lambda: ops.gno_integral(y, x, row_ptr, col, f, w, Ws, bs, act))
-    assert isinstance(r, (ValueError, TypeError)), f"{kind}: accepted"
+    for row_ptr, col in variants:
+        fh.log_case(op="gno_integral(bad)", kind=kind, row_ptr=row_ptr, col=col, N=N, checks_off=checks_off)
+        expect_rejected(kind, checks_off, ops.gno_integral, y, x, row_ptr, col, f, w, Ws, bs, act)
 
 
 def test_gno_fuzz(fuzz_profile):

@@ -17,23 +17,12 @@ from hypothesis import strategies as st  # noqa: E402
 
 import fuzz_harness as fh  # noqa: E402
 from attention_reference import local_aggregate_ref  # noqa: E402
+from csr_fuzz import CSR_CORRUPTIONS, bad_csr, csr_graphs, expect_rejected  # noqa: E402
 
 from pyengine import ops  # noqa: E402
 
 
-@st.composite
-def graphs(draw):
-    lens = draw(st.lists(st.integers(0, 6), max_size=10))
-    N = draw(st.integers(1, 12))
-    row_ptr = torch.zeros(len(lens) + 1, dtype=torch.long)
-    if lens:
-        row_ptr[1:] = torch.cumsum(torch.tensor(lens), 0)
-    E = int(row_ptr[-1])
-    col = torch.tensor(draw(st.lists(st.integers(0, N - 1), min_size=E, max_size=E)), dtype=torch.long)
-    return row_ptr, col, N
-
-
-@given(g=graphs(), B=st.integers(1, 4), C=st.integers(1, 5), dtype=st.sampled_from([torch.float32, torch.float64]),
+@given(g=csr_graphs(), B=st.integers(1, 4), C=st.integers(1, 5), dtype=st.sampled_from([torch.float32, torch.float64]),
        mag=fh.magnitudes(True), use_w=st.booleans(), stride=st.integers(0, 2), int32=st.booleans(),
        seed=st.integers(0, 2**16))
 def _fuzz_local(g, B, C, dtype, mag, use_w, stride, int32, seed):
@@ -50,41 +39,24 @@ def _fuzz_local(g, B, C, dtype, mag, use_w, stride, int32, seed):
     fh.assert_matches(out, want, dtype)
 
 
-@given(g=graphs(), kind=st.sampled_from(["col_high", "col_negative", "rp_decreasing", "rp_last", "psi_rows",
-                                         "f_dtype", "w_len", "col_float"]), checks_off=st.booleans())
-def _fuzz_local_bad(g, kind, checks_off):
-    row_ptr, col, N = g
-    E = col.numel()
+@given(g=csr_graphs(), kind=st.sampled_from(CSR_CORRUPTIONS + ("psi_rows", "f_dtype", "w_len", "col_float")),
+       checks_off=st.booleans(), data=st.data())
+def _fuzz_local_bad(g, kind, checks_off, data):
+    N = g[2]
+    E = g[1].numel()
     psi, f, w = torch.randn(E, 2), torch.randn(N, 3), None
-    if kind in ("col_high", "col_negative") and E == 0 or kind == "rp_decreasing" and row_ptr.numel() < 3:
-        kind = "rp_last"
-    if kind == "col_high":
-        col = col.clone()
-        col[E // 2] = N
-    elif kind == "col_negative":
-        col = col.clone()
-        col[-1] = -1
-    elif kind == "rp_decreasing":
-        row_ptr = row_ptr.clone()
-        row_ptr[1] = E + 5
-    elif kind == "rp_last":
-        row_ptr = row_ptr.clone()
-        row_ptr[-1] = E + 1
-    elif kind == "psi_rows":
+    kind, variants = data.draw(bad_csr(g, kind)) if kind in CSR_CORRUPTIONS else (kind, [g[:2]])
+    if kind == "psi_rows":
         psi = torch.randn(E + 1, 2)
     elif kind == "f_dtype":
         f = f.double()
     elif kind == "w_len":
         w = torch.ones(N + 1)
-    else:
-        col = col.float()
-    fh.log_case(op="local_basis_aggregate(bad)", kind=kind, row_ptr=row_ptr, col=col, N=N, checks_off=checks_off)
-    if checks_off:
-        with ops.input_checks(False):
-            r = fh.expect_clean_error(lambda: ops.local_basis_aggregate(psi, f, row_ptr, col, w))
-    else:
-        r = fh.expect_clean_error(lambda: ops.local_basis_aggregate(psi, f, row_ptr, col, w))
-    assert isinstance(r, (ValueError, TypeError)), f"{kind}: accepted"
+    for row_ptr, col in variants:
+        if kind == "col_float":
+            col = col.float()
+        fh.log_case(op="local_basis_aggregate(bad)", kind=kind, row_ptr=row_ptr, col=col, N=N, checks_off=checks_off)
+        expect_rejected(kind, checks_off, ops.local_basis_aggregate, psi, f, row_ptr, col, w)
 
 
 def test_local_fuzz(fuzz_profile):
