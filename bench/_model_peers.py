@@ -141,8 +141,53 @@ def _official_config(c, in_ch):
     return SimpleNamespace(args=SimpleNamespace(magno=magno, transformer=tr), latent_tokens_size=list(c["grid"]))
 
 
-def gaot_peers(train, test, steps: int, official_path: str | None, peak_extra, seed: int = 0, config=None):
-    """``train``/``test``: lists of (points (N, 3) in [-1, 1], features (N, C), target (N, 1))."""
+def chunked_radius_graph(sources, queries, radius, budget: int = 1 << 24):
+    """CSR (row_ptr, col) of ``|s - q| <= radius`` by brute force in float64, rows = queries, columns
+    ascending: the tests' ``brute_force_radius_graph`` in query chunks of ``budget`` distances, so
+    100k x 16k pairs fit in memory. Independent of pyengine's neighbour search."""
+    step = max(1, budget // max(1, sources.shape[0]))
+    src = sources.double()
+    counts, cols = [], []
+    for a in range(0, queries.shape[0], step):
+        mask = torch.cdist(queries[a:a + step].double(), src) <= radius
+        counts.append(mask.sum(1))
+        cols.append(mask.nonzero()[:, 1])
+    row_ptr = torch.zeros(queries.shape[0] + 1, dtype=torch.long)
+    row_ptr[1:] = torch.cumsum(torch.cat(counts), 0)
+    return row_ptr, torch.cat(cols)
+
+
+def gaot3d_like_samples(n_points: int, count: int, seed: int = 0):
+    """``count`` GAOT-3D-like samples of ``n_points`` surface points each, in the official ``[-1, 1]`` frame.
+
+    Each is an area-weighted sample of a capsule-like body (long axis along x) stretched by random per-axis factors
+    in ``[0.6, 1]`` (so the geometries differ), with the outward normals as input features and a
+    smooth surface field as the target, ``sin(3 x) n_x + 0.5 z^2 - 0.3 y n_z``."""
+    from .models import surface_cloud
+
+    g = torch.Generator().manual_seed(seed + 12345)
+    out = []
+    for i in range(count):
+        p, nrm = surface_cloud(n_points, seed + i)
+        p, nrm = p[:, [2, 1, 0]], nrm[:, [2, 1, 0]]  # long axis first, as a car along x on a 2:2:1 grid
+        s = 0.6 + 0.4 * torch.rand(3, generator=g)
+        p = (p * s).clamp(-1, 1)
+        nrm = nrm / s
+        nrm = nrm / nrm.norm(dim=1, keepdim=True)
+        y = torch.sin(3 * p[:, :1]) * nrm[:, :1] + 0.5 * p[:, 2:3] ** 2 - 0.3 * p[:, 1:2] * nrm[:, 2:3]
+        out.append((p.contiguous(), nrm.contiguous(), y.contiguous()))
+    return out
+
+
+def gaot_peers(train, test, steps: int, official_path: str | None, peak_extra, seed: int = 0, config=None,
+               device="cpu"):
+    """``train``/``test``: lists of (points (N, 3) in [-1, 1], features (N, C), target (N, 1)).
+
+    On CUDA every step is synchronised before its clock stops; the graphs are built on the CPU
+    (float64 brute force) and moved, as precomputed official graphs would be."""
+    device = torch.device(device)
+    train = [tuple(t.to(device) for t in s) for s in train]
+    test = [tuple(t.to(device) for t in s) for s in test]
     from pyengine.models import GAOTConfig, from_official
     from pyengine.models.gaot_official import official_radii_cells, official_tokens
 
@@ -158,17 +203,20 @@ def gaot_peers(train, test, steps: int, official_path: str | None, peak_extra, s
                      encoder_kernel_hidden=c["enc_hidden"], decoder_kernel_hidden=c["dec_hidden"], dim=c["width"],
                      depth=c["layers"], vit_heads=c["heads"], kv_heads=c["kv_heads"], patch=c["patch"],
                      domain=((-1.0,) * 3, (1.0,) * 3), projection_hidden=256)
-    models = {"pyengine gaot": from_official(standin.state_dict(), cfg).train(),
+    standin = standin.to(device)
+    models = {"pyengine gaot": from_official(standin.state_dict(), cfg).to(device).train(),
               "official semantics, plain PyTorch": standin.train()}
     notes = []
     Official, why = _official_module(official_path)
-    tokens = official_tokens(c["grid"])
+    tokens = official_tokens(c["grid"]).to(device)
     graphs = {}
 
     def graphs_of(i, pts):  # precomputed once per sample, as the official precompute_edges=True
         if i not in graphs:
-            graphs[i] = ([ref.brute_force_radius_graph(pts, tokens, c["radius"] * s) for s in c["scales"]],
-                         [ref.brute_force_radius_graph(tokens, pts, c["radius"] * s) for s in c["scales"]])
+            on = lambda g: tuple(t.to(device) for t in g)  # noqa: E731
+            p, t = pts.cpu(), tokens.cpu()
+            graphs[i] = ([on(chunked_radius_graph(p, t, c["radius"] * s)) for s in c["scales"]],
+                         [on(chunked_radius_graph(t, p, c["radius"] * s)) for s in c["scales"]])
         return graphs[i]
 
     runners = {
@@ -177,8 +225,8 @@ def gaot_peers(train, test, steps: int, official_path: str | None, peak_extra, s
     }
     if Official is not None:
         try:
-            off = Official(in_ch, 1, _official_config(c, in_ch))
-            models["pyengine gaot"] = from_official(off.state_dict(), cfg).train()  # the same start
+            off = Official(in_ch, 1, _official_config(c, in_ch)).to(device)
+            models["pyengine gaot"] = from_official(off.state_dict(), cfg).to(device).train()  # the same start
             models["official GAOT"] = off.train()
 
             def run_official(m, i, p, f):
@@ -204,10 +252,13 @@ def gaot_peers(train, test, steps: int, official_path: str | None, peak_extra, s
         for k in models:
             step(k, i)
     times = {k: [] for k in models}
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)  # noqa: E731
     for i in range(steps):
         for k in models:
+            sync()
             t = time.perf_counter()
             step(k, i)
+            sync()
             times[k].append(time.perf_counter() - t)
     mem = {k: peak_extra(lambda k=k: step(k, 0)) for k in models}
     errs = {}
@@ -220,5 +271,8 @@ def gaot_peers(train, test, steps: int, official_path: str | None, peak_extra, s
                 num += float((pred - y).square().sum())
                 den += float(y.square().sum())
         errs[k] = math.sqrt(num / den)
+    enc, dec = graphs_of(0, train[0][0])
+    notes.append(f"edges of the first training sample, all scales: encoder {sum(int(g[1].numel()) for g in enc):,}, "
+                 f"decoder {sum(int(g[1].numel()) for g in dec):,}")
     gc.collect()
     return {k: dict(step_s=statistics.median(times[k]), mem=mem[k], test_rel_l2=errs[k]) for k in models}, notes

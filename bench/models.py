@@ -167,6 +167,13 @@ def main(argv=None) -> None:
     p.add_argument("--official-gaot", default=None, metavar="PATH", help="checkout of camlab-ethz/GAOT (new_src)")
     p.add_argument("--steps", type=int, default=None, help="--peers: GAOT training steps (default 300; 20 --quick)")
     p.add_argument("--gno-points", default=None, help="--peers: GNO layer points (default 50k; 10k --quick)")
+    p.add_argument("--gaot-points", default=None, help="--peers: GAOT-3D-like synthetic inputs of this many points "
+                   "per sample instead of the demo bodies (e.g. 50k)")
+    p.add_argument("--gaot-grid", default=None, help="--peers: GAOT token grid, e.g. 32,32,16 (default 16,8,8)")
+    p.add_argument("--gaot-radius", type=float, default=None, help="--peers: official radius (default 0.15)")
+    p.add_argument("--gaot-scales", default=None, help="--peers: official radius scales (default 1,2)")
+    p.add_argument("--gaot-samples", default="2,1", help="--peers with --gaot-points: training,test samples")
+    p.add_argument("--no-gno", action="store_true", help="--peers: skip the GNO layer comparison")
     p.add_argument("--repeat", type=int, default=None, help="timed calls (default 5; 2 with --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     args = parse_common(p, argv)
@@ -229,14 +236,15 @@ def _demo_bodies(n_train: int, n_test: int):
 def run_peers(args, device) -> None:
     from ._model_peers import gaot_peers, gno_layer_peers
 
-    if device.type != "cpu":
-        print("--peers runs on the CPU only (the official code's CPU path is what was compared)")
+    if device.type != "cpu" and not args.no_gno:
+        print("--peers on CUDA compares GAOT only (pass --no-gno)")
         return
     mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f} MiB"  # noqa: E731
     n_gno = parse_count(args.gno_points or ("10k" if args.quick else "50k"))
     repeat = args.repeat or (2 if args.quick else 5)
     print(f"# peers, {machine_description(device)}")
-    info, why = gno_layer_peers(n_gno, 64, repeat, lambda fn: peak_extra(fn, device), args.seed)
+    info, why = (None, "skipped (--no-gno)") if args.no_gno else gno_layer_peers(
+        n_gno, 64, repeat, lambda fn: peak_extra(fn, device), args.seed)
     if info is None:
         print(f"\nGNO layer: {why}")
     else:
@@ -249,12 +257,31 @@ def run_peers(args, device) -> None:
                 ma, mb = info["mem pyengine forward+backward"], info["mem neuralop forward+backward"]
                 extra = f", peak extra memory {mib(ma)} vs {mib(mb)}" + (f" ({mb / ma:.1f}x less)" if ma and mb else "")
             print(f"  {part}: pyengine {a * 1e3:.1f} ms, neuralop {b * 1e3:.1f} ms: {b / a:.2f}x faster{extra}")
+    from ._model_peers import GAOT_PEER_CONFIG, gaot3d_like_samples
+
     steps = args.steps or (20 if args.quick else 300)
-    n_train, n_test = (8, 4) if args.quick else (24, 8)
-    train, test = _demo_bodies(n_train, n_test)
-    res, notes = gaot_peers(train, test, steps, args.official_gaot, lambda fn: peak_extra(fn, device), args.seed)
+    config = {}
+    if args.gaot_grid:
+        config["grid"] = tuple(int(v) for v in args.gaot_grid.split(","))
+    if args.gaot_radius:
+        config["radius"] = args.gaot_radius
+    if args.gaot_scales:
+        config["scales"] = tuple(float(v) for v in args.gaot_scales.split(","))
+    if args.gaot_points:
+        n_train, n_test = (int(v) for v in args.gaot_samples.split(","))
+        samples = gaot3d_like_samples(parse_count(args.gaot_points), n_train + n_test, args.seed)
+        train, test = samples[:n_train], samples[n_train:]
+        what = "GAOT-3D-like synthetic bodies"
+    else:
+        n_train, n_test = (8, 4) if args.quick else (24, 8)
+        train, test = _demo_bodies(n_train, n_test)
+        what = "bodies of the demo"
+    res, notes = gaot_peers(train, test, steps, args.official_gaot, lambda fn: peak_extra(fn, device), args.seed,
+                            config=config, device=device)
     pts = sum(t[0].shape[0] for t in train) / len(train)
-    print(f"\nGAOT: {n_train} training / {n_test} test bodies of the demo (~{pts:.0f} surface points each), "
+    c = dict(GAOT_PEER_CONFIG, **config)
+    print(f"\nGAOT: {n_train} training / {n_test} test {what} (~{pts:.0f} surface points each), "
+          f"tokens {'x'.join(map(str, c['grid']))}, radius {c['radius']} x scales {list(c['scales'])}; "
           f"{steps} interleaved AdamW steps (lr 1e-3, batch 1) from the same weights")
     for note in notes:
         print(f"  note: {note}")

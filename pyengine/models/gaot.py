@@ -73,6 +73,8 @@ class GAOTConfig:
             eigenvalues), standardised over the tokens (queries), mapped by an MLP
             (``embedding_hidden``, ReLU) to ``C``, *concatenated* with the MAGNO output
             and mapped back to ``C`` by a linear recovery layer.
+        embedding_final_relu: the embedding MLP ends with a ReLU, as in the official code
+            (camlab-ethz/GAOT); False for checkpoints of the separate GAOT-3D code, which drops it.
         decoder_embedding_norm: over which points the decoder's statistics are
             standardised: ``"queries"`` (the official code: the queries of the call) or
             ``"points"`` (the geometry's input points as queries; equal to the official
@@ -124,6 +126,7 @@ class GAOTConfig:
     geometry_embedding: bool = True
     decoder_geometry_embedding: bool = True
     embedding_hidden: int = 64
+    embedding_final_relu: bool = True
     decoder_embedding_norm: str = "points"
     scale_weights: bool = True
     scale_weight_hidden: int = 16
@@ -174,7 +177,8 @@ class _MAGNO(nn.Module):
         super().__init__()
         self.magno = MAGNOIntegral(channels, coord_dim, hidden=kernel_hidden, transform=c.transform,
                                    attention=c.attention)
-        self.geoembed = StatisticalEmbedding(coord_dim, channels, c.embedding_hidden) if geo else None
+        self.geoembed = (StatisticalEmbedding(coord_dim, channels, c.embedding_hidden, c.embedding_final_relu)
+                         if geo else None)
         self.recovery = nn.Linear(2 * channels, channels) if geo else None
         n = len(c.radii_cells)
         self.scale_weighting = (nn.Sequential(nn.Linear(coord_dim, c.scale_weight_hidden), nn.ReLU(),

@@ -64,9 +64,9 @@ def neighborhood_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, c
 
     Columns: neighbor count, mean and variance of the distances ``|y_j - x_i|``, the
     neighbors' centroid minus the query (``d``), and the eigenvalues of the neighbors'
-    covariance (population, plus ``1e-6`` on the diagonal), descending (``d``). Rows
-    without neighbors are all zero. Computed in the inputs' dtype with the same
-    formulas as the official code, so its trained MLPs see the same numbers.
+    covariance (population), descending (``d``). Rows without neighbors are all zero.
+    Computed in the inputs' dtype with the same formulas as the official code, so its
+    trained MLPs see the same numbers.
 
     With ``edge_weights`` (E,) (quadrature weights of the edges' sources) every statistic is
     the quadrature-weighted one: the count becomes the ball's measure ``sum w``, and means
@@ -89,8 +89,7 @@ def neighborhood_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, c
     has = counts > 0
     eig = torch.zeros(m, d, dtype=sources.dtype, device=sources.device)
     if bool(has.any()):
-        reg = cov[has] + 1e-6 * torch.eye(d, dtype=cov.dtype, device=cov.device)
-        eig[has] = torch.linalg.eigvalsh(reg).flip(-1)
+        eig[has] = torch.linalg.eigvalsh(cov[has]).flip(-1)  # unregularised, as the official code
     feats = torch.cat([counts[:, None], d_avg[:, None], d_var[:, None], centroid - queries, eig], dim=1)
     return torch.where(has[:, None], feats, torch.zeros_like(feats))
 
@@ -141,11 +140,17 @@ def standardize_columns(feats: Tensor, reference: Tensor | None = None, weights:
 
 
 class StatisticalEmbedding(nn.Module):
-    """``Linear(3 + 2 d, hidden) -> ReLU -> Linear(hidden, out)`` over standardised statistics."""
+    """``Linear(3 + 2 d, hidden) -> ReLU -> Linear(hidden, out) [-> ReLU]`` over standardised statistics.
 
-    def __init__(self, coord_dim: int, out_channels: int, hidden: int = 64) -> None:
+    ``final_relu=True`` is the official GAOT (camlab-ethz/GAOT's statistical ``GeometricEmbedding``
+    ends with a ReLU); the separate GAOT-3D code drops it (``final_relu=False``). The ReLU has
+    no parameters, so both load the same weights (``mlp.0``, ``mlp.2``).
+    """
+
+    def __init__(self, coord_dim: int, out_channels: int, hidden: int = 64, final_relu: bool = True) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(3 + 2 * coord_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_channels))
+        layers = [nn.Linear(3 + 2 * coord_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_channels)]
+        self.mlp = nn.Sequential(*layers, *([nn.ReLU()] if final_relu else []))
 
     def forward(self, stats: Tensor) -> Tensor:
         return self.mlp(stats)

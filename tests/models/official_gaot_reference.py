@@ -16,15 +16,18 @@ Semantics reproduced (each one a place where a re-implementation could differ):
   eps 1e-12, softmax per query row, then a *sum* over the row;
 * ``ChannelMLP`` layers are 1x1 ``Conv1d`` over ``(C, N)``;
 * statistical geometry embedding: ``[N_i, mean |d|, var |d| (E[d^2] - E[d]^2, clamped),
-  centroid - x, eigvalsh(cov + 1e-6 I) descending]``, zero rows for empty balls, then
-  standardised over the queries (unbiased std, std < 1e-6 -> 1), ``Linear-ReLU-Linear``;
-  concatenated with the integral and mapped back by the recovery ``Conv1d``;
+  centroid - x, eigvalsh(cov) descending]``, zero rows for empty balls, then
+  standardised over the queries (unbiased std, std < 1e-6 -> 1), ``Linear-ReLU-Linear-ReLU``
+  (camlab-ethz/GAOT ends the embedding MLP with a ReLU; the separate GAOT-3D code does not),
+  recomputed in every forward as the official code does; concatenated with the integral
+  and mapped back by the recovery ``Conv1d``;
 * scales: one integral / embedding / recovery shared by all scales, combined by a
   softmax of ``Linear(d, 16)-ReLU-Linear(16, S)`` of the target coordinates (or summed);
 * processor: patches -> ``patch_linear`` -> (absolute sinusoid | RoPE with interleaved
   pairs over the patch index) -> transformer with bias-free q/k/v/o, RMSNorm (float32),
   SwiGLU, the residual of the feed-forward taken from the *normalised* state,
-  U-shaped skips through ``skip_proj``; no residual around the processor;
+  U-shaped skips through ``skip_proj``, attention by ``F.scaled_dot_product_attention``
+  (as the official ``GroupQueryFlashAttention``); no residual around the processor;
 * decoder projection: ``Conv1d(C, 256)-GELU-Conv1d(256, out)``.
 """
 
@@ -39,7 +42,7 @@ from torch import nn
 
 def csr_rows(row_ptr):
     lens = row_ptr[1:] - row_ptr[:-1]
-    return torch.repeat_interleave(torch.arange(lens.numel()), lens)
+    return torch.repeat_interleave(torch.arange(lens.numel(), device=row_ptr.device), lens)
 
 
 def brute_force_radius_graph(sources, queries, radius):
@@ -47,7 +50,7 @@ def brute_force_radius_graph(sources, queries, radius):
     dist = torch.cdist(queries.double(), sources.double())
     mask = dist <= radius
     counts = mask.sum(1)
-    row_ptr = torch.zeros(queries.shape[0] + 1, dtype=torch.long)
+    row_ptr = torch.zeros(queries.shape[0] + 1, dtype=torch.long, device=queries.device)
     row_ptr[1:] = torch.cumsum(counts, 0)
     col = mask.nonzero()[:, 1]
     return row_ptr, col
@@ -92,19 +95,20 @@ class IntegralTransform(nn.Module):
         k = F.normalize(rep, p=2, dim=-1)
         scores = (q * k).sum(-1)
         m = x_pos.shape[0]
-        smax = torch.full((m,), -math.inf, dtype=scores.dtype).scatter_reduce(0, rows, scores, "amax")
+        smax = torch.full((m,), -math.inf, dtype=scores.dtype, device=scores.device).scatter_reduce(
+            0, rows, scores, "amax")
         e = torch.exp(scores - smax[rows])
-        denom = torch.zeros(m, dtype=e.dtype).index_add_(0, rows, e)
+        denom = torch.zeros(m, dtype=e.dtype, device=e.device).index_add_(0, rows, e)
         alpha = e / denom.clamp_min(torch.finfo(e.dtype).tiny)[rows]
         kernel = self.channel_mlp(torch.cat([rep, self_pos], dim=-1))
         msg = kernel * f_y[col] * alpha[:, None]
-        return torch.zeros(m, msg.shape[1], dtype=msg.dtype).index_add_(0, rows, msg)
+        return torch.zeros(m, msg.shape[1], dtype=msg.dtype, device=msg.device).index_add_(0, rows, msg)
 
 
 class GeometricEmbedding(nn.Module):
     def __init__(self, d, out):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(3 + 2 * d, 64), nn.ReLU(), nn.Linear(64, out))
+        self.mlp = nn.Sequential(nn.Linear(3 + 2 * d, 64), nn.ReLU(), nn.Linear(64, out), nn.ReLU())
 
     @staticmethod
     def features(source_pos, query_pos, row_ptr, col):
@@ -117,7 +121,7 @@ class GeometricEmbedding(nn.Module):
         cnt = n_i.clamp_min(1)
 
         def mean(v):
-            out = torch.zeros((m,) + v.shape[1:], dtype=v.dtype).index_add_(0, rows, v)
+            out = torch.zeros((m,) + v.shape[1:], dtype=v.dtype, device=v.device).index_add_(0, rows, v)
             return out / cnt.view(-1, *([1] * (v.dim() - 1)))
 
         d_avg = mean(dist)
@@ -125,11 +129,12 @@ class GeometricEmbedding(nn.Module):
         centroid = mean(nbr)
         delta = centroid - query_pos
         cen = nbr - centroid[rows]
-        cov = torch.zeros(m, d, d, dtype=nbr.dtype).index_add_(0, rows, cen[:, :, None] * cen[:, None, :])
+        cov = torch.zeros(m, d, d, dtype=nbr.dtype, device=nbr.device).index_add_(
+            0, rows, cen[:, :, None] * cen[:, None, :])
         cov = cov / cnt.view(-1, 1, 1)
-        pca = torch.zeros(m, d, dtype=nbr.dtype)
+        pca = torch.zeros(m, d, dtype=nbr.dtype, device=nbr.device)
         if has.any():
-            ev = torch.linalg.eigvalsh(cov[has] + 1e-6 * torch.eye(d, dtype=cov.dtype))
+            ev = torch.linalg.eigvalsh(cov[has])
             pca[has] = ev.flip(dims=[1])
         feats = torch.cat([n_i[:, None], d_avg[:, None], d_var[:, None], delta, pca], dim=1)
         feats[~has] = 0.0
@@ -176,8 +181,8 @@ class MAGNOSide(nn.Module):
 
 def rotate_interleaved(t):
     dim = t.shape[-1]
-    freqs = 1.0 / (10000 ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
-    pos = torch.arange(t.shape[-2], dtype=torch.float32)
+    freqs = 1.0 / (10000 ** (torch.arange(0, dim, 2, device=t.device)[: dim // 2].float() / dim))
+    pos = torch.arange(t.shape[-2], dtype=torch.float32, device=t.device)
     ang = torch.einsum("n,f->nf", pos, freqs).repeat_interleave(2, dim=-1).to(t.dtype)
     rot = ang.shape[-1]
     x = t[..., :rot].reshape(*t.shape[:-1], rot // 2, 2)
@@ -215,7 +220,7 @@ class Attn(nn.Module):
             v = v.repeat_interleave(self.heads // self.kv, dim=1)
         if self.rope:
             q, k = rotate_interleaved(q), rotate_interleaved(k)
-        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.hd), dim=-1) @ v
+        a = F.scaled_dot_product_attention(q, k, v)
         return self.o_proj(a.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -309,10 +314,11 @@ class OfficialStyleGAOT(nn.Module):
         h, g = self._patches(z)
         h = self.patch_linear(h)
         if self.positional == "absolute":
-            pos = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in g], indexing="ij"),
+            pos = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32, device=h.device) for n in g],
+                                             indexing="ij"),
                               dim=-1).reshape(-1, len(g))
             m = h.shape[-1] // (2 * len(g))
-            inv = 1.0 / (10000 ** (torch.arange(m, dtype=torch.float32) / m))
+            inv = 1.0 / (10000 ** (torch.arange(m, dtype=torch.float32, device=h.device) / m))
             ang = pos[:, :, None] * inv[None, None, :]
             h = h + torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1).view(pos.shape[0], -1)
         z = self._tokens(self.processor(h), g)
