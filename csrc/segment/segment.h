@@ -41,6 +41,9 @@ at::Tensor check_row_values(const at::Tensor& values, const at::Tensor& row_ptr,
   at::Tensor segment_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr);                              \
   at::Tensor segment_softmax_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& out,                        \
                                             const at::Tensor& row_ptr);                                               \
+  at::Tensor segment_log_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr);                          \
+  at::Tensor segment_log_softmax_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& out,                    \
+                                                const at::Tensor& row_ptr);                                           \
   at::Tensor spmm_##DEV(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,    \
                         const at::Tensor& x);                                                                         \
   at::Tensor csr_sddmm_##DEV(const at::Tensor& row_ptr, const at::Tensor& col, const at::Tensor& a,                   \

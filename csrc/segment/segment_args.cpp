@@ -57,3 +57,31 @@ at::Tensor check_row_values(const at::Tensor& values, const at::Tensor& row_ptr,
 }
 
 }  // namespace pyengine::segment
+
+#include "segment/index_softmax.h"
+
+namespace pyengine::segment {
+
+IndexArgs check_index_args(const at::Tensor& src, const at::Tensor& index, int64_t num_nodes, const char* src_name) {
+  check_dim(src, 2, src_name);
+  check_float_dtype(src, src_name);
+  check_same_device(index, "index", src, src_name);
+  TORCH_CHECK_VALUE(num_nodes >= 0, "num_nodes must be >= 0, got ", num_nodes);
+  TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, "index must be int64, got ", index.scalar_type());
+  check_col(index, src.size(0), num_nodes, "index", "num_nodes");
+  return {src.contiguous(), index.contiguous(), src.size(0), src.size(1), num_nodes};
+}
+
+IndexArgs check_index_backward_args(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& index,
+                                    int64_t num_nodes, at::Tensor& grad) {
+  IndexArgs a = check_index_args(out, index, num_nodes, "out");
+  check_float_dtype(grad_out, "grad_out");
+  check_same_dtype(grad_out, "grad_out", a.src, "out");
+  check_same_device(grad_out, "grad_out", a.src, "out");
+  TORCH_CHECK_VALUE(grad_out.sizes() == a.src.sizes(), "grad_out must have the shape of out ", a.src.sizes(),
+                    ", got ", grad_out.sizes());
+  grad = grad_out.contiguous();
+  return a;
+}
+
+}  // namespace pyengine::segment

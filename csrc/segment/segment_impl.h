@@ -77,11 +77,13 @@ at::Tensor segment_reduce_backward_impl(const at::Tensor& grad_in, const at::Ten
   return grad_src;
 }
 
+// Softmax (log = false) or log-softmax (log = true) of the edges of every row.
 template <class Engine>
-at::Tensor segment_softmax_impl(const at::Tensor& scores_in, const at::Tensor& row_ptr_in) {
+at::Tensor segment_softmax_impl(const at::Tensor& scores_in, const at::Tensor& row_ptr_in, bool log) {
   const SegmentArgs a = check_segment_args(scores_in, row_ptr_in, "scores");
   const int64_t C = a.channels;
   auto out = at::empty_like(a.src);
+  if (a.num_edges == 0 || C == 0) return out;
   const Engine engine(a.row_ptr, a.num_edges);
   PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_softmax", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -91,14 +93,15 @@ at::Tensor segment_softmax_impl(const at::Tensor& scores_in, const at::Tensor& r
     engine.template reduce<LogSumExpOp<acc_t>>(C, DenseLoad<scalar_t, acc_t>{x, C},
                                                LogSumExpStore<acc_t>{max.data_ptr<acc_t>(), sum.data_ptr<acc_t>(), C});
     engine.map(C, SoftmaxMap<scalar_t, acc_t>{x, max.const_data_ptr<acc_t>(), sum.const_data_ptr<acc_t>(),
-                                              out.data_ptr<scalar_t>(), C});
+                                              out.data_ptr<scalar_t>(), C, log});
   });
   return out;
 }
 
+// Backward of segment_softmax_impl, given its output out.
 template <class Engine>
 at::Tensor segment_softmax_backward_impl(const at::Tensor& grad_in, const at::Tensor& out_in,
-                                         const at::Tensor& row_ptr_in) {
+                                         const at::Tensor& row_ptr_in, bool log) {
   const SegmentArgs a = check_segment_args(out_in, row_ptr_in, "out");
   check_float_dtype(grad_in, "grad_out");
   check_same_dtype(grad_in, "grad_out", a.src, "out");
@@ -108,16 +111,17 @@ at::Tensor segment_softmax_backward_impl(const at::Tensor& grad_in, const at::Te
   const auto grad = grad_in.contiguous();
   const int64_t C = a.channels;
   auto grad_scores = at::empty_like(a.src);
+  if (a.num_edges == 0 || C == 0) return grad_scores;
   const Engine engine(a.row_ptr, a.num_edges);
   PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_softmax_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     auto dot = empty_acc<acc_t>(a.num_rows, C, a.src);
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     const scalar_t* y = a.src.const_data_ptr<scalar_t>();
-    engine.template reduce<SumOp<acc_t>>(C, ProductLoad<scalar_t, acc_t>{g, y, C},
+    engine.template reduce<SumOp<acc_t>>(C, SoftmaxGradLoad<scalar_t, acc_t>{g, y, C, log},
                                          AccStore<acc_t>{dot.data_ptr<acc_t>(), C});
     engine.map(C, SoftmaxBackwardMap<scalar_t, acc_t>{g, y, dot.const_data_ptr<acc_t>(),
-                                                      grad_scores.data_ptr<scalar_t>(), C});
+                                                      grad_scores.data_ptr<scalar_t>(), C, log});
   });
   return grad_scores;
 }
@@ -183,11 +187,18 @@ inline void check_transpose_args(const at::Tensor& row_ptr, const at::Tensor& co
     return segment_reduce_backward_impl<ENGINE>(grad_out, row_ptr, arg, reduce, num_edges);                          \
   }                                                                                                                  \
   at::Tensor segment_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr) {                             \
-    return segment_softmax_impl<ENGINE>(scores, row_ptr);                                                            \
+    return segment_softmax_impl<ENGINE>(scores, row_ptr, false);                                                     \
   }                                                                                                                  \
   at::Tensor segment_softmax_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& out,                       \
                                             const at::Tensor& row_ptr) {                                             \
-    return segment_softmax_backward_impl<ENGINE>(grad_out, out, row_ptr);                                            \
+    return segment_softmax_backward_impl<ENGINE>(grad_out, out, row_ptr, false);                                     \
+  }                                                                                                                  \
+  at::Tensor segment_log_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr) {                         \
+    return segment_softmax_impl<ENGINE>(scores, row_ptr, true);                                                      \
+  }                                                                                                                  \
+  at::Tensor segment_log_softmax_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& out,                   \
+                                                const at::Tensor& row_ptr) {                                         \
+    return segment_softmax_backward_impl<ENGINE>(grad_out, out, row_ptr, true);                                      \
   }                                                                                                                  \
   at::Tensor spmm_##DEV(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,   \
                         const at::Tensor& x) {                                                                       \
