@@ -19,7 +19,9 @@ struct SegmentArgs {
   at::Tensor src, row_ptr;
   int64_t num_rows, num_edges, channels;
 };
-SegmentArgs check_segment_args(const at::Tensor& src, const at::Tensor& row_ptr, const char* src_name);
+// allow_int: int32 / int64 src accepted besides the floating types.
+SegmentArgs check_segment_args(const at::Tensor& src, const at::Tensor& row_ptr, const char* src_name,
+                               bool allow_int = false);
 
 // Validated arguments of a sparse (M x N) CSR matrix times dense x (N, C).
 struct SpmmArgs {

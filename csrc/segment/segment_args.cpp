@@ -13,9 +13,18 @@ Reduce parse_reduce(c10::string_view reduce) {
   TORCH_CHECK_VALUE(false, "reduce must be one of 'sum', 'mean', 'max', 'min', got '", std::string(reduce), "'");
 }
 
-SegmentArgs check_segment_args(const at::Tensor& src, const at::Tensor& row_ptr, const char* src_name) {
+SegmentArgs check_segment_args(const at::Tensor& src, const at::Tensor& row_ptr, const char* src_name,
+                               bool allow_int) {
   check_dim(src, 2, src_name);
-  check_float_dtype(src, src_name);
+  const auto t = src.scalar_type();
+  if (!(allow_int && (t == at::kInt || t == at::kLong))) {
+    if (allow_int) {
+      const bool ok = t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+      TORCH_CHECK_TYPE(ok, src_name, " must be float32, float64, float16, bfloat16, int32 or int64, got ", t);
+    } else {
+      check_float_dtype(src, src_name);
+    }
+  }
   check_same_device(src, src_name, row_ptr, "row_ptr");
   const std::string edges = std::string("the number of rows of ") + src_name;
   check_row_ptr(row_ptr, src.size(0), "row_ptr", edges.c_str());

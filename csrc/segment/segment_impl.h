@@ -17,36 +17,58 @@ at::Tensor empty_acc(int64_t rows, int64_t cols, const at::Tensor& like) {
   return at::empty({rows, cols}, like.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
 }
 
+// The reduction of one dtype: values load as acc_t, sums accumulate in sum_t.
+template <typename scalar_t, typename acc_t, typename sum_t, class Engine>
+void segment_reduce_typed(const Engine& engine, const SegmentArgs& a, Reduce reduce, at::Tensor& out, at::Tensor& arg,
+                          bool track_arg) {
+  const int64_t C = a.channels;
+  scalar_t* o = out.data_ptr<scalar_t>();
+  // Without need_arg the winners are still found (it is free in the fold) but not written.
+  const ExtremumStore<scalar_t> extremum_store{o, track_arg ? arg.data_ptr<int64_t>() : nullptr, C};
+  const DenseLoad<scalar_t, acc_t> load{a.src.const_data_ptr<scalar_t>(), C};
+  switch (reduce) {
+    case Reduce::Sum:
+    case Reduce::Mean:
+      engine.template reduce<SumOp<sum_t>>(C, DenseLoad<scalar_t, sum_t>{a.src.const_data_ptr<scalar_t>(), C},
+                                           SumStore<scalar_t, sum_t>{o, C, reduce == Reduce::Mean});
+      break;
+    case Reduce::Max:
+      engine.template reduce<ExtremumOp<acc_t, true>>(C, load, extremum_store);
+      break;
+    case Reduce::Min:
+      engine.template reduce<ExtremumOp<acc_t, false>>(C, load, extremum_store);
+      break;
+  }
+}
+
+// Floating src accumulates in at::opmath_type; integer src (int32 / int64; sum, min, max)
+// sums in uint64, i.e. modulo 2^64, and is stored in its own dtype: the result is the exact
+// sum wrapped to the dtype's two's complement range (as torch.sum of int64 and scatter_add of
+// int32 wrap), whatever the order of the additions.
 template <class Engine>
 std::tuple<at::Tensor, at::Tensor> segment_reduce_impl(const at::Tensor& src_in, const at::Tensor& row_ptr_in,
                                                        c10::string_view reduce_name, bool need_arg) {
   const Reduce reduce = parse_reduce(reduce_name);
-  const SegmentArgs a = check_segment_args(src_in, row_ptr_in, "src");
+  const bool integral = src_in.scalar_type() == at::kInt || src_in.scalar_type() == at::kLong;
+  TORCH_CHECK_TYPE(!(integral && reduce == Reduce::Mean), "reduce='mean' needs a floating-point src, got ",
+                   src_in.scalar_type(), " (sum, min and max take int32 / int64)");
+  const SegmentArgs a = check_segment_args(src_in, row_ptr_in, "src", /*allow_int=*/true);
   const int64_t C = a.channels;
   const bool track_arg = need_arg && is_extremum(reduce);
   auto out = at::empty({a.num_rows, C}, a.src.options());
   auto arg = track_arg ? at::empty({a.num_rows, C}, a.src.options().dtype(at::kLong))
                        : at::empty({0}, a.src.options().dtype(at::kLong));
   const Engine engine(a.row_ptr, a.num_edges);
-  PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_reduce", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const DenseLoad<scalar_t, acc_t> load{a.src.const_data_ptr<scalar_t>(), C};
-    scalar_t* o = out.data_ptr<scalar_t>();
-    // Without need_arg the winners are still found (it is free in the fold) but not written.
-    const ExtremumStore<scalar_t> extremum_store{o, track_arg ? arg.data_ptr<int64_t>() : nullptr, C};
-    switch (reduce) {
-      case Reduce::Sum:
-      case Reduce::Mean:
-        engine.template reduce<SumOp<acc_t>>(C, load, SumStore<scalar_t, acc_t>{o, C, reduce == Reduce::Mean});
-        break;
-      case Reduce::Max:
-        engine.template reduce<ExtremumOp<acc_t, true>>(C, load, extremum_store);
-        break;
-      case Reduce::Min:
-        engine.template reduce<ExtremumOp<acc_t, false>>(C, load, extremum_store);
-        break;
-    }
-  });
+  if (integral) {
+    AT_DISPATCH_INDEX_TYPES(a.src.scalar_type(), "segment_reduce", [&] {
+      segment_reduce_typed<index_t, index_t, uint64_t>(engine, a, reduce, out, arg, track_arg);
+    });
+  } else {
+    PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_reduce", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      segment_reduce_typed<scalar_t, acc_t, acc_t>(engine, a, reduce, out, arg, track_arg);
+    });
+  }
   return {out, arg};
 }
 

@@ -51,9 +51,12 @@ def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum", *,
 
     Returns:
         ``(M, *F)`` (or ``(B, M, *F)``), and the arg tensor with ``return_arg``. Empty rows
-        give 0. Differentiable in ``src``: sum and mean broadcast the gradient over the
-        row; max and min route it to the winning edge (the lowest edge index on ties; NaN
-        wins, as in ``torch.max``).
+        give 0. Integer sums are exact modulo 2^64 and stored in ``src``'s dtype, so a row
+        whose sum leaves the dtype's range wraps around (two's complement), as ``torch.sum``
+        of int64 and ``scatter_add_`` of int32 do; they never raise. Differentiable in
+        floating ``src``: sum and mean broadcast the gradient over the row; max and min
+        route it to the winning edge (the lowest edge index on ties; NaN wins, as in
+        ``torch.max``).
     """
     if reduce not in _REDUCTIONS:
         raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
