@@ -76,3 +76,8 @@ TORCH_LIBRARY_FRAGMENT(pyengine, m) {
   m.def("segment_log_softmax(Tensor scores, Tensor row_ptr) -> Tensor");
   m.def("segment_log_softmax_backward(Tensor grad_out, Tensor out, Tensor row_ptr) -> Tensor");
 }
+// segment: (log-)softmax over the groups of an unsorted int64 index (E,) in [0, num_nodes), no sort.
+TORCH_LIBRARY_FRAGMENT(pyengine, m) {
+  m.def("index_softmax(Tensor src, Tensor index, int num_nodes, bool log=False) -> Tensor");
+  m.def("index_softmax_backward(Tensor grad_out, Tensor out, Tensor index, int num_nodes, bool log=False) -> Tensor");
+}

@@ -11,7 +11,7 @@ Same names, arguments and ``edge_index`` layout as ``torch_cluster`` /
   ``"target_to_source"``: ``[centre, neighbour]``). Edges are grouped by centre.
 * :func:`fps`: farthest point sampling.
 * :func:`softmax`, :func:`log_softmax`: PyG's ``softmax(src, index, ptr, num_nodes, dim)``
-  (and ``torch_scatter``'s log-softmax), unsorted ``index`` allowed.
+  (and ``torch_scatter``'s log-softmax), unsorted ``index`` allowed (no sort).
 
 Points may be float16 / bfloat16 (searched in float32, which holds their values
 exactly), float32 or float64, in any dimension: 1-D inputs and ``d = 1`` are padded
@@ -398,36 +398,8 @@ def fps(src: Tensor, batch: Tensor | None = None, ratio: float | Tensor = 0.5, r
 # --------------------------------------------------------------------------- softmax
 
 
-def _group_ptr(index: Tensor | None, ptr: Tensor | None, num_nodes: int | None, n: int, device):
-    """(perm or None, row_ptr): the grouping of ``n`` entries by ``index`` (sorted once) or ``ptr``."""
-    if ptr is not None:
-        if not isinstance(ptr, Tensor) or ptr.dim() != 1:
-            raise ValueError("ptr must be a 1-D tensor of group offsets")
-        return None, ptr.long()
-    if index is None:
-        raise ValueError("pass index or ptr")
-    if not isinstance(index, Tensor) or index.dim() != 1 or index.shape[0] != n:
-        raise ValueError(f"index must be a 1-D tensor with one entry per element along dim ({n})")
-    if index.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"index must be int64 or int32, got {index.dtype}")
-    index = index.long()
-    if num_nodes is None:
-        num_nodes = int(index.max()) + 1 if n else 0
-    perm = None
-    if not _tracing():
-        if n and (int(index.min()) < 0 or int(index.max()) >= num_nodes):
-            raise ValueError(f"index has entries outside [0, num_nodes = {num_nodes})")
-        if n and bool((index[1:] < index[:-1]).any()):
-            perm = torch.argsort(index, stable=True)
-            index = index[perm]
-    else:
-        perm = torch.argsort(index, stable=True)
-        index = index[perm]
-    row_ptr = torch.searchsorted(index, torch.arange(num_nodes + 1, device=index.device))
-    return perm, row_ptr
-
-
-def _grouped(fn, src: Tensor, index, ptr, num_nodes, dim: int) -> Tensor:
+def _grouped(src: Tensor, index, ptr, num_nodes, dim: int, log: bool) -> Tensor:
+    """(Log-)softmax of ``src`` along ``dim`` over CSR groups (``ptr``) or an unsorted ``index``."""
     if not isinstance(src, Tensor):
         raise TypeError(f"src must be a torch.Tensor, got {type(src).__name__}")
     if src.dim() == 0:
@@ -435,15 +407,24 @@ def _grouped(fn, src: Tensor, index, ptr, num_nodes, dim: int) -> Tensor:
     dim = dim + src.dim() if dim < 0 else dim
     if not 0 <= dim < src.dim():
         raise ValueError(f"dim {dim} is out of range for src of shape {tuple(src.shape)}")
-    moved = src.movedim(dim, 0)
-    perm, row_ptr = _group_ptr(index, ptr, num_nodes, moved.shape[0], src.device)
-    if perm is None:
-        out = fn(moved.contiguous(), row_ptr)
+    moved = src.movedim(dim, 0).contiguous()
+    n = moved.shape[0]
+    if ptr is not None:
+        if not isinstance(ptr, Tensor) or ptr.dim() != 1:
+            raise ValueError("ptr must be a 1-D tensor of group offsets")
+        fn = _segment.segment_log_softmax if log else _segment.segment_softmax
+        out = fn(moved, ptr.long())
     else:
-        sorted_out = fn(moved[perm].contiguous(), row_ptr)
-        inv = torch.empty_like(perm)
-        inv[perm] = torch.arange(perm.shape[0], device=perm.device)
-        out = sorted_out[inv]
+        if index is None:
+            raise ValueError("pass index or ptr")
+        if not isinstance(index, Tensor) or index.dim() != 1 or index.shape[0] != n:
+            raise ValueError(f"index must be a 1-D tensor with one entry per element along dim ({n})")
+        if index.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"index must be int64 or int32, got {index.dtype}")
+        if num_nodes is None:  # reads the index on the host, as PyG does; pass num_nodes to avoid it
+            num_nodes = int(index.max()) + 1 if n else 0
+        # the kernel checks the index range (one-line ValueError) and needs no sorted order
+        out = _segment.index_softmax(moved, index, num_nodes, log=log)
     return out.movedim(0, dim)
 
 
@@ -452,11 +433,14 @@ def softmax(src: Tensor, index: Tensor | None = None, ptr: Tensor | None = None,
     """Softmax of ``src`` over the groups that ``index`` (or ``ptr``) defines along ``dim``: PyG's
     ``torch_geometric.utils.softmax``.
 
-    ``index`` need not be sorted (it is sorted once, stably); ``ptr`` is CSR offsets of
-    contiguous groups. A group whose entries are all ``-inf`` gives zeros (PyG gives NaN).
-    Differentiable (twice).
+    ``index`` need not be sorted: it goes to :func:`pyengine.ops.index_softmax` (group
+    maxima, sums and outputs in three passes, no sort); ``ptr`` is CSR offsets of contiguous
+    groups (:func:`pyengine.ops.segment_softmax`). Without ``num_nodes``, ``index.max()`` is
+    read on the host (as PyG does); give it to stay free of host syncs and graph breaks under
+    ``torch.compile(fullgraph=True)``. A group whose entries are all ``-inf`` gives zeros
+    (PyG gives NaN). Differentiable (twice).
     """
-    return _grouped(_segment.segment_softmax, src, index, ptr, num_nodes, dim)
+    return _grouped(src, index, ptr, num_nodes, dim, log=False)
 
 
 def log_softmax(src: Tensor, index: Tensor | None = None, ptr: Tensor | None = None, num_nodes: int | None = None,
@@ -465,4 +449,4 @@ def log_softmax(src: Tensor, index: Tensor | None = None, ptr: Tensor | None = N
 
     A group whose entries are all ``-inf`` gives ``-inf``. Differentiable (twice).
     """
-    return _grouped(_segment.segment_log_softmax, src, index, ptr, num_nodes, dim)
+    return _grouped(src, index, ptr, num_nodes, dim, log=True)

@@ -3,7 +3,9 @@
 // Loads produce one value per (edge e, channel c); stores receive a finished
 // row state; maps write one output per (edge, channel). All are plain structs
 // of pointers so the same code runs on the CPU and inside CUDA kernels.
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "common/macros.h"
 #include "common/reducers.h"
@@ -86,30 +88,65 @@ struct LogSumExpStore {  // online-softmax statistics per row
   }
 };
 
+PYE_HD float log_of(float x) { return ::logf(x); }
+PYE_HD double log_of(double x) { return ::log(x); }
+
+// One entry of a (log-)softmax from its group's statistics (max m, sum of exp(x - m) den):
+// exp(x - m) / den, or x - m - log(den). A group of only -inf (den == 0) gives 0 / -inf.
+template <typename acc_t>
+PYE_HD acc_t softmax_value(acc_t x, acc_t m, acc_t den, bool log) {
+  if (den == acc_t(0)) return log ? -std::numeric_limits<acc_t>::infinity() : acc_t(0);
+  return log ? x - m - log_of(den) : fast_exp(x - m) / den;
+}
+
+// Backward of one entry: with y the forward output, g its gradient and s the group's sum of
+// softmax_grad_load(g, y), softmax: y (g - s) (s = sum g y); log-softmax: g - exp(y) s (s = sum g).
+template <typename acc_t>
+PYE_HD acc_t softmax_grad_load(acc_t g, acc_t y, bool log) {
+  return log ? g : g * y;
+}
+template <typename acc_t>
+PYE_HD acc_t softmax_grad(acc_t g, acc_t y, acc_t s, bool log) {
+  return log ? g - fast_exp(y) * s : y * (g - s);
+}
+
 template <typename scalar_t, typename acc_t>
-struct SoftmaxMap {  // out[e] = exp(x[e] - max[r]) / sum[r]; a row of only -inf gives 0
+struct SoftmaxMap {  // out[e] = softmax_value(x[e], max[r], sum[r])
   const scalar_t* x;
   const acc_t* max;
   const acc_t* sum;
   scalar_t* out;
   int64_t C;
+  bool log;
   PYE_HD void operator()(int64_t r, int64_t e, int64_t c, int64_t) const {
-    const acc_t den = sum[r * C + c];
-    const acc_t v = den == acc_t(0) ? acc_t(0) : fast_exp(static_cast<acc_t>(x[e * C + c]) - max[r * C + c]) / den;
-    out[e * C + c] = static_cast<scalar_t>(v);
+    const int64_t i = r * C + c;
+    out[e * C + c] = static_cast<scalar_t>(softmax_value(static_cast<acc_t>(x[e * C + c]), max[i], sum[i], log));
   }
 };
 
 template <typename scalar_t, typename acc_t>
-struct SoftmaxBackwardMap {  // grad_in[e] = y[e] * (g[e] - sum_row(g * y))
+struct SoftmaxGradLoad {  // softmax_grad_load(g[e, c], y[e, c])
+  const scalar_t* g;
+  const scalar_t* y;
+  int64_t C;
+  bool log;
+  PYE_HD acc_t operator()(int64_t e, int64_t c) const {
+    return softmax_grad_load(static_cast<acc_t>(g[e * C + c]), static_cast<acc_t>(y[e * C + c]), log);
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+struct SoftmaxBackwardMap {  // grad_in[e] = softmax_grad(g[e], y[e], s[r])
   const scalar_t* grad;
   const scalar_t* y;
   const acc_t* dot;
   scalar_t* grad_in;
   int64_t C;
+  bool log;
   PYE_HD void operator()(int64_t r, int64_t e, int64_t c, int64_t) const {
     const int64_t i = e * C + c;
-    grad_in[i] = static_cast<scalar_t>(static_cast<acc_t>(y[i]) * (static_cast<acc_t>(grad[i]) - dot[r * C + c]));
+    grad_in[i] = static_cast<scalar_t>(
+        softmax_grad(static_cast<acc_t>(grad[i]), static_cast<acc_t>(y[i]), dot[r * C + c], log));
   }
 };
 

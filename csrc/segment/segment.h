@@ -19,7 +19,9 @@ struct SegmentArgs {
   at::Tensor src, row_ptr;
   int64_t num_rows, num_edges, channels;
 };
-SegmentArgs check_segment_args(const at::Tensor& src, const at::Tensor& row_ptr, const char* src_name);
+// allow_int: int32 / int64 src accepted besides the floating types.
+SegmentArgs check_segment_args(const at::Tensor& src, const at::Tensor& row_ptr, const char* src_name,
+                               bool allow_int = false);
 
 // Validated arguments of a sparse (M x N) CSR matrix times dense x (N, C).
 struct SpmmArgs {
@@ -41,6 +43,9 @@ at::Tensor check_row_values(const at::Tensor& values, const at::Tensor& row_ptr,
   at::Tensor segment_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr);                              \
   at::Tensor segment_softmax_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& out,                        \
                                             const at::Tensor& row_ptr);                                               \
+  at::Tensor segment_log_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr);                          \
+  at::Tensor segment_log_softmax_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& out,                    \
+                                                const at::Tensor& row_ptr);                                           \
   at::Tensor spmm_##DEV(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,    \
                         const at::Tensor& x);                                                                         \
   at::Tensor csr_sddmm_##DEV(const at::Tensor& row_ptr, const at::Tensor& col, const at::Tensor& a,                   \

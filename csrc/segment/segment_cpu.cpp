@@ -44,6 +44,8 @@ TORCH_LIBRARY_IMPL(pyengine, CPU, m) {
   m.impl("segment_reduce_backward", &segment_reduce_backward_cpu);
   m.impl("segment_softmax", &segment_softmax_cpu);
   m.impl("segment_softmax_backward", &segment_softmax_backward_cpu);
+  m.impl("segment_log_softmax", &segment_log_softmax_cpu);
+  m.impl("segment_log_softmax_backward", &segment_log_softmax_backward_cpu);
   m.impl("spmm", &spmm_cpu);
   m.impl("csr_sddmm", &csr_sddmm_cpu);
   m.impl("csr_transpose", &csr_transpose_cpu);

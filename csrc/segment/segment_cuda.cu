@@ -33,6 +33,8 @@ TORCH_LIBRARY_IMPL(pyengine, CUDA, m) {
   m.impl("segment_reduce_backward", &segment_reduce_backward_cuda);
   m.impl("segment_softmax", &segment_softmax_cuda);
   m.impl("segment_softmax_backward", &segment_softmax_backward_cuda);
+  m.impl("segment_log_softmax", &segment_log_softmax_cuda);
+  m.impl("segment_log_softmax_backward", &segment_log_softmax_backward_cuda);
   m.impl("spmm", &spmm_cuda);
   m.impl("csr_sddmm", &csr_sddmm_cuda);
   m.impl("csr_transpose", &csr_transpose_cuda);

@@ -17,36 +17,58 @@ at::Tensor empty_acc(int64_t rows, int64_t cols, const at::Tensor& like) {
   return at::empty({rows, cols}, like.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
 }
 
+// The reduction of one dtype: values load as acc_t, sums accumulate in sum_t.
+template <typename scalar_t, typename acc_t, typename sum_t, class Engine>
+void segment_reduce_typed(const Engine& engine, const SegmentArgs& a, Reduce reduce, at::Tensor& out, at::Tensor& arg,
+                          bool track_arg) {
+  const int64_t C = a.channels;
+  scalar_t* o = out.data_ptr<scalar_t>();
+  // Without need_arg the winners are still found (it is free in the fold) but not written.
+  const ExtremumStore<scalar_t> extremum_store{o, track_arg ? arg.data_ptr<int64_t>() : nullptr, C};
+  const DenseLoad<scalar_t, acc_t> load{a.src.const_data_ptr<scalar_t>(), C};
+  switch (reduce) {
+    case Reduce::Sum:
+    case Reduce::Mean:
+      engine.template reduce<SumOp<sum_t>>(C, DenseLoad<scalar_t, sum_t>{a.src.const_data_ptr<scalar_t>(), C},
+                                           SumStore<scalar_t, sum_t>{o, C, reduce == Reduce::Mean});
+      break;
+    case Reduce::Max:
+      engine.template reduce<ExtremumOp<acc_t, true>>(C, load, extremum_store);
+      break;
+    case Reduce::Min:
+      engine.template reduce<ExtremumOp<acc_t, false>>(C, load, extremum_store);
+      break;
+  }
+}
+
+// Floating src accumulates in at::opmath_type; integer src (int32 / int64; sum, min, max)
+// sums in uint64, i.e. modulo 2^64, and is stored in its own dtype: the result is the exact
+// sum wrapped to the dtype's two's complement range (as torch.sum of int64 and scatter_add of
+// int32 wrap), whatever the order of the additions.
 template <class Engine>
 std::tuple<at::Tensor, at::Tensor> segment_reduce_impl(const at::Tensor& src_in, const at::Tensor& row_ptr_in,
                                                        c10::string_view reduce_name, bool need_arg) {
   const Reduce reduce = parse_reduce(reduce_name);
-  const SegmentArgs a = check_segment_args(src_in, row_ptr_in, "src");
+  const bool integral = src_in.scalar_type() == at::kInt || src_in.scalar_type() == at::kLong;
+  TORCH_CHECK_TYPE(!(integral && reduce == Reduce::Mean), "reduce='mean' needs a floating-point src, got ",
+                   src_in.scalar_type(), " (sum, min and max take int32 / int64)");
+  const SegmentArgs a = check_segment_args(src_in, row_ptr_in, "src", /*allow_int=*/true);
   const int64_t C = a.channels;
   const bool track_arg = need_arg && is_extremum(reduce);
   auto out = at::empty({a.num_rows, C}, a.src.options());
   auto arg = track_arg ? at::empty({a.num_rows, C}, a.src.options().dtype(at::kLong))
                        : at::empty({0}, a.src.options().dtype(at::kLong));
   const Engine engine(a.row_ptr, a.num_edges);
-  PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_reduce", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const DenseLoad<scalar_t, acc_t> load{a.src.const_data_ptr<scalar_t>(), C};
-    scalar_t* o = out.data_ptr<scalar_t>();
-    // Without need_arg the winners are still found (it is free in the fold) but not written.
-    const ExtremumStore<scalar_t> extremum_store{o, track_arg ? arg.data_ptr<int64_t>() : nullptr, C};
-    switch (reduce) {
-      case Reduce::Sum:
-      case Reduce::Mean:
-        engine.template reduce<SumOp<acc_t>>(C, load, SumStore<scalar_t, acc_t>{o, C, reduce == Reduce::Mean});
-        break;
-      case Reduce::Max:
-        engine.template reduce<ExtremumOp<acc_t, true>>(C, load, extremum_store);
-        break;
-      case Reduce::Min:
-        engine.template reduce<ExtremumOp<acc_t, false>>(C, load, extremum_store);
-        break;
-    }
-  });
+  if (integral) {
+    AT_DISPATCH_INDEX_TYPES(a.src.scalar_type(), "segment_reduce", [&] {
+      segment_reduce_typed<index_t, index_t, uint64_t>(engine, a, reduce, out, arg, track_arg);
+    });
+  } else {
+    PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_reduce", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      segment_reduce_typed<scalar_t, acc_t, acc_t>(engine, a, reduce, out, arg, track_arg);
+    });
+  }
   return {out, arg};
 }
 
@@ -77,11 +99,13 @@ at::Tensor segment_reduce_backward_impl(const at::Tensor& grad_in, const at::Ten
   return grad_src;
 }
 
+// Softmax (log = false) or log-softmax (log = true) of the edges of every row.
 template <class Engine>
-at::Tensor segment_softmax_impl(const at::Tensor& scores_in, const at::Tensor& row_ptr_in) {
+at::Tensor segment_softmax_impl(const at::Tensor& scores_in, const at::Tensor& row_ptr_in, bool log) {
   const SegmentArgs a = check_segment_args(scores_in, row_ptr_in, "scores");
   const int64_t C = a.channels;
   auto out = at::empty_like(a.src);
+  if (a.num_edges == 0 || C == 0) return out;
   const Engine engine(a.row_ptr, a.num_edges);
   PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_softmax", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -91,14 +115,15 @@ at::Tensor segment_softmax_impl(const at::Tensor& scores_in, const at::Tensor& r
     engine.template reduce<LogSumExpOp<acc_t>>(C, DenseLoad<scalar_t, acc_t>{x, C},
                                                LogSumExpStore<acc_t>{max.data_ptr<acc_t>(), sum.data_ptr<acc_t>(), C});
     engine.map(C, SoftmaxMap<scalar_t, acc_t>{x, max.const_data_ptr<acc_t>(), sum.const_data_ptr<acc_t>(),
-                                              out.data_ptr<scalar_t>(), C});
+                                              out.data_ptr<scalar_t>(), C, log});
   });
   return out;
 }
 
+// Backward of segment_softmax_impl, given its output out.
 template <class Engine>
 at::Tensor segment_softmax_backward_impl(const at::Tensor& grad_in, const at::Tensor& out_in,
-                                         const at::Tensor& row_ptr_in) {
+                                         const at::Tensor& row_ptr_in, bool log) {
   const SegmentArgs a = check_segment_args(out_in, row_ptr_in, "out");
   check_float_dtype(grad_in, "grad_out");
   check_same_dtype(grad_in, "grad_out", a.src, "out");
@@ -108,16 +133,17 @@ at::Tensor segment_softmax_backward_impl(const at::Tensor& grad_in, const at::Te
   const auto grad = grad_in.contiguous();
   const int64_t C = a.channels;
   auto grad_scores = at::empty_like(a.src);
+  if (a.num_edges == 0 || C == 0) return grad_scores;
   const Engine engine(a.row_ptr, a.num_edges);
   PYE_DISPATCH_FLOATING(a.src.scalar_type(), "segment_softmax_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     auto dot = empty_acc<acc_t>(a.num_rows, C, a.src);
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     const scalar_t* y = a.src.const_data_ptr<scalar_t>();
-    engine.template reduce<SumOp<acc_t>>(C, ProductLoad<scalar_t, acc_t>{g, y, C},
+    engine.template reduce<SumOp<acc_t>>(C, SoftmaxGradLoad<scalar_t, acc_t>{g, y, C, log},
                                          AccStore<acc_t>{dot.data_ptr<acc_t>(), C});
     engine.map(C, SoftmaxBackwardMap<scalar_t, acc_t>{g, y, dot.const_data_ptr<acc_t>(),
-                                                      grad_scores.data_ptr<scalar_t>(), C});
+                                                      grad_scores.data_ptr<scalar_t>(), C, log});
   });
   return grad_scores;
 }
@@ -183,11 +209,18 @@ inline void check_transpose_args(const at::Tensor& row_ptr, const at::Tensor& co
     return segment_reduce_backward_impl<ENGINE>(grad_out, row_ptr, arg, reduce, num_edges);                          \
   }                                                                                                                  \
   at::Tensor segment_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr) {                             \
-    return segment_softmax_impl<ENGINE>(scores, row_ptr);                                                            \
+    return segment_softmax_impl<ENGINE>(scores, row_ptr, false);                                                     \
   }                                                                                                                  \
   at::Tensor segment_softmax_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& out,                       \
                                             const at::Tensor& row_ptr) {                                             \
-    return segment_softmax_backward_impl<ENGINE>(grad_out, out, row_ptr);                                            \
+    return segment_softmax_backward_impl<ENGINE>(grad_out, out, row_ptr, false);                                     \
+  }                                                                                                                  \
+  at::Tensor segment_log_softmax_##DEV(const at::Tensor& scores, const at::Tensor& row_ptr) {                         \
+    return segment_softmax_impl<ENGINE>(scores, row_ptr, true);                                                      \
+  }                                                                                                                  \
+  at::Tensor segment_log_softmax_backward_##DEV(const at::Tensor& grad_out, const at::Tensor& out,                   \
+                                                const at::Tensor& row_ptr) {                                         \
+    return segment_softmax_backward_impl<ENGINE>(grad_out, out, row_ptr, true);                                      \
   }                                                                                                                  \
   at::Tensor spmm_##DEV(const at::Tensor& row_ptr, const at::Tensor& col, const std::optional<at::Tensor>& values,   \
                         const at::Tensor& x) {                                                                       \

@@ -16,6 +16,7 @@ from .nufft import NUFFTPlan, nufft1, nufft2
 from .partition import Partition, kd_partition
 from .segment import csr_transpose, index_to_row_ptr, row_index, sddmm, segment_reduce, segment_softmax, spmm
 from .segment import segment_log_softmax
+from .segment import index_softmax
 from .bruteforce import knn_bruteforce
 from .sampling import farthest_point_sampling
 
@@ -26,6 +27,7 @@ __all__ = [
     "csr_attention",
     "csr_transpose",
     "gno_integral",
+    "index_softmax",
     "index_to_row_ptr",
     "input_checks",
     "kd_partition",

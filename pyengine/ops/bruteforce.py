@@ -3,9 +3,11 @@
 The k-d tree of :mod:`pyengine.ops.neighbors` is the right tool in 2-D and 3-D;
 in feature space (DGCNN-style dynamic graphs, ``d`` = 16 to 1024) a tree prunes
 nothing, and an exhaustive tiled search is faster: on CPU, blocks of queries
-against blocks of points through one GEMM each, with a running top-k per query
-(memory O(block), not the ``(M, N)`` matrix of ``torch.cdist`` + ``topk``); on
-CUDA, shared-memory tiles of points streamed past one thread per query.
+against tiles of points through one GEMM each in the input dtype, every query
+keeping the candidates that a rigorous bound on the GEMM's rounding cannot rule
+out, whose distances are then recomputed exactly (memory O(threads x tile), not
+the ``(M, N)`` matrix of ``torch.cdist`` + ``topk``); on CUDA, shared-memory tiles
+of points streamed past one thread per query.
 
 Clouds are given by offsets, as in :mod:`pyengine.ops.neighbors`: points sorted
 by cloud with ``point_ptr (B + 1,)``, queries with ``query_ptr (B + 1,)``.
@@ -38,12 +40,16 @@ def knn_bruteforce(points: Tensor, queries: Tensor, k: int, *, point_ptr: Tensor
         ``(dist (M, k), idx (M, k) int64)``, ascending distance, ties to the lower point
         index. Rows of a cloud with fewer than ``k`` points are padded with
         ``(inf, -1)``. Distances are Euclidean (not squared), or cosine distances, in
-        the input dtype, recomputed exactly (float64) from the coordinates of the winners.
-        On CPU the candidates are ranked by the GEMM form ``|q|^2 + |p|^2 - 2 <q, p>``, so
-        two points whose distances differ by less than its rounding (about 1e-6 relative in
-        float32) may be ranked either way; the CUDA kernel ranks by exact differences.
-        They carry gradients to ``points`` and ``queries`` (recomputed
-        from the indices), indices do not.
+        the input dtype, recomputed in float64 from the coordinates. The result is exact
+        on the input values: the same indices as a float64 search over the same float32
+        numbers, near-ties and exact ties (lower index first) included. On CPU the
+        float32 GEMM form ``|q|^2 + |p|^2 - 2 <q, p>`` (of coordinates shifted by the
+        cloud's mean, scaled by a power of two) only pre-selects, widened by a forward
+        error bound; the CUDA kernel ranks by differences in the input dtype. Points or
+        queries with NaN coordinates have no neighbours / are no neighbours; a point with
+        an infinite coordinate is a neighbour at distance ``inf`` only when a cloud has
+        fewer than ``k`` finite points. Distances carry gradients to ``points`` and
+        ``queries`` (recomputed from the indices), indices do not.
     """
     if not isinstance(points, Tensor) or not isinstance(queries, Tensor):
         raise TypeError("points and queries must be torch.Tensors")

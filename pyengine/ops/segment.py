@@ -51,9 +51,12 @@ def segment_reduce(src: Tensor, row_ptr: Tensor, reduce: str = "sum", *,
 
     Returns:
         ``(M, *F)`` (or ``(B, M, *F)``), and the arg tensor with ``return_arg``. Empty rows
-        give 0. Differentiable in ``src``: sum and mean broadcast the gradient over the
-        row; max and min route it to the winning edge (the lowest edge index on ties; NaN
-        wins, as in ``torch.max``).
+        give 0. Integer sums are exact modulo 2^64 and stored in ``src``'s dtype, so a row
+        whose sum leaves the dtype's range wraps around (two's complement), as ``torch.sum``
+        of int64 and ``scatter_add_`` of int32 do; they never raise. Differentiable in
+        floating ``src``: sum and mean broadcast the gradient over the row; max and min
+        route it to the winning edge (the lowest edge index on ties; NaN wins, as in
+        ``torch.max``).
     """
     if reduce not in _REDUCTIONS:
         raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
@@ -145,12 +148,6 @@ def _segment_reduce_backward_fake(grad_out, row_ptr, arg, reduce, num_edges):
     return grad_out.new_empty((num_edges, grad_out.shape[1]))
 
 
-def _expand_rows(row_values: Tensor, row_ptr: Tensor, num_edges: int) -> Tensor:
-    """Broadcast per-row values (M, C) to the rows' edges (E, C) (the adjoint of a segment sum)."""
-    no_arg = row_ptr.new_empty((0,))
-    return _ops.segment_reduce_backward(row_values.contiguous(), row_ptr, no_arg, "sum", num_edges)
-
-
 # segment_reduce_backward is linear in grad_out; its adjoint gives double backward.
 def _segment_reduce_backward_setup(ctx, inputs, output):
     _grad_out, row_ptr, arg, reduce, _num_edges = inputs
@@ -177,7 +174,7 @@ torch.library.register_autograd(
 )
 
 
-# --------------------------------------------------------------------------- segment_softmax
+# --------------------------------------------------------------------------- (log-)softmax
 
 
 def segment_softmax(scores: Tensor, row_ptr: Tensor) -> Tensor:
@@ -193,57 +190,6 @@ def segment_softmax(scores: Tensor, row_ptr: Tensor) -> Tensor:
     """
     flat = _flatten_features(scores, "scores")
     return _ops.segment_softmax(flat, row_ptr).reshape(scores.shape)
-
-
-@torch.library.register_fake("pyengine::segment_softmax")
-def _segment_softmax_fake(scores, row_ptr):
-    return torch.empty_like(scores)
-
-
-def _segment_softmax_setup(ctx, inputs, output):
-    ctx.save_for_backward(output, inputs[1])
-
-
-def _segment_softmax_backward(ctx, grad_out):
-    out, row_ptr = ctx.saved_tensors
-    return _ops.segment_softmax_backward(grad_out.contiguous(), out, row_ptr), None
-
-
-torch.library.register_autograd(
-    "pyengine::segment_softmax", _segment_softmax_backward, setup_context=_segment_softmax_setup
-)
-
-
-@torch.library.register_fake("pyengine::segment_softmax_backward")
-def _segment_softmax_backward_fake(grad_out, out, row_ptr):
-    return torch.empty_like(out)
-
-
-# grad_in = y * (g - dot), dot = segment_sum(g * y). Its derivatives, for double backward:
-#   d/dg: y * (gg - s),  d/dy: gg * (g - dot) - g * s,  with s = segment_sum(gg * y).
-def _segment_softmax_backward_setup(ctx, inputs, output):
-    grad_out, out, row_ptr = inputs
-    ctx.save_for_backward(grad_out, out, row_ptr)
-
-
-def _segment_softmax_backward_backward(ctx, gg):
-    g, y, row_ptr = ctx.saved_tensors
-    num_edges = y.shape[0]
-    dot, _ = _ops.segment_reduce(g * y, row_ptr, "sum")
-    s, _ = _ops.segment_reduce(gg * y, row_ptr, "sum")
-    dot_e = _expand_rows(dot, row_ptr, num_edges)
-    s_e = _expand_rows(s, row_ptr, num_edges)
-    return y * (gg - s_e), gg * (g - dot_e) - g * s_e, None
-
-
-torch.library.register_autograd(
-    "pyengine::segment_softmax_backward",
-    _segment_softmax_backward_backward,
-    setup_context=_segment_softmax_backward_setup,
-)
-
-
-# --------------------------------------------------------------------------- segment_log_softmax (issue 18)
 
 
 def segment_log_softmax(scores: Tensor, row_ptr: Tensor) -> Tensor:
@@ -262,51 +208,101 @@ def segment_log_softmax(scores: Tensor, row_ptr: Tensor) -> Tensor:
     return _ops.segment_log_softmax(flat, row_ptr).reshape(scores.shape)
 
 
-@torch.library.register_fake("pyengine::segment_log_softmax")
-def _segment_log_softmax_fake(scores, row_ptr):
-    return torch.empty_like(scores)
+def index_softmax(src: Tensor, index: Tensor, num_nodes: int, *, log: bool = False) -> Tensor:
+    """(Log-)softmax of ``src`` over the groups of an unsorted ``index``, without sorting.
+
+    Args:
+        src: ``(E, *H)`` floating values.
+        index: ``(E,)`` int64 (or int32) group of every entry, in ``[0, num_nodes)``, any order.
+        num_nodes: number of groups.
+        log: log-softmax instead of softmax.
+
+    Returns:
+        The shape of ``src``. Same values and conventions as :func:`segment_softmax` /
+        :func:`segment_log_softmax` on the sorted form (a group of only ``-inf`` gives 0 /
+        ``-inf``). Three passes over the entries (group maxima, sums, outputs): no argsort.
+        Differentiable twice in ``src``.
+    """
+    flat = _flatten_features(src, "src")
+    if not isinstance(index, Tensor):
+        raise TypeError(f"index must be a torch.Tensor, got {type(index).__name__}")
+    if index.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"index must be int64 or int32, got {index.dtype}")
+    return _ops.index_softmax(flat, index.long(), int(num_nodes), bool(log)).reshape(src.shape)
 
 
-def _segment_log_softmax_setup(ctx, inputs, output):
-    ctx.save_for_backward(output, inputs[1])
+# Both layouts (CSR rows, or an unsorted index) and both flavours share one autograd
+# formula. With y the output, g its gradient and S(v) the group sum of v broadcast to the
+# group's entries:
+#   softmax:      grad = y (g - S(g y));  d/dg: y (gg - S(gg y)),  d/dy: gg (g - S(g y)) - g S(gg y)
+#   log-softmax:  grad = g - e^y S(g);    d/dg: gg - S(e^y gg),    d/dy: -gg e^y S(g)
+def _expand_rows(row_values: Tensor, row_ptr: Tensor, num_edges: int) -> Tensor:
+    """Broadcast per-row values (M, C) to the rows' edges (E, C) (the adjoint of a segment sum)."""
+    no_arg = row_ptr.new_empty((0,))
+    return _ops.segment_reduce_backward(row_values.contiguous(), row_ptr, no_arg, "sum", num_edges)
 
 
-def _segment_log_softmax_backward(ctx, grad_out):
-    out, row_ptr = ctx.saved_tensors
-    return _ops.segment_log_softmax_backward(grad_out.contiguous(), out, row_ptr), None
+def _csr_group_sum(v: Tensor, row_ptr: Tensor) -> Tensor:
+    s, _ = _ops.segment_reduce(v.contiguous(), row_ptr, "sum")
+    return _expand_rows(s, row_ptr, v.shape[0])
 
 
-torch.library.register_autograd(
-    "pyengine::segment_log_softmax", _segment_log_softmax_backward, setup_context=_segment_log_softmax_setup
-)
+def _index_group_sum(v: Tensor, index: Tensor, num_nodes: int) -> Tensor:
+    # S(v) from the kernel itself: log-softmax's backward with y = 0 is g - S(g)
+    return v - _ops.index_softmax_backward(v.contiguous(), torch.zeros_like(v), index, num_nodes, True)
 
 
-@torch.library.register_fake("pyengine::segment_log_softmax_backward")
-def _segment_log_softmax_backward_fake(grad_out, out, row_ptr):
-    return torch.empty_like(out)
+def _softmax_double_backward(g, y, gg, group_sum, log: bool):
+    if log:
+        p = torch.exp(y)
+        return gg - group_sum(p * gg), -gg * p * group_sum(g)
+    s_gy, s_ggy = group_sum(g * y), group_sum(gg * y)
+    return y * (gg - s_ggy), gg * (g - s_gy) - g * s_ggy
 
 
-# grad_in = g - p * S(g), p = exp(y), S(g) = segment_sum(g) broadcast to the row. Derivatives:
-#   d/dg: gg - S(p * gg),  d/dy: -gg * p * S(g).
-def _segment_log_softmax_backward_setup(ctx, inputs, output):
-    grad_out, out, row_ptr = inputs
-    ctx.save_for_backward(grad_out, out, row_ptr)
+def _register_softmax_autograd(name: str, log: bool | None, csr: bool) -> None:
+    """Fake kernels and autograd (twice differentiable) of pyengine::{name} and {name}_backward."""
+    op, backward = getattr(_ops, name), getattr(_ops, name + "_backward")
+
+    def fake(src, group, *extra):
+        return torch.empty_like(src)
+
+    def setup(ctx, inputs, output):
+        ctx.extra = tuple(inputs[2:])
+        ctx.save_for_backward(output, inputs[1])
+
+    def grad_fn(ctx, grad_out):
+        out, group = ctx.saved_tensors
+        return (backward(grad_out.contiguous(), out, group, *ctx.extra), None) + (None,) * len(ctx.extra)
+
+    def backward_fake(grad_out, out, group, *extra):
+        return torch.empty_like(out)
+
+    def backward_setup(ctx, inputs, output):
+        grad_out, out, group = inputs[:3]
+        ctx.extra = tuple(inputs[3:])
+        ctx.save_for_backward(grad_out, out, group)
+
+    def backward_grad_fn(ctx, gg):
+        g, y, group = ctx.saved_tensors
+        if csr:
+            def group_sum(v):
+                return _csr_group_sum(v, group)
+        else:
+            def group_sum(v):
+                return _index_group_sum(v, group, ctx.extra[0])
+        d_g, d_y = _softmax_double_backward(g, y, gg, group_sum, bool(ctx.extra[1]) if log is None else log)
+        return (d_g, d_y, None) + (None,) * len(ctx.extra)
+
+    torch.library.register_fake(f"pyengine::{name}", fake)
+    torch.library.register_autograd(f"pyengine::{name}", grad_fn, setup_context=setup)
+    torch.library.register_fake(f"pyengine::{name}_backward", backward_fake)
+    torch.library.register_autograd(f"pyengine::{name}_backward", backward_grad_fn, setup_context=backward_setup)
 
 
-def _segment_log_softmax_backward_backward(ctx, gg):
-    g, y, row_ptr = ctx.saved_tensors
-    num_edges = y.shape[0]
-    p = torch.exp(y)
-    s_g, _ = _ops.segment_reduce(g.contiguous(), row_ptr, "sum")
-    s_pgg, _ = _ops.segment_reduce((p * gg).contiguous(), row_ptr, "sum")
-    return gg - _expand_rows(s_pgg, row_ptr, num_edges), -gg * p * _expand_rows(s_g, row_ptr, num_edges), None
-
-
-torch.library.register_autograd(
-    "pyengine::segment_log_softmax_backward",
-    _segment_log_softmax_backward_backward,
-    setup_context=_segment_log_softmax_backward_setup,
-)
+_register_softmax_autograd("segment_softmax", log=False, csr=True)
+_register_softmax_autograd("segment_log_softmax", log=True, csr=True)
+_register_softmax_autograd("index_softmax", log=None, csr=False)  # log: the op's own argument
 
 
 # --------------------------------------------------------------------------- spmm / sddmm / transpose

@@ -72,10 +72,56 @@ def test_float32_large_blocks(d):
     qs = torch.randn(600, d, generator=g)
     dist, idx = knn_bruteforce(pts, qs, 8)
     ref_d, ref_i = reference(pts, qs, ptr_of([2500]), ptr_of([600]), 8)
-    check(dist, idx, ref_d, ref_i, exact=False)
-    # the chosen sets are right up to float32 near-ties: their exact distances match
-    got = (qs.double().unsqueeze(1) - pts.double()[idx]).norm(dim=-1)
-    torch.testing.assert_close(got, ref_d, rtol=1e-5, atol=1e-6)
+    # exact on the float32 values: the float32 GEMM ranking is widened by its error bound
+    check(dist, idx, ref_d, ref_i, exact=True)
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+@pytest.mark.parametrize("case", ["offset", "lattice", "scaled"])
+def test_float32_exact_where_gemm_form_misranks(case, cosine):
+    # Inputs where |q|^2 + |p|^2 - 2<q, p> in float32 cannot separate the neighbours:
+    # a small cluster far from the origin, a lattice with many exact ties at
+    # distances 1 and sqrt(2), and huge / tiny magnitudes. Indices must still equal those of a
+    # float64 search over the same float32 values.
+    g = torch.Generator().manual_seed(11)
+    if case == "offset":
+        pts = (1000 + 1e-2 * torch.randn(1500, 12, generator=g, dtype=torch.float64)).float()
+    elif case == "lattice":
+        pts = torch.randint(0, 4, (1300, 6), generator=g).float()
+    else:
+        pts = (torch.randn(1400, 20, generator=g) * torch.tensor([1e30, 1e-30]).repeat(10)).float()
+    qs = pts[torch.randperm(pts.shape[0], generator=g)[:300]] + 0  # queries on top of points
+    pptr, qptr = ptr_of([700, pts.shape[0] - 700]), ptr_of([120, 180])
+    dist, idx = knn_bruteforce(pts, qs, 9, point_ptr=pptr, query_ptr=qptr, cosine=cosine)
+    ref_d, ref_i = reference(pts, qs, pptr, qptr, 9, cosine)
+    torch.testing.assert_close(dist.double(), ref_d, rtol=1e-6, atol=1e-12)
+    if case == "lattice" and cosine:
+        # exact cosine ties whose float64 roundings differ between the two formulas: the
+        # chosen points must have the reference distances
+        q64, p64 = qs.double().unsqueeze(1), pts.double()[idx]
+        got = 1 - (q64 * p64).sum(-1) / (q64.norm(dim=-1) * p64.norm(dim=-1))
+        torch.testing.assert_close(got, ref_d, rtol=1e-6, atol=1e-12)
+    else:
+        assert torch.equal(idx, ref_i)
+
+
+def test_non_finite_rows():
+    g = torch.Generator().manual_seed(12)
+    pts = torch.randn(40, 8, generator=g)
+    pts[3, 2] = float("nan")
+    pts[7, 0] = float("inf")
+    qs = torch.randn(5, 8, generator=g)
+    qs[1, 4] = float("nan")
+    # k larger than the finite points: the inf point comes last at distance inf, NaN never
+    dist, idx = knn_bruteforce(pts, qs, 40)
+    for q in range(5):
+        d = (pts.double() - qs[q].double()).norm(dim=1).tolist()
+        want = sorted((dd, j) for j, dd in enumerate(d) if dd == dd)
+        n = len(want)
+        assert idx[q, :n].tolist() == [j for _, j in want]
+        assert bool((idx[q, n:] == -1).all())
+    assert 3 not in idx.tolist() and bool((idx[1] == -1).all())
+    assert idx[0, 38].item() == 7 and dist[0, 38].item() == float("inf")
 
 
 def test_duplicates_ties_lower_index_and_nan():

@@ -1,4 +1,4 @@
-"""segment_log_softmax's CUDA entry points (csrc/segment/segment_log_softmax_cuda.cu, the
+"""segment_log_softmax's CUDA entry points (csrc/segment/segment_cuda.cu with log = true, the
 warp-per-item CSR engine) on the CPU SIMT emulator, against the CPU kernels, including
 rows split into 1024-edge pieces and merged."""
 
