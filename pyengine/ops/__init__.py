@@ -13,6 +13,8 @@ from .gno import gno_integral, pack_mlp
 from .local import local_basis_aggregate
 from .neighbors import KDTree, knn, radius_search, radius_search_multi
 from .nufft import NUFFTPlan, nufft1, nufft2
+from .nufft import NUFFTAccuracyWarning
+from .nufft_type3 import NUFFT3Plan, nufft3
 from .partition import Partition, kd_partition
 from .segment import csr_transpose, index_to_row_ptr, row_index, sddmm, segment_reduce, segment_softmax, spmm
 from .segment import segment_log_softmax
@@ -23,6 +25,8 @@ from .sampling import farthest_point_sampling
 __all__ = [
     "KDTree",
     "NUFFTPlan",
+    "NUFFT3Plan",
+    "NUFFTAccuracyWarning",
     "Partition",
     "csr_attention",
     "csr_transpose",
@@ -35,6 +39,7 @@ __all__ = [
     "local_basis_aggregate",
     "nufft1",
     "nufft2",
+    "nufft3",
     "pack_mlp",
     "radius_search",
     "radius_search_multi",

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .._extension import _C  # noqa: F401  (loads torch.ops.pyengine)
 
-__all__ = ["NUFFTPlan", "nufft1", "nufft2"]
+__all__ = ["NUFFTAccuracyWarning", "NUFFTPlan", "nufft1", "nufft2"]
 
 _ops = torch.ops.pyengine
 _MAX_WIDTH = 16
@@ -66,11 +66,81 @@ def _next_smooth_even(n: int) -> int:
         n += 2
 
 
-def _kernel_width(eps: float) -> tuple[int, float]:
-    width = min(_MAX_WIDTH, max(2, math.ceil(math.log10(1.0 / eps)) + 1))
-    # beta / width = 2.30 for upsampling 2; the narrowest kernels do better a little off it.
-    beta_per_width = {2: 2.20, 3: 2.26, 4: 2.38}.get(width, 2.30)
-    return width, beta_per_width * width
+# Tolerance floors: below them the transform warns (NUFFTAccuracyWarning) and runs at the
+# floor (kernel width of the floor), as FINUFFT does ("tolerance too small"). sigma = 2 reaches
+# the dtype's limit (~machine epsilon in float32, 1e-14 in float64); sigma = 1.25 levels off
+# earlier (the kernel's Fourier transform spans a larger dynamic range that the deconvolution
+# amplifies rounding by): 1e-9 in float64, 1e-5 in float32 (measured, tests/nufft's sweeps).
+_EPS_FLOOR = {2.0: {torch.float32: 1e-7, torch.float64: 1e-14},
+              1.25: {torch.float32: 1e-5, torch.float64: 1e-9}}
+_UPSAMPFACS = (2.0, 1.25)
+
+
+class NUFFTAccuracyWarning(UserWarning):
+    """The requested eps is below what the dtype (or the chosen upsampling factor) reaches."""
+
+
+def _kernel_width(eps: float, upsampfac: float = 2.0) -> tuple[int, float]:
+    """ES kernel width (fine-grid nodes) and shape beta for tolerance eps and upsampling sigma.
+
+    sigma = 2: ``w = ceil(log10(1/eps)) + 1``, ``beta = 2.30 w`` (2.20 / 2.26 / 2.38 for w = 2 / 3 / 4).
+    Other sigma (1.25): ``w = ceil(ln(1/eps) / (pi sqrt(1 - 1/sigma)))``,
+    ``beta = 0.97 pi (1 - 1/(2 sigma)) w`` (the kernel's support in frequency must end where
+    the fine grid's aliasing starts, at ``(1 - 1/(2 sigma))`` of the Nyquist band). Width is
+    clamped to [2, 16].
+    """
+    if upsampfac == 2.0:
+        width = min(_MAX_WIDTH, max(2, math.ceil(math.log10(1.0 / eps)) + 1))
+        # beta / width = 2.30 for upsampling 2; the narrowest kernels do better a little off it.
+        beta_per_width = {2: 2.20, 3: 2.26, 4: 2.38}.get(width, 2.30)
+        return width, beta_per_width * width
+    width = math.ceil(math.log(1.0 / eps) / (math.pi * math.sqrt(1.0 - 1.0 / upsampfac)))
+    width = min(_MAX_WIDTH, max(2, width))
+    return width, 0.97 * math.pi * (1.0 - 0.5 / upsampfac) * width
+
+
+def _reachable_eps(upsampfac: float, real_dtype: torch.dtype) -> float:
+    """Smallest eps this (sigma, dtype) pair delivers; smaller requests warn and are raised to it."""
+    return _EPS_FLOOR[upsampfac][real_dtype]
+
+
+def _choose_upsampfac(eps: float, grid_size: int, dim: int, type3: bool = False,
+                      real_dtype: torch.dtype = torch.float64) -> float:
+    """The automatic sigma (FINUFFT's rule through 2.4, with pyengine's float32 floor).
+
+    sigma = 1.25 when eps is reachable with it (eps >= 1e-9 in float64, >= 1e-5 in float32)
+    and either the transform is type 3, or the mode grid is large (d = 1: N > 1e7,
+    d = 2: N1 N2 > 3e5, d = 3: N1 N2 N3 > 3e6), where the (2/1.25)^d smaller fine grid and
+    FFT outweigh the wider kernel; sigma = 2 otherwise.
+    """
+    if eps < _reachable_eps(1.25, real_dtype):
+        return 2.0
+    if type3:
+        return 1.25
+    return 1.25 if grid_size > {1: 10_000_000, 2: 300_000, 3: 3_000_000}[dim] else 2.0
+
+
+def _check_upsampfac(upsampfac, eps: float, grid_size: int, dim: int, type3: bool = False,
+                     real_dtype: torch.dtype = torch.float64) -> float:
+    if upsampfac is None:
+        return _choose_upsampfac(eps, grid_size, dim, type3, real_dtype)
+    if isinstance(upsampfac, bool) or not isinstance(upsampfac, (int, float)) or float(upsampfac) not in _UPSAMPFACS:
+        raise ValueError(f"upsampfac must be None (automatic), 2.0 or 1.25, got {upsampfac!r}")
+    return float(upsampfac)
+
+
+def _effective_eps(eps: float, upsampfac: float, real_dtype: torch.dtype, stacklevel: int = 3) -> float:
+    """eps, or the floor of (sigma, dtype) with a NUFFTAccuracyWarning when eps is below it."""
+    reach = _reachable_eps(upsampfac, real_dtype)
+    if eps >= reach:
+        return eps
+    if not torch.compiler.is_compiling():
+        import warnings
+
+        warnings.warn(f"eps = {eps:g} is below what {_COMPLEX[real_dtype]} with upsampfac {upsampfac:g} "
+                      f"reaches ({reach:g}); computing at eps = {reach:g} instead",
+                      NUFFTAccuracyWarning, stacklevel=stacklevel + 1)
+    return reach
 
 
 def _bins(dim: int, device_type: str) -> tuple[int, ...]:
@@ -86,26 +156,34 @@ def _bins(dim: int, device_type: str) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def _geometry(n_modes: tuple[int, ...], eps: float, real_dtype: torch.dtype, device_type: str) -> _Geometry:
-    width, beta = _kernel_width(eps)
-    grid = tuple(_next_smooth_even(max(2 * n, 2 * width)) for n in n_modes)
+def _geometry(n_modes: tuple[int, ...], eps: float, real_dtype: torch.dtype, device_type: str,
+              upsampfac: float = 2.0) -> _Geometry:
+    width, beta = _kernel_width(eps, upsampfac)
+    grid = tuple(_next_smooth_even(max(math.ceil(upsampfac * n), 2 * width)) for n in n_modes)
     return _Geometry(n_modes, grid, _bins(len(n_modes), device_type), width, beta)
+
+
+def _mode_order(n: int, modeord: int) -> Tensor:
+    """Frequencies of the n mode slots: centred (-n//2 .. (n-1)//2) or FFT order (0, 1, .., -1)."""
+    k = torch.arange(n) - n // 2
+    return k if modeord == 0 else torch.fft.ifftshift(k)
 
 
 @functools.lru_cache(maxsize=256)
 def _deconv_factors(n_modes: tuple[int, ...], grid: tuple[int, ...], width: int, beta: float,
-                    real_dtype: torch.dtype, device: torch.device):
-    """Per dimension: fine-grid index of each mode (k mod n) and 1 / phihat(k)."""
+                    real_dtype: torch.dtype, device: torch.device, modeord: int = 0):
+    """Per dimension: fine-grid index of each mode slot (k mod n) and 1 / phihat(k)."""
     out = []
     for n, nf in zip(n_modes, grid):
-        k = torch.arange(n) - n // 2
-        inv = 1.0 / _ops.nufft_kernel_ft(n, nf, width, beta)
+        k = _mode_order(n, modeord)
+        inv = 1.0 / _ops.nufft_kernel_ft(n, nf, width, beta)  # centred order
+        inv = inv[k + n // 2]
         out.append((torch.remainder(k, nf).to(device), inv.to(device=device, dtype=real_dtype)))
     return tuple(out)
 
 
-def _wavenumbers(n_modes: Sequence[int], dtype: torch.dtype, device: torch.device) -> list[Tensor]:
-    return [(torch.arange(n, device=device) - n // 2).to(dtype) for n in n_modes]
+def _wavenumbers(n_modes: Sequence[int], dtype: torch.dtype, device: torch.device, modeord: int = 0) -> list[Tensor]:
+    return [_mode_order(n, modeord).to(device=device, dtype=dtype) for n in n_modes]
 
 
 def _broadcast(v: Tensor, axis: int, ndim: int) -> Tensor:
@@ -131,24 +209,24 @@ def _fft_fine(fine: Tensor, isign: int) -> Tensor:
 # have fake kernels) and autograd is one torch.autograd.Function per transform.
 
 
-def _type1(points, values, perm, bin_ptr, n_modes, eps, isign):
-    geo = _geometry(tuple(n_modes), float(eps), points.dtype, points.device.type)
+def _type1(points, values, perm, bin_ptr, n_modes, eps, isign, modeord=0, upsampfac=2.0):
+    geo = _geometry(tuple(n_modes), float(eps), points.dtype, points.device.type, upsampfac)
     fine = _ops.nufft_spread(points, values, perm, bin_ptr, geo.grid, geo.bins, geo.width, geo.beta)
     fine = _fft_fine(fine, isign)
     ndim = fine.dim()
     for i, (idx, inv) in enumerate(_deconv_factors(geo.n_modes, geo.grid, geo.width, geo.beta,
-                                                   points.dtype, points.device)):
+                                                   points.dtype, points.device, modeord)):
         fine = fine.index_select(i + 1, idx) * _broadcast(inv, i + 1, ndim)
     return fine.contiguous()
 
 
-def _type2(points, modes, perm, bin_ptr, eps, isign):
+def _type2(points, modes, perm, bin_ptr, eps, isign, modeord=0, upsampfac=2.0):
     n_modes = tuple(modes.shape[1:])
-    geo = _geometry(n_modes, float(eps), points.dtype, points.device.type)
+    geo = _geometry(n_modes, float(eps), points.dtype, points.device.type, upsampfac)
     ndim = modes.dim()
     fine = modes
     for i, (idx, inv) in enumerate(_deconv_factors(geo.n_modes, geo.grid, geo.width, geo.beta,
-                                                   points.dtype, points.device)):
+                                                   points.dtype, points.device, modeord)):
         scaled = fine * _broadcast(inv, i + 1, ndim)
         shape = list(scaled.shape)
         shape[i + 1] = geo.grid[i]
@@ -192,11 +270,11 @@ def _nufft_kernel_ft_fake(n_modes, nf, width, beta):
 # The d coordinate derivatives go through one type-2 call with d*B channels.
 
 
-def _ik_stack(modes: Tensor, factor: complex) -> Tensor:
+def _ik_stack(modes: Tensor, factor: complex, modeord: int = 0) -> Tensor:
     """(d*B, *n_modes): factor * k_i * modes for each dimension i, stacked along the batch."""
     n_modes = modes.shape[1:]
     ndim = modes.dim()
-    ks = _wavenumbers(n_modes, _REAL[modes.dtype], modes.device)
+    ks = _wavenumbers(n_modes, _REAL[modes.dtype], modes.device, modeord)
     return torch.cat([modes * (factor * _broadcast(k, i + 1, ndim)) for i, k in enumerate(ks)], 0)
 
 
@@ -204,13 +282,14 @@ class _Type1(torch.autograd.Function):
     """Type 1 with its adjoint-based derivatives; twice differentiable (backward uses _Type2)."""
 
     @staticmethod
-    def forward(points, values, perm, bin_ptr, n_modes, eps, isign):
-        return _type1(points, values, perm, bin_ptr, n_modes, eps, isign)
+    def forward(points, values, perm, bin_ptr, n_modes, eps, isign, modeord, upsampfac):
+        return _type1(points, values, perm, bin_ptr, n_modes, eps, isign, modeord, upsampfac)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        points, values, perm, bin_ptr, n_modes, eps, isign = inputs
+        points, values, perm, bin_ptr, n_modes, eps, isign, modeord, upsampfac = inputs
         ctx.n_modes, ctx.eps, ctx.isign = tuple(n_modes), eps, isign
+        ctx.modeord, ctx.upsampfac = modeord, upsampfac
         ctx.save_for_backward(points, values, perm, bin_ptr)
 
     @staticmethod
@@ -220,26 +299,27 @@ class _Type1(torch.autograd.Function):
         grad = grad.contiguous()
         grad_points = grad_values = None
         if ctx.needs_input_grad[1]:
-            grad_values = _Type2.apply(points, grad, perm, bin_ptr, ctx.eps, -s)
+            grad_values = _Type2.apply(points, grad, perm, bin_ptr, ctx.eps, -s, ctx.modeord, ctx.upsampfac)
         if ctx.needs_input_grad[0]:
             d, B = points.shape[1], values.shape[0]
-            r = _Type2.apply(points, _ik_stack(grad, -s * 1j), perm, bin_ptr, ctx.eps, -s)
+            r = _Type2.apply(points, _ik_stack(grad, -s * 1j, ctx.modeord), perm, bin_ptr, ctx.eps, -s,
+                             ctx.modeord, ctx.upsampfac)
             prod = values.conj().unsqueeze(0) * r.reshape(d, B, -1)
             grad_points = prod.real.sum(1).t().to(points.dtype)
-        return grad_points, grad_values, None, None, None, None, None
+        return grad_points, grad_values, None, None, None, None, None, None, None
 
 
 class _Type2(torch.autograd.Function):
     """Type 2 with its adjoint-based derivatives; twice differentiable (backward uses _Type1/_Type2)."""
 
     @staticmethod
-    def forward(points, modes, perm, bin_ptr, eps, isign):
-        return _type2(points, modes, perm, bin_ptr, eps, isign)
+    def forward(points, modes, perm, bin_ptr, eps, isign, modeord, upsampfac):
+        return _type2(points, modes, perm, bin_ptr, eps, isign, modeord, upsampfac)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        points, modes, perm, bin_ptr, eps, isign = inputs
-        ctx.eps, ctx.isign = eps, isign
+        points, modes, perm, bin_ptr, eps, isign, modeord, upsampfac = inputs
+        ctx.eps, ctx.isign, ctx.modeord, ctx.upsampfac = eps, isign, modeord, upsampfac
         ctx.save_for_backward(points, modes, perm, bin_ptr)
 
     @staticmethod
@@ -249,13 +329,15 @@ class _Type2(torch.autograd.Function):
         grad = grad.contiguous()
         grad_points = grad_modes = None
         if ctx.needs_input_grad[1]:
-            grad_modes = _Type1.apply(points, grad, perm, bin_ptr, tuple(modes.shape[1:]), ctx.eps, -s)
+            grad_modes = _Type1.apply(points, grad, perm, bin_ptr, tuple(modes.shape[1:]), ctx.eps, -s,
+                                      ctx.modeord, ctx.upsampfac)
         if ctx.needs_input_grad[0]:
             d, B = points.shape[1], modes.shape[0]
-            r = _Type2.apply(points, _ik_stack(modes, s * 1j), perm, bin_ptr, ctx.eps, s)
+            r = _Type2.apply(points, _ik_stack(modes, s * 1j, ctx.modeord), perm, bin_ptr, ctx.eps, s,
+                             ctx.modeord, ctx.upsampfac)
             prod = grad.unsqueeze(0) * r.reshape(d, B, -1).conj()
             grad_points = prod.real.sum(1).t().to(points.dtype)
-        return grad_points, grad_modes, None, None, None, None
+        return grad_points, grad_modes, None, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------- validation
@@ -318,8 +400,14 @@ def _complex_input(t, name: str, dtype: torch.dtype | None = None) -> Tensor:
     return t
 
 
-def _sort(points: Tensor, n_modes: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor]:
-    geo = _geometry(n_modes, eps, points.dtype, points.device.type)
+def _check_modeord(modeord) -> int:
+    if modeord not in (0, 1) or isinstance(modeord, bool):
+        raise ValueError(f"modeord must be 0 (centred, -N//2 .. (N-1)//2) or 1 (FFT order, 0 .. -1), got {modeord!r}")
+    return int(modeord)
+
+
+def _sort(points: Tensor, n_modes: tuple[int, ...], eps: float, upsampfac: float = 2.0) -> tuple[Tensor, Tensor]:
+    geo = _geometry(n_modes, eps, points.dtype, points.device.type, upsampfac)
     with torch.no_grad():
         return _ops.nufft_sort(points.detach(), geo.grid, geo.bins)
 
@@ -333,9 +421,18 @@ class NUFFTPlan:
     Args:
         points: ``(M, d)`` real coordinates (radians, 2*pi-periodic), d in {1, 2, 3}.
         n_modes: modes per dimension, ``(N_1, ..., N_d)``.
-        eps: requested relative accuracy.
+        eps: requested relative accuracy. Below what the dtype reaches (1e-6 for
+            complex64, 1e-14 for complex128; about 1e-10 with ``upsampfac=1.25``) the
+            plan warns (:class:`NUFFTAccuracyWarning`) and runs at that accuracy, as
+            FINUFFT does; ``warnings.simplefilter("error", NUFFTAccuracyWarning)``
+            turns it into an error.
         dtype: ``torch.complex64`` or ``torch.complex128``; points are stored in the
             matching real dtype.
+        modeord: 0 (default, FINUFFT's): mode axis i holds ``-N_i//2 .. (N_i-1)//2``;
+            1: FFT order ``0 .. (N_i-1)//2, -(N_i//2) .. -1`` (as ``torch.fft.fftfreq``).
+        upsampfac: fine-grid upsampling sigma, 2.0 or 1.25; None (default) chooses as
+            FINUFFT does (see :func:`_choose_upsampfac`): 1.25 for eps >= 1e-9 on large
+            mode grids (d = 1: N > 1e7, d = 2: > 3e5 modes, d = 3: > 3e6), else 2.
 
     ``plan.type1(values)`` and ``plan.type2(modes)`` equal :func:`nufft1` /
     :func:`nufft2` on the plan's points, without sorting again. They are
@@ -343,14 +440,19 @@ class NUFFTPlan:
     was made, in the points.
     """
 
-    def __init__(self, points: Tensor, n_modes, eps: float = 1e-6, dtype: torch.dtype = torch.complex64):
+    def __init__(self, points: Tensor, n_modes, eps: float = 1e-6, dtype: torch.dtype = torch.complex64, *,
+                 modeord: int = 0, upsampfac: float | None = None):
         if dtype not in _REAL:
             raise TypeError(f"dtype must be torch.complex64 or torch.complex128, got {dtype}")
         self.dtype = dtype
         self.eps = _check_eps(eps)
+        self.modeord = _check_modeord(modeord)
         self.points = _check_points(points, _REAL[dtype])
         self.n_modes = _check_n_modes(n_modes, self.points.shape[1])
-        self.perm, self.bin_ptr = _sort(self.points, self.n_modes, self.eps)
+        self.upsampfac = _check_upsampfac(upsampfac, self.eps, math.prod(self.n_modes), len(self.n_modes),
+                                          real_dtype=_REAL[dtype])
+        self.eps = _effective_eps(self.eps, self.upsampfac, _REAL[dtype])
+        self.perm, self.bin_ptr = _sort(self.points, self.n_modes, self.eps, self.upsampfac)
 
     @property
     def num_points(self) -> int:
@@ -367,7 +469,7 @@ class NUFFTPlan:
         if v.device != self.points.device:
             raise ValueError(f"values are on {v.device} but the plan's points are on {self.points.device}")
         out = _Type1.apply(self.points, v.contiguous(), self.perm, self.bin_ptr, tuple(self.n_modes), self.eps,
-                          _check_isign(isign))
+                           _check_isign(isign), self.modeord, self.upsampfac)
         return out[0] if squeeze else out
 
     def type2(self, modes: Tensor, isign: int = -1) -> Tensor:
@@ -381,15 +483,18 @@ class NUFFTPlan:
                              f"got shape {tuple(modes.shape)}")
         if f.device != self.points.device:
             raise ValueError(f"modes are on {f.device} but the plan's points are on {self.points.device}")
-        out = _Type2.apply(self.points, f.contiguous(), self.perm, self.bin_ptr, self.eps, _check_isign(isign))
+        out = _Type2.apply(self.points, f.contiguous(), self.perm, self.bin_ptr, self.eps, _check_isign(isign),
+                           self.modeord, self.upsampfac)
         return out[0] if squeeze else out
 
     def __repr__(self) -> str:
         return (f"NUFFTPlan(M={self.num_points}, n_modes={self.n_modes}, eps={self.eps:g}, "
-                f"dtype={self.dtype}, device={self.points.device})")
+                f"dtype={self.dtype}, modeord={self.modeord}, upsampfac={self.upsampfac:g}, "
+                f"device={self.points.device})")
 
 
-def nufft1(points: Tensor, values: Tensor, n_modes, *, eps: float = 1e-6, isign: int = 1) -> Tensor:
+def nufft1(points: Tensor, values: Tensor, n_modes, *, eps: float = 1e-6, isign: int = 1, modeord: int = 0,
+           upsampfac: float | None = None) -> Tensor:
     """Type-1 NUFFT: ``f[b, k] = sum_j values[b, j] exp(isign i k . points[j])``.
 
     Args:
@@ -399,24 +504,30 @@ def nufft1(points: Tensor, values: Tensor, n_modes, *, eps: float = 1e-6, isign:
             phase by ~|x| * 2.4e-16 rad). NaN/inf raise ValueError.
         values: ``(B, M)`` or ``(M,)`` complex64/complex128 strengths (real is promoted).
         n_modes: ``(N_1, ..., N_d)``; mode axis i holds frequencies ``-N_i//2 .. (N_i-1)//2``.
-        eps: relative accuracy; isign: sign of the exponent (+1 default, as FINUFFT).
+        eps: relative accuracy (warns below the dtype's reach, see :class:`NUFFTPlan`);
+        isign: sign of the exponent (+1 default, as FINUFFT).
+        modeord: 0 centred (default), 1 FFT order; upsampfac: 2.0, 1.25 or None (auto),
+            see :class:`NUFFTPlan`.
 
     Returns:
         ``(B, *n_modes)`` (or ``n_modes`` for 1-D values), dtype of ``values``.
     """
     values = _complex_input(values, "values")
     points = _check_points(points, _REAL[values.dtype])
-    return NUFFTPlan(points, n_modes, eps, values.dtype).type1(values, isign)
+    return NUFFTPlan(points, n_modes, eps, values.dtype, modeord=modeord, upsampfac=upsampfac).type1(values, isign)
 
 
-def nufft2(points: Tensor, modes: Tensor, *, eps: float = 1e-6, isign: int = -1) -> Tensor:
+def nufft2(points: Tensor, modes: Tensor, *, eps: float = 1e-6, isign: int = -1, modeord: int = 0,
+           upsampfac: float | None = None) -> Tensor:
     """Type-2 NUFFT: ``c[b, j] = sum_k modes[b, k] exp(isign i k . points[j])``.
 
     Args:
         points: ``(M, d)`` float32/float64 coordinates in radians (2*pi-periodic); any
             finite value, reduced as in :func:`nufft1`. NaN/inf raise ValueError.
-        modes: ``(B, N_1, ..., N_d)`` or ``(N_1, ..., N_d)`` complex modes (FINUFFT order).
-        eps: relative accuracy; isign: sign of the exponent (-1 default, as FINUFFT).
+        modes: ``(B, N_1, ..., N_d)`` or ``(N_1, ..., N_d)`` complex modes, in the order
+            ``modeord`` names (0: centred, FINUFFT's default; 1: FFT order).
+        eps: relative accuracy (warns below the dtype's reach, see :class:`NUFFTPlan`);
+        isign: sign of the exponent (-1 default, as FINUFFT); upsampfac: 2.0, 1.25 or None (auto).
 
     Returns:
         ``(B, M)`` (or ``(M,)``), dtype of ``modes``.
@@ -428,4 +539,4 @@ def nufft2(points: Tensor, modes: Tensor, *, eps: float = 1e-6, isign: int = -1)
         raise ValueError(f"modes must be (B, *n_modes) or n_modes with {d} mode axes for d = {d} points, "
                          f"got shape {tuple(modes.shape)}")
     n_modes = tuple(modes.shape[-d:])
-    return NUFFTPlan(points, n_modes, eps, modes.dtype).type2(modes, isign)
+    return NUFFTPlan(points, n_modes, eps, modes.dtype, modeord=modeord, upsampfac=upsampfac).type2(modes, isign)

@@ -44,7 +44,7 @@ def on_emulator(emu, monkeypatch):
     def run(fn, *args, **kw):
         routed = _Routed(real_ops, emu)
         monkeypatch.setattr(nufft_module, "_ops", routed)
-        monkeypatch.setattr(nufft_module, "_geometry", lambda n, eps, dt, _dev: real_geometry(n, eps, dt, "cuda"))
+        monkeypatch.setattr(nufft_module, "_geometry", lambda n, eps, dt, _dev, *rest: real_geometry(n, eps, dt, "cuda", *rest))
         try:
             out = fn(*args, **kw)
         finally:
