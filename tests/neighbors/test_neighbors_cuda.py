@@ -265,35 +265,6 @@ def test_build_layout_parity(leaf_size, d, dtype):
             assert torch.equal(bounds[node, 0], p.min(0).values) and torch.equal(bounds[node, 1], p.max(0).values)
 
 
-# --------------------------------------------------------------------------- the tree itself, partitions
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("d", DIMS)
-@pytest.mark.parametrize("leaf_size", [1, 5, 16])
-def test_build_layout_parity(leaf_size, d, dtype):
-    """The node layout depends only on the batch sizes and leaf_size, so the CUDA build must give
-    the CPU's nodes and roots exactly; perm must be a permutation with every leaf inside its tight box."""
-    psz = [0, 1, 777, 0, 5000, 33]
-    rng = np.random.default_rng(29 + d + leaf_size)
-    points, _ = as_input(clustered_cloud(sum(psz), d, rng)[0], dtype)
-    bp = batch_vector(psz)
-    tc = ops.KDTree(points, batch=bp, leaf_size=leaf_size)
-    tg = ops.KDTree(points.to(DEV), batch=bp.to(DEV), leaf_size=leaf_size)
-    assert torch.equal(tc.nodes, tg.nodes.cpu()) and torch.equal(tc.roots, tg.roots.cpu())
-    perm, bounds, nodes = tg.perm.cpu(), tg.bounds.cpu(), tg.nodes.cpu()
-    assert torch.equal(perm.sort().values, torch.arange(sum(psz)))
-    for root in tg.roots.cpu().tolist():  # each batch's points stay in its own range
-        if root >= 0:
-            lo, hi = nodes[root, :2].tolist()
-            assert torch.equal(perm[lo:hi].sort().values, torch.arange(lo, hi))
-    for node in range(0, len(nodes), max(1, len(nodes) // 300)):
-        lo, hi = nodes[node, :2].tolist()
-        p = points[perm[lo:hi]]
-        if hi > lo:
-            assert torch.equal(bounds[node, 0], p.min(0).values) and torch.equal(bounds[node, 1], p.max(0).values)
-
-
 @pytest.mark.parametrize("clustered", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_partition_cuda(dtype, clustered):
