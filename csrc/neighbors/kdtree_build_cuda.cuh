@@ -221,7 +221,12 @@ void build_levels(Backend& be, const at::Tensor& points, const std::vector<int64
     TORCH_INTERNAL_ASSERT(tag_bits <= 32, "kdtree_build (GPU): too many nodes on one level");
     for_n(be, N, SortKey<T, D>{tag, tag_bits, lv_dim.data_ptr<int32_t>(), splits.data_ptr<int64_t>(), xyz.data_ptr<T>(), k64,
                                idx.data_ptr<int64_t>()});
-    thrust::sort_by_key(be.policy(), k64, k64 + N, idx.data_ptr<int64_t>());
+    // Stable: positions of equal keys keep their order, so identical points stay
+    // in index order (from the iota above) at every level, and the leaves of a
+    // subtree of identical points hold increasing index blocks, as the CPU
+    // build's; the duplicate-aware kNN walk relies on it (kdtree_walk_cuda.cuh).
+    // (Radix sort either way on CUDA, which is stable.)
+    thrust::stable_sort_by_key(be.policy(), k64, k64 + N, idx.data_ptr<int64_t>());
     for_n(be, N, GatherPositions<T, D>{idx.data_ptr<int64_t>(), ids.data_ptr<int64_t>(), xyz.data_ptr<T>(),
                                        ids_alt.data_ptr<int64_t>(), xyz_alt.data_ptr<T>()});
     std::swap(ids, ids_alt);

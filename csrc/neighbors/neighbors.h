@@ -14,7 +14,8 @@ namespace pyengine::neighbors {
 // points (N, d): float32 or float64, d in {2, 3}. Returns d. The CPU search
 // compares squared distances in a wider type (kdtree_search_cpu.h: double for
 // float32, long double for float64 beyond 1e150), so they never overflow; the
-// CUDA search still compares them in the points' dtype.
+// CUDA search compares the same double keys, and scaled distances where the
+// CPU uses long double (kdtree_walk_cuda.cuh).
 int64_t check_points(const at::Tensor& points, const char* name);
 
 // Shapes, dtypes and devices of a tree and a query batch, checked before any
