@@ -113,7 +113,13 @@ class GAOTConfig:
             statistics are standardised with weights over the points, and ``max_neighbors``
             thins over-full balls to a spatially uniform subset carrying the same weight.
             ``w`` comes from ``forward(..., weights=)`` (vertex areas, dual volumes) or, when
-            absent, from k-nearest-neighbour density estimates. The processor and decoder act
+            absent, from k-nearest-neighbour density estimates. Departures from the paper
+            (quadrature only): every encoder ball is windowed, ``w_j psi(|y - x| / r)`` with
+            ``psi(q) = (1 - q^2)^2``, and every normalisation (softmax, statistics' means) gets an
+            extra sink mass (``QUADRATURE_SINK`` of a flat ball's windowed measure), so grazed
+            balls fade out instead of jumping; the decoder's statistics are windowed too and
+            standardised over the token grid (not the points or queries). Caps stay first-order:
+            use ``max_neighbors=None`` (the paper's default) for convergence. The processor and decoder act
             on the fixed token grid, so with this option all of GAOT is
             discretization-convergent. False: the published model (and older checkpoints);
             weights passed explicitly still weight the encoder's softmax.
