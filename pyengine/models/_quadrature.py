@@ -18,7 +18,8 @@ from torch import Tensor
 
 from ..ops import index_to_row_ptr, radius_search, row_index, segment_reduce
 
-__all__ = ["check_weights", "mean_edge_weights", "quadrature_graph", "uniform_cap"]
+__all__ = ["check_weights", "mean_edge_weights", "quadrature_graph", "smooth_ball", "sink_normalize",
+           "uniform_cap", "window_mass"]
 
 
 def check_weights(weights: Tensor | None, n: int, dtype=None, device=None) -> Tensor | None:
@@ -151,3 +152,46 @@ def quadrature_graph(points: Tensor, queries: Tensor, radius, weights: Tensor, c
         cols.append(c)
         ws.append(w)
     return torch.cat(ptrs), torch.cat(cols), torch.cat(ws)
+
+
+def window_mass(radius: float, dim: int) -> float:
+    """``integral of psi(|u| / r) du`` over a flat ``dim``-dimensional ball of radius ``r``.
+
+    ``psi(q) = (1 - q^2)^2`` (:func:`smooth_ball`); ``= V_m r^m * m / 2 * B(m / 2, 3)``
+    (``pi r^2 / 3`` on a surface, ``32 pi r^3 / 105`` in a volume): the measure a ball whose
+    centre lies on a flat piece of the geometry sees, the scale of :func:`sink_normalize`.
+    """
+    import math
+
+    m = float(dim)
+    unit_ball = math.pi ** (m / 2) / math.gamma(m / 2 + 1)
+    beta = math.gamma(m / 2) * math.gamma(3.0) / math.gamma(m / 2 + 3)
+    return unit_ball * float(radius) ** dim * m / 2 * beta
+
+
+def smooth_ball(points: Tensor, queries: Tensor, row_ptr: Tensor, col: Tensor, edge_w: Tensor, radius) -> Tensor:
+    """``edge_w * psi(|y_j - x_i| / r)`` with the window ``psi(q) = (1 - q^2)^2`` (0 at and beyond ``r``).
+
+    A hard ball's indicator is discontinuous: whether a source just inside the radius exists at all
+    depends on the mesh, and with a few points per ball the quadrature of an indicator converges
+    only like ``h / r``. The window makes the integrand vanish (with its slope) at the radius, so a
+    source that enters the ball under refinement enters with zero weight.
+    """
+    rows = row_index(row_ptr, col.shape[0])
+    q = (points.index_select(0, col.long()) - queries.index_select(0, rows)).norm(dim=1)
+    q = q / (radius.index_select(0, rows) if isinstance(radius, Tensor) and radius.dim() == 1 else radius)
+    return edge_w * (1 - q * q).clamp_min(0) ** 2
+
+
+def sink_normalize(row_ptr: Tensor, mass: Tensor, sink: float) -> Tensor:
+    """``mass_e / (sum of mass over the row + sink)``: a normalised integral that fades out on empty balls.
+
+    A plain normalisation ``mass / sum(mass)`` gives the first source inside a nearly empty ball
+    the whole weight 1, so the row's output jumps from 0 (no source) to ``O(1)`` at whatever
+    resolution first puts a point there. With a fixed extra mass ``sink`` in the denominator (a
+    fraction of :func:`window_mass`, in the units of ``mass``) a well-covered ball is barely
+    changed and a ball the geometry only grazes contributes in proportion to the measure it sees.
+    """
+    total = segment_reduce(mass, row_ptr, "sum")
+    rows = row_index(row_ptr, mass.shape[0])
+    return mass / (total.index_select(0, rows) + sink).clamp_min(torch.finfo(mass.dtype).tiny)

@@ -28,13 +28,18 @@ from ..nn.mlp import mlp
 from ..nn.uvit import GAOTProcessor
 import torch.nn.functional as F
 
-from ..ops import radius_search, sddmm, segment_softmax
-from ._quadrature import default_weights, mean_edge_weights, quadrature_graph
+from ..ops import radius_search, sddmm
+from ..geometry.quadrature import intrinsic_dimension
+from ._quadrature import default_weights, quadrature_graph, sink_normalize, smooth_ball, window_mass
 from .base import OperatorModel
 from .gaot_official import from_official  # noqa: F401  (re-exported: pyengine.models.gaot.from_official)
 from .registry import register
 
 __all__ = ["GAOT", "GAOTConfig", "from_official"]
+
+#: With quadrature on, the encoder's normalisations get this fraction of a flat ball's windowed
+#: measure as extra mass (see :func:`pyengine.models._quadrature.sink_normalize`).
+QUADRATURE_SINK = 0.25
 
 
 @dataclass
@@ -110,7 +115,13 @@ class GAOTConfig:
             statistics are standardised with weights over the points, and ``max_neighbors``
             thins over-full balls to a spatially uniform subset carrying the same weight.
             ``w`` comes from ``forward(..., weights=)`` (vertex areas, dual volumes) or, when
-            absent, from k-nearest-neighbour density estimates. The processor and decoder act
+            absent, from k-nearest-neighbour density estimates. Departures from the paper
+            (quadrature only): every encoder ball is windowed, ``w_j psi(|y - x| / r)`` with
+            ``psi(q) = (1 - q^2)^2``, and every normalisation (softmax, statistics' means) gets an
+            extra sink mass (``QUADRATURE_SINK`` of a flat ball's windowed measure), so grazed
+            balls fade out instead of jumping; the decoder's statistics are windowed too and
+            standardised over the token grid (not the points or queries). Caps stay first-order:
+            use ``max_neighbors=None`` (the paper's default) for convergence. The processor and decoder act
             on the fixed token grid, so with this option all of GAOT is
             discretization-convergent. False: the published model (and older checkpoints);
             weights passed explicitly still weight the encoder's softmax.
@@ -262,28 +273,57 @@ class GAOT(OperatorModel):
         spacing = float(tokens_grid.spacing.max())
         return [r * spacing for r in self.config.radii_cells]
 
-    def _side(self, sources: Tensor, targets: Tensor, radii, geo: bool, weights: Tensor | None = None):
+    def _side(self, sources: Tensor, targets: Tensor, radii, geo: bool, weights: Tensor | None = None,
+              half: Tensor | None = None):
         """Graphs, attention weights and raw statistics of one side, for every scale."""
         c = self.config
         if c.quadrature and weights is not None:
+            # weights are measures in the units of the caller's points; the balls live in the token
+            # frame, (points - centre) / half: a ball of radius r covers about (r g)^m of measure
+            dim = intrinsic_dimension(sources)
+            g = float(torch.exp(torch.log(half).mean())) if half is not None else 1.0
             graphs, alphas, stats = [], [], []
             for r in radii:
                 rp, col, ew = quadrature_graph(sources, targets, r, weights, c.max_neighbors)
                 graphs.append((rp, col))
-                if c.attention == "cosine":
+                ew = smooth_ball(sources, targets, rp, col, ew, r)
+                sink = QUADRATURE_SINK * window_mass(r * g, dim)
+                if c.attention == "cosine":  # w psi e^s / (sum w psi e^s + sink); s <= 1
                     score = sddmm(rp, col, F.normalize(targets, dim=1), F.normalize(sources, dim=1))
-                    alphas.append(segment_softmax(score + torch.log(ew), rp))
+                    alphas.append(sink_normalize(rp, ew * torch.exp(score - 1), sink))
                 else:
-                    alphas.append(mean_edge_weights(rp, ew))
+                    alphas.append(sink_normalize(rp, ew, sink))
                 if geo:  # statistics of the complete, weighted balls (geometry only: no memory issue)
                     full_rp, full_col = radius_search(sources, targets, r) if c.max_neighbors else (rp, col)
-                    full_w = weights.index_select(0, full_col.long()) if c.max_neighbors else ew
-                    stats.append(neighborhood_statistics(sources, targets, full_rp, full_col, edge_weights=full_w))
+                    full_w = smooth_ball(sources, targets, full_rp, full_col,
+                                         weights.index_select(0, full_col.long()), r) if c.max_neighbors else ew
+                    stats.append(neighborhood_statistics(sources, targets, full_rp, full_col, edge_weights=full_w,
+                                                         sink=sink))
             return graphs, alphas, (stats if geo else None)
         graphs = [radius_search(sources, targets, r, max_neighbors=c.max_neighbors) for r in radii]
         alphas = [self.encoder.magno.edge_weights(sources, targets, rp, col, weights) for rp, col in graphs]
         stats = [neighborhood_statistics(sources, targets, rp, col) for rp, col in graphs] if geo else None
         return graphs, alphas, stats
+
+    @staticmethod
+    def _token_statistics(tokens: Tensor, queries: Tensor, radii) -> list[Tensor]:
+        """Quadrature: the decoder's statistics of the token balls, windowed (see :meth:`_side`).
+
+        The published statistics of the tokens within ``r`` of a query jump whenever a token
+        crosses the radius as the query moves; with the window ``psi(|t - x| / r)`` on each
+        token they vary continuously with the query. They are standardised over the token grid
+        itself (the statistics at the tokens, a fixed reference for a given grid and radii)
+        instead of over the input points or the queries: an average over the input points is a
+        quadrature of a function that varies on the token spacing, which the training mesh
+        (about one point per token spacing) does not resolve, and it moved the predictions by
+        3-4 % between h and h/2 on the demo bodies.
+        """
+        out = []
+        for r in radii:
+            rp, col = radius_search(tokens, queries, r)
+            ew = smooth_ball(tokens, queries, rp, col, tokens.new_ones(col.shape[0]), r)
+            out.append(neighborhood_statistics(tokens, queries, rp, col, edge_weights=ew))
+        return out
 
     def _geometry(self, points: Tensor, weights: Tensor | None):
         """Everything that depends on the input points only (cached per geometry)."""
@@ -297,10 +337,12 @@ class GAOT(OperatorModel):
                 tokens = grid.points.to(points)
                 radii = self._radii(grid)
                 pts = (points - centre) / half
-                graphs, alphas, stats = self._side(pts, tokens, radii, c.geometry_embedding, weights)
+                graphs, alphas, stats = self._side(pts, tokens, radii, c.geometry_embedding, weights, half)
                 stats = [standardize_columns(s) for s in stats] if stats else None
                 dec_ref = None
-                if c.decoder_geometry_embedding and c.decoder_embedding_norm == "points":
+                if c.decoder_geometry_embedding and c.quadrature:  # see _token_statistics
+                    dec_ref = self._token_statistics(tokens, tokens, radii)
+                elif c.decoder_geometry_embedding and c.decoder_embedding_norm == "points":
                     dec_ref = [neighborhood_statistics(tokens, pts, *radius_search(tokens, pts, r,
                                                                                    max_neighbors=c.max_neighbors))
                                for r in radii]
@@ -322,10 +364,11 @@ class GAOT(OperatorModel):
             with torch.no_grad():
                 q = (queries - geo["centre"]) / geo["half"]
                 graphs, alphas, stats = self._side(geo["tokens"], q, geo["radii"], c.decoder_geometry_embedding)
+                if stats is not None and c.quadrature:
+                    stats = self._token_statistics(geo["tokens"], q, geo["radii"])
                 if stats is not None:
                     refs = geo["dec_ref"] or [None] * len(stats)
-                    ref_w = geo["ref_weights"] if geo["dec_ref"] else None
-                    stats = [standardize_columns(s, r, ref_w) for s, r in zip(stats, refs)]
+                    stats = [standardize_columns(s, r) for s, r in zip(stats, refs)]
             return q, graphs, alphas, stats
 
         key = (geo["tokens"], geo["pts"], queries)

@@ -59,7 +59,7 @@ def cosine_attention(y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, weights
 
 
 def neighborhood_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, col: Tensor,
-                            edge_weights: Tensor | None = None) -> Tensor:
+                            edge_weights: Tensor | None = None, sink: float = 0.0) -> Tensor:
     """``(M, 3 + 2 d)`` statistics of each query's neighbor sources (GAOT's statistical embedding).
 
     Columns: neighbor count, mean and variance of the distances ``|y_j - x_i|``, the
@@ -71,9 +71,13 @@ def neighborhood_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, c
     With ``edge_weights`` (E,) (quadrature weights of the edges' sources) every statistic is
     the quadrature-weighted one: the count becomes the ball's measure ``sum w``, and means
     and the covariance are weighted, so the embedding converges under mesh refinement.
+    ``sink`` (with ``edge_weights``) is an extra measure in the denominators of the weighted
+    means (see :func:`pyengine.models._quadrature.sink_normalize`): the statistics of a ball
+    the geometry barely touches then go to 0 with its measure instead of jumping to ``O(r)``
+    when the first source enters it.
     """
     if edge_weights is not None:
-        return _weighted_statistics(sources, queries, row_ptr, col, edge_weights)
+        return _weighted_statistics(sources, queries, row_ptr, col, edge_weights, sink)
     m, d = queries.shape
     rows = row_index(row_ptr, col.shape[0])
     colL = col.long()
@@ -94,21 +98,27 @@ def neighborhood_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, c
     return torch.where(has[:, None], feats, torch.zeros_like(feats))
 
 
-def _weighted_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, col: Tensor, ew: Tensor) -> Tensor:
+def _weighted_statistics(sources: Tensor, queries: Tensor, row_ptr: Tensor, col: Tensor, ew: Tensor,
+                         sink: float = 0.0) -> Tensor:
     m, d = queries.shape
     rows = row_index(row_ptr, col.shape[0])
     nbr = sources.index_select(0, col.long())
     ew = ew.to(sources.dtype)
     total = segment_reduce(ew, row_ptr, "sum")
-    inv = 1.0 / total.clamp_min(torch.finfo(sources.dtype).tiny)
+    inv = 1.0 / (total + sink).clamp_min(torch.finfo(sources.dtype).tiny)
     wmean = lambda v: segment_reduce(v * ew.view(-1, *([1] * (v.dim() - 1))), row_ptr, "sum") * inv.view(  # noqa: E731
         -1, *([1] * (v.dim() - 1)))
-    dist = (nbr - queries.index_select(0, rows)).norm(dim=1)
+    offset = nbr - queries.index_select(0, rows)
+    dist = offset.norm(dim=1)
     d_avg = wmean(dist)
     d_var = (wmean(dist * dist) - d_avg * d_avg).clamp_min(0.0)
-    centroid = wmean(nbr)
-    centered = nbr - centroid.index_select(0, rows)
-    cov = wmean(centered.unsqueeze(2) * centered.unsqueeze(1))
+    off_mean = wmean(offset)
+    centroid = queries + off_mean
+    # sum w (y - c)(y - c)^T / (total + sink) with c the plain weighted centroid, written so that it
+    # stays continuous as total -> 0: second moment minus (total / (total + sink)) c c^T
+    plain = off_mean * ((total + sink) / total.clamp_min(torch.finfo(sources.dtype).tiny))[:, None]
+    cov = wmean(offset.unsqueeze(2) * offset.unsqueeze(1)) - (total * inv)[:, None, None] * (
+        plain.unsqueeze(2) * plain.unsqueeze(1))
     has = (row_ptr[1:] - row_ptr[:-1]) > 0
     eig = torch.zeros(m, d, dtype=sources.dtype, device=sources.device)
     if bool(has.any()):
@@ -128,11 +138,16 @@ def standardize_columns(feats: Tensor, reference: Tensor | None = None, weights:
     """
     ref = feats if reference is None else reference
     if weights is not None and ref.shape[0] > 1:
-        w = (weights / weights.sum()).to(ref.dtype)[:, None]
-        mean = (w * ref).sum(dim=0, keepdim=True)
-        std = ((w * (ref - mean) ** 2).sum(dim=0, keepdim=True)).sqrt()
-        std = torch.where(std < 1e-6, torch.ones_like(std), std)
-        return (feats - mean) / std
+        # In float64, and a column counts as constant relative to its size: in float32 the weighted
+        # mean of a constant column (e.g. every decoder ball holding max_neighbors tokens) is off by
+        # rounding, and dividing by that ~1e-6 "std" turned the column into O(1) noise that changed
+        # with the number of points (issue 17: gaot changed 90% at h/2 from this alone).
+        w = (weights.double() / weights.double().sum())[:, None]
+        ref64 = ref.double()
+        mean = (w * ref64).sum(dim=0, keepdim=True)
+        std = ((w * (ref64 - mean) ** 2).sum(dim=0, keepdim=True)).sqrt()
+        std = torch.where(std <= 1e-6 * mean.abs().clamp_min(1.0), torch.ones_like(std), std)
+        return ((feats.double() - mean) / std).to(feats.dtype)
     mean = ref.mean(dim=0, keepdim=True)
     std = ref.std(dim=0, keepdim=True) if ref.shape[0] > 1 else torch.ones_like(mean)
     std = torch.where(std < 1e-6, torch.ones_like(std), std)
