@@ -16,6 +16,12 @@ switched off (``model.use_fused_kernels(False)``: the attention and integral lay
 run as plain gather -> compute -> scatter in PyTorch), in the same run, and the table
 gives the fused/plain ratios.
 
+The table's last column is each family's test error on one shared task (issue 20): the
+demo's potential-flow bodies (surface normals -> Cp; ``--error-bodies`` training / test
+bodies), ``--error-steps`` AdamW steps from the same seed for every family, mean relative
+L2 on the unseen test bodies (:func:`test_error`). Timing and memory are at ``--points``
+on the capsule cloud, the test error at the bodies' own resolution.
+
 With ``--peers`` it instead compares against the reference implementations, in one
 process with interleaved steps (see ``bench/_model_peers.py``): the GNO layer against
 neuraloperator's ``IntegralTransform`` (when ``neuralop`` is importable), and the
@@ -158,6 +164,41 @@ def bench_family(name: str, fused: bool, pts, nrm, target, device, repeat: int, 
     return t_train, t_infer, mem, params
 
 
+def test_error(name: str, train, test, steps: int, device, seed: int = 0) -> float:
+    """Mean relative L2 test error of ``name`` (its ``CONFIGS`` entry) after ``steps`` AdamW steps.
+
+    Every family sees the same data: the demo's potential-flow bodies (normals -> surface Cp,
+    :func:`_demo_bodies`), batch 1 cycling through the training bodies in order, lr 1e-3, the
+    target standardised with the training mean and standard deviation (the error is in Cp units),
+    the same initial seed.
+    """
+    from pyengine.models import build
+
+    torch.manual_seed(seed)
+    model = build(name, 3, 1, 3, **CONFIGS[name]).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ys = torch.cat([t[2] for t in train])
+    mu, sd = ys.mean(), ys.std().clamp_min(1e-12)
+    model.train()
+    for i in range(steps):
+        pts, nrm, y = (t.to(device) for t in train[i % len(train)])
+        opt.zero_grad(set_to_none=True)
+        loss = ((model(pts, nrm) - (y - mu.to(device)) / sd.to(device)) ** 2).mean()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"training loss became {float(loss)} at step {i}")
+        loss.backward()
+        opt.step()
+    model.eval()
+    err = 0.0
+    with torch.no_grad():
+        for pts, nrm, y in test:
+            pred = model(pts.to(device), nrm.to(device)).cpu() * sd + mu
+            err += float((pred - y).norm() / y.norm()) / len(test)
+    del model, opt
+    gc.collect()
+    return err
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -176,6 +217,11 @@ def main(argv=None) -> None:
     p.add_argument("--no-gno", action="store_true", help="--peers: skip the GNO layer comparison")
     p.add_argument("--repeat", type=int, default=None, help="timed calls (default 5; 2 with --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--error-steps", type=int, default=None,
+                   help="test-error column: AdamW steps per family on the demo bodies (default 200; 20 with --quick; "
+                        "0: no test error)")
+    p.add_argument("--error-bodies", default=None,
+                   help="test-error column: TRAIN,TEST demo bodies (default 16,8; 4,2 with --quick)")
     args = parse_common(p, argv)
     _return_freed_memory_to_the_os()
     if args.threads:
@@ -190,6 +236,13 @@ def main(argv=None) -> None:
     pts, nrm = pts.to(device), nrm.to(device)
 
     print(f"# models, N = {format_count(n)} input points, {machine_description(device)}")
+    error_steps = args.error_steps if args.error_steps is not None else (20 if args.quick else 200)
+    if error_steps > 0:
+        n_tr, n_te = (int(v) for v in (args.error_bodies or ("4,2" if args.quick else "16,8")).split(","))
+        err_train, err_test = _demo_bodies(n_tr, n_te)
+        avg = sum(t[0].shape[0] for t in err_train + err_test) / (n_tr + n_te)
+        print(f"# test error: {n_tr} training / {n_te} test demo bodies (normals -> Cp, ~{avg:.0f} surface points "
+              f"each), {error_steps} AdamW steps per family (lr 1e-3, batch 1), mean relative L2 on the test bodies")
     rows = []
     results = {}
     families = [f for f in args.families.split(",") if f]
@@ -204,8 +257,16 @@ def main(argv=None) -> None:
         results[(name, fused)] = r
         t_train, t_infer, mem, params = r
         mem_s = "n/a" if mem is None else f"{mem / 2**20:.0f} MiB"
-        rows.append((label, f"{t_train * 1e3:.1f}", f"{t_infer * 1e3:.1f}", mem_s, f"{params / 1e3:.0f}k"))
-    header = ("family", "train step ms", "inference ms", "peak extra memory (train)", "parameters")
+        err_s = "-"
+        if error_steps > 0 and fused:
+            try:
+                err_s = f"{test_error(name, err_train, err_test, error_steps, device, args.seed):.3f}"
+            except (RuntimeError, ValueError) as e:
+                err_s = "failed"
+                print(f"{label} test error: failed: {str(e).splitlines()[0][:200]}")
+        rows.append((label, f"{t_train * 1e3:.1f}", f"{t_infer * 1e3:.1f}", mem_s, f"{params / 1e3:.0f}k", err_s))
+    header = ("family", "train step ms", "inference ms", "peak extra memory (train)", "parameters",
+              f"test rel L2 ({error_steps} steps)")
     sep = "|" if args.markdown else " "
     print(("| " if args.markdown else "") + f" {sep} ".join(header) + (" |" if args.markdown else ""))
     if args.markdown:

@@ -1,16 +1,27 @@
-"""MP-PDE rollout error against steps on the advection-diffusion trajectories (issue 20).
+"""Rollout error against steps on the advection-diffusion trajectories: MP-PDE, GAOT, RIGNO (issue 20).
 
 Generates (or loads from the dataset cache) ``--train`` + ``--test`` trajectories of
-:func:`pyengine.data.physics.advection_diffusion2d`, trains an MP-PDE with the
-pushforward trick (:func:`pyengine.models.mppde.fit_rollout`), and rolls it out
-autoregressively from the first frame of every test trajectory. The table gives the
-mean relative L2 error of the predicted frame against the solver's at each horizon,
-next to persistence (repeating the initial frame), and the training time.
+:func:`pyengine.data.physics.advection_diffusion2d` and trains, on the same trajectories,
+with the pushforward trick (:func:`pyengine.models.mppde.fit_rollout`, same steps, draws
+and learning rate):
+
+* ``mppde``: MP-PDE (K = 1), the velocity and scaled diffusivity as PDE parameters;
+* ``gaot``: a time-conditioned GAOT (``time_conditioned=True``: time and lead time as
+  inputs, the lead time through the processor's conditional normalisation, as in the
+  paper), stepped by :class:`pyengine.models.mppde.TimeStepper` (``u + dt * out``);
+* ``rigno``: a time-conditioned RIGNO with the paper's conditioning
+  (``time_conditioning="norm"``: time as input, lead time through conditional
+  normalisation), stepped the same way.
+
+Each is rolled out autoregressively from the first frame of every test trajectory. The
+table gives the mean relative L2 error of the predicted frame against the solver's at
+each horizon, next to persistence (repeating the initial frame), and the training times.
 
 Examples::
 
     python -m bench.rollout --quick --markdown
     python -m bench.rollout --train 32 --steps 3000 --horizon 40
+    python -m bench.rollout --models mppde --quick
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ def main(argv=None) -> None:
     p.add_argument("--max-unroll", type=int, default=2, help="pushforward: most unrolled steps without gradient")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--no-rescale", action="store_true", help="train without MP-PDE's rescale option")
+    p.add_argument("--no-rescale", action="store_true", help="train without the rescale options (MP-PDE, TimeStepper)")
+    p.add_argument("--models", default="mppde,gaot,rigno", help="comma list of mppde, gaot, rigno")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true")
@@ -41,7 +53,12 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     from pyengine.data.physics import build_advection_diffusion_dataset, trajectory
     from pyengine.models import build
-    from pyengine.models.mppde import fit_rollout
+    from pyengine.models.mppde import TimeStepper, fit_rollout
+
+    names = [m for m in args.models.split(",") if m]
+    bad = sorted(set(names) - {"mppde", "gaot", "rigno"})
+    if bad or not names:
+        p.error(f"--models takes mppde, gaot and rigno; got {args.models!r}")
 
     n_train = 12 if args.quick and args.train == 24 else args.train
     steps = args.steps or (400 if args.quick else 2000)
@@ -52,31 +69,56 @@ def main(argv=None) -> None:
     train = [trajectory(s) for s in build_advection_diffusion_dataset(n_train, args.seed, **kw)]
     test = [trajectory(s) for s in build_advection_diffusion_dataset(args.test, args.seed + 1, **kw)]
     t_data = time.perf_counter() - t0
-    torch.manual_seed(args.seed)
-    model = build("mppde", 1 + 3, 1, 2, hidden=args.hidden, layers=args.layers, radius=1.6 * args.h,
-                  max_neighbors=12, dt=0.02, rescale=not args.no_rescale)
-    t0 = time.perf_counter()
-    losses = fit_rollout(model, train, steps=steps, lr=2e-3, max_unroll=args.max_unroll, seed=args.seed)
-    t_train = time.perf_counter() - t0
-    err = torch.zeros(horizon)
-    persist = torch.zeros(horizon)
-    for pts, frames, params in test:
-        pred = model.rollout(pts, frames[0], horizon, params=params)
-        true = frames[1:horizon + 1]
-        err += (pred - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1) / len(test)
-        persist += (frames[:1] - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1) / len(test)
+    dt = 0.02  # the dataset's frame spacing (advection_diffusion2d's default)
+
+    def make(name):
+        torch.manual_seed(args.seed)
+        if name == "mppde":
+            return build("mppde", 1 + 3, 1, 2, hidden=args.hidden, layers=args.layers, radius=1.6 * args.h,
+                         max_neighbors=12, dt=dt, rescale=not args.no_rescale)
+        if name == "gaot":
+            m = build("gaot", 1 + 3, 1, 2, time_conditioned=True, hidden=args.hidden, grid=(16, 16),
+                      radii_cells=(1.0, 2.0), encoder_kernel_hidden=(args.hidden,), decoder_kernel_hidden=(args.hidden,),
+                      dim=2 * args.hidden, depth=max(2, args.layers - 1), vit_heads=4, patch=2,
+                      projection_hidden=args.hidden)
+        else:
+            m = build("rigno", 1 + 3, 1, 2, time_conditioned=True, time_conditioning="norm", hidden=args.hidden,
+                      edge_dim=args.hidden // 2, regional_ratio=0.25, processor_steps=args.layers, max_neighbors=24)
+        return TimeStepper(m, dt, "derivative", rescale=not args.no_rescale)
+
+    frames_first = None
+    header = ["rollout steps (frames)"]
+    errs, info = [], []
+    for name in names:
+        model = make(name)
+        t0 = time.perf_counter()
+        losses = fit_rollout(model, train, steps=steps, lr=2e-3, max_unroll=args.max_unroll, seed=args.seed)
+        t_train = time.perf_counter() - t0
+        err = torch.zeros(horizon)
+        persist = torch.zeros(horizon)
+        for pts, frames, params in test:
+            pred = model.rollout(pts, frames[0], horizon, params=params)
+            true = frames[1:horizon + 1]
+            err += (pred - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1) / len(test)
+            persist += (frames[:1] - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1) / len(test)
+        errs.append(err)
+        frames_first = persist
+        header.append(f"{name} rel L2")
+        info.append(f"{name}: training {t_train:.0f} s, final loss {sum(losses[-50:]) / len(losses[-50:]):.2e}, "
+                    f"{sum(q.numel() for q in model.parameters()) / 1e3:.0f}k parameters")
     nodes = sum(t[0].shape[0] for t in train) / len(train)
-    print(f"# MP-PDE rollout, {n_train} training / {len(test)} test trajectories (h = {args.h}, ~{nodes:.0f} nodes), "
-          f"{steps} steps (pushforward up to {args.max_unroll}), hidden {args.hidden}, {args.layers} layers, "
-          f"rescale {not args.no_rescale}; data {t_data:.0f} s, training {t_train:.0f} s, "
-          f"final loss {sum(losses[-50:]) / len(losses[-50:]):.2e}")
-    header = ("rollout steps (frames)", "MP-PDE rel L2", "persistence rel L2")
+    print(f"# rollout, {n_train} training / {len(test)} test trajectories (h = {args.h}, ~{nodes:.0f} nodes), "
+          f"{steps} steps each (pushforward up to {args.max_unroll}), hidden {args.hidden}, {args.layers} layers, "
+          f"MP-PDE rescale {not args.no_rescale}; data {t_data:.0f} s")
+    for line in info:
+        print(f"#   {line}")
+    header.append("persistence rel L2")
     sep = "|" if args.markdown else " "
     print(("| " if args.markdown else "") + f" {sep} ".join(header) + (" |" if args.markdown else ""))
     if args.markdown:
         print("|" + "|".join("---" for _ in header) + "|")
     for k in sorted({1, 5, 10, 20, 30, 40, horizon} & set(range(1, horizon + 1))):
-        row = (str(k), f"{float(err[k - 1]):.3f}", f"{float(persist[k - 1]):.3f}")
+        row = [str(k)] + [f"{float(e[k - 1]):.3f}" for e in errs] + [f"{float(frames_first[k - 1]):.3f}"]
         print(("| " if args.markdown else "") + f" {sep} ".join(row) + (" |" if args.markdown else ""))
 
 

@@ -36,8 +36,15 @@ Where this follows the paper and where it departs:
   aggregation, residual updates with instance normalisation over the nodes, Swish
   (SiLU) activations, temporal bundling with the residual decoder
   ``u_t + k dt d_k``, and the pushforward trick with random unroll lengths;
-* departs: the decoder is an MLP (the paper uses a shallow 1D CNN over the hidden
-  vector, whose kernel sizes are tied to its 1D resolution and ``K``); the time
+* decoder: ``decoder="cnn"`` is the paper's: a shallow 1D CNN that reads the hidden vector
+  ``h_i`` as a 1-channel signal of length ``hidden``, a strided convolution to 8 channels,
+  Swish, and a convolution to ``C`` channels whose kernel spans what is left beyond ``K``
+  positions, so it outputs exactly ``K`` values per channel (the time bundle). The paper
+  fixes the kernel sizes per ``K`` for ``hidden = 128`` (strides 4, 3 and 2 for K = 20, 25,
+  50); here the stride is ``max(1, hidden // (K + 10))``, which gives those strides, and the
+  first kernel is ``4 * stride`` (the paper's are 15, 16 and 12). ``decoder="mlp"`` (the
+  default, and older checkpoints) is a departure: a 2-layer MLP from ``hidden`` to ``K*C``;
+* departs: the time
   coordinate ``t`` is not an input (the advection-diffusion data are autonomous); the
   message MLP has ``message_layers`` hidden layers (<= 3, the fused kernel's limit);
   predictions away from the nodes (``queries`` that are not the input points) are
@@ -64,7 +71,7 @@ from ..ops import gno_integral, knn, radius_search, row_index
 from .base import OperatorModel
 from .registry import register
 
-__all__ = ["MPPDE", "MPPDEConfig", "fit_rollout"]
+__all__ = ["MPPDE", "MPPDEConfig", "TimeStepper", "fit_rollout"]
 
 
 @dataclass
@@ -86,6 +93,8 @@ class MPPDEConfig:
             the network, and multiply the predicted increments by ``s``. Equivariant to scaling ``u``
             (exact for linear PDEs) and puts the messages' differences at O(1), where the MLPs learn
             quickly; without it, weights must grow to ~1/|u_i - u_j| first. An addition to the paper.
+        decoder: "mlp" (default) or "cnn" (the paper's 1D CNN over the hidden vector, see the
+            module docstring; needs ``hidden >= time_window + 3``).
     """
 
     hidden: int = 128
@@ -98,6 +107,7 @@ class MPPDEConfig:
     norm: str = "instance"
     activation: str = "silu"
     rescale: bool = False
+    decoder: str = "mlp"
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.layers < 0 or self.time_window < 1:
@@ -111,6 +121,11 @@ class MPPDEConfig:
             raise ValueError(f"MP-PDE dt must be a finite number > 0, got {self.dt!r}")
         if not 1 <= self.message_layers <= 3:
             raise ValueError(f"MP-PDE message_layers must be 1, 2 or 3 (the fused kernel's limit), got {self.message_layers}")
+        if self.decoder not in ("mlp", "cnn"):
+            raise ValueError(f"MP-PDE decoder must be 'mlp' or 'cnn' (the paper's 1D CNN), got {self.decoder!r}")
+        if self.decoder == "cnn" and self.hidden < self.time_window + 3:
+            raise ValueError(f"MP-PDE decoder='cnn' needs hidden >= time_window + 3, got hidden={self.hidden}, "
+                             f"time_window={self.time_window}")
         if self.norm not in ("instance", "none"):
             raise ValueError(f"MP-PDE norm must be 'instance' or 'none', got {self.norm!r}")
         if self.activation not in ACTIVATIONS:
@@ -162,6 +177,24 @@ class _Layer(nn.Module):
         return h
 
 
+class _CNNDecoder(nn.Module):
+    """The paper's decoder: ``h (N, hidden)`` read as a 1-channel length-``hidden`` signal ->
+    Conv1d(1, 8, 4s, stride s) -> Swish -> Conv1d(8, C, L1 - K + 1) -> ``(N, K*C)``, frame-major."""
+
+    def __init__(self, hidden: int, time_window: int, channels: int, act: str) -> None:
+        super().__init__()
+        stride = max(1, hidden // (time_window + 10))
+        k1 = min(4 * stride, hidden - time_window + 1)
+        length = (hidden - k1) // stride + 1
+        self.conv1 = nn.Conv1d(1, 8, k1, stride=stride)
+        self.act = ACTIVATIONS[act]()
+        self.conv2 = nn.Conv1d(8, channels, length - time_window + 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        y = self.conv2(self.act(self.conv1(h.unsqueeze(1))))  # (N, C, K)
+        return y.transpose(1, 2).reshape(h.shape[0], -1)
+
+
 @register("mppde", MPPDEConfig)
 class MPPDE(OperatorModel):
     """MP-PDE on one interface: ``model(points (N, d), features (N, K*C + P), queries) -> (M, K*C)``.
@@ -184,7 +217,8 @@ class MPPDE(OperatorModel):
         self.processor = nn.ModuleList(
             _Layer(c.hidden, coord_dim, self.u_dim, self.n_params, c.message_layers, c.activation, c.norm)
             for _ in range(c.layers))
-        self.decoder = mlp([c.hidden, c.hidden, out_channels], c.activation)
+        self.decoder = (_CNNDecoder(c.hidden, c.time_window, self.channels, c.activation) if c.decoder == "cnn"
+                        else mlp([c.hidden, c.hidden, out_channels], c.activation))
         steps = torch.arange(1, c.time_window + 1, dtype=torch.get_default_dtype()) * c.dt
         self.register_buffer("_shift", steps.repeat_interleave(self.channels), persistent=False)
 
@@ -269,7 +303,81 @@ class MPPDE(OperatorModel):
         return torch.cat(frames, dim=0)
 
 
-def fit_rollout(model: MPPDE, trajectories: Sequence[tuple[Tensor, Tensor, Tensor | None]], *, steps: int,
+class TimeStepper(nn.Module):
+    """Autoregressive stepping of a time-conditioned model (GAOT, RIGNO) behind MP-PDE's ``step``/``rollout``.
+
+    One call maps the state ``u(t)`` (N, C) and static inputs ``params`` (N, P) to ``u(t + dt)``
+    through ``model(points, [u, params], time=t, lead_time=dt)``, with the stepping strategy of
+    GAOT's paper (§2, "Time-dependent problems") and RIGNO's time-marching:
+    ``"output"`` (the model predicts ``u(t + dt)``), ``"residual"`` (``u + out``) or
+    ``"derivative"`` (``u + dt * out``; the default: the model predicts a time derivative of O(1)).
+    :func:`fit_rollout` trains it with the pushforward trick like an MP-PDE with ``K = 1``.
+
+    Args:
+        model: a model built with ``time_conditioned=True`` and ``in_channels = C + P``,
+            ``out_channels = C``.
+        dt: the lead time of one step (the frames' spacing), > 0.
+        stepping: "output", "residual" or "derivative".
+        rescale: divide the state by ``s``, its RMS over the nodes (per channel, detached), before
+            the model, and multiply the model's output by ``s``: scale-equivariant (exact for linear
+            PDEs), and the inputs are O(1) whatever the amplitude (the analogue of MP-PDE's
+            ``rescale``; an addition to both papers). Off by default.
+    """
+
+    time_window = 1
+
+    def __init__(self, model: nn.Module, dt: float, stepping: str = "derivative", rescale: bool = False) -> None:
+        super().__init__()
+        if not getattr(getattr(model, "config", None), "time_conditioned", False):
+            raise ValueError("TimeStepper needs a model built with time_conditioned=True (GAOT, RIGNO)")
+        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+            raise ValueError(f"TimeStepper dt must be a finite number > 0, got {dt!r}")
+        if stepping not in ("output", "residual", "derivative"):
+            raise ValueError(f"stepping must be 'output', 'residual' or 'derivative', got {stepping!r}")
+        self.model, self.dt, self.stepping, self.rescale = model, float(dt), stepping, bool(rescale)
+        self.channels = model.out_channels
+        self.n_params = model.in_channels - model.out_channels
+        if self.n_params < 0:
+            raise ValueError(f"TimeStepper: in_channels ({model.in_channels}) must be C = out_channels "
+                             f"({model.out_channels}) plus the static channels")
+
+    def step(self, points: Tensor, history: Tensor, params: Tensor | None = None, time: float = 0.0) -> Tensor:
+        """``u(time) (N, C)`` (+ ``params (N, P)``) -> ``u(time + dt) (N, C)``."""
+        u = history
+        if self.rescale:
+            scale = history.detach().square().mean(dim=0, keepdim=True).sqrt()
+            scale = torch.maximum(scale, 1e-6 * scale.amax()).clamp_min(1e-12)  # an all-zero state stays finite
+            u = history / scale
+        feats = u if params is None else torch.cat([u, params], dim=1)
+        out = self.model(points, feats, points, time=float(time), lead_time=self.dt)
+        if self.rescale:
+            out = out * scale
+        if self.stepping == "output":
+            return out
+        return history + (out if self.stepping == "residual" else self.dt * out)
+
+    def rollout(self, points: Tensor, history: Tensor, steps: int, params: Tensor | None = None,
+                time: float = 0.0) -> Tensor:
+        """``steps`` autoregressive calls from ``u(time)``: (steps, N, C) predicted frames."""
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"rollout steps must be an integer >= 1, got {steps!r}")
+        if history.dim() != 2 or history.shape[1] != self.channels:
+            raise ValueError(f"history must be (N, C) = (N, {self.channels}), got {tuple(history.shape)}")
+        if (params is None) != (self.n_params == 0):
+            raise ValueError(f"this model takes {self.n_params} static channel(s); pass params accordingly")
+        frames, was_training = [], self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for k in range(int(steps)):
+                    history = self.step(points, history, params, time + k * self.dt)
+                    frames.append(history)
+        finally:
+            self.train(was_training)
+        return torch.stack(frames)
+
+
+def fit_rollout(model: MPPDE | TimeStepper, trajectories: Sequence[tuple[Tensor, Tensor, Tensor | None]], *, steps: int,
                 lr: float = 1e-3, max_unroll: int = 2, weight_decay: float = 1e-8, grad_clip: float = 1.0,
                 seed: int = 0) -> list[float]:
     """Train ``model`` on trajectories with temporal bundling and the pushforward trick.
@@ -281,7 +389,9 @@ def fit_rollout(model: MPPDE, trajectories: Sequence[tuple[Tensor, Tensor, Tenso
     (``max_unroll = 0`` is plain one-step training).
 
     Args:
-        model: an :class:`MPPDE` (K = ``model.config.time_window``, C = solution channels).
+        model: an :class:`MPPDE` (K = ``model.config.time_window``, C = solution channels), or a
+            :class:`TimeStepper` around a time-conditioned GAOT/RIGNO (K = 1; frame ``k`` is at
+            time ``k * model.dt``, which is passed as ``time``).
         trajectories: ``(points (N, d), frames (T, N, C), params (N, P) or None)`` per
             geometry, with ``T >= (max_unroll + 2) * K``.
         steps: optimizer steps; lr, weight_decay: AdamW; grad_clip: max gradient norm (0: off).
@@ -289,11 +399,12 @@ def fit_rollout(model: MPPDE, trajectories: Sequence[tuple[Tensor, Tensor, Tenso
     Returns:
         The loss of every step.
     """
-    if not isinstance(model, MPPDE):
-        raise TypeError(f"fit_rollout trains an MPPDE, got {type(model).__name__}")
+    if not isinstance(model, (MPPDE, TimeStepper)):
+        raise TypeError(f"fit_rollout trains an MPPDE or a TimeStepper, got {type(model).__name__}")
+    timed = isinstance(model, TimeStepper)
     if int(steps) != steps or steps < 1 or int(max_unroll) != max_unroll or max_unroll < 0:
         raise ValueError(f"need steps >= 1 and max_unroll >= 0 (integers), got {steps!r}, {max_unroll!r}")
-    K, C = model.config.time_window, model.channels
+    K, C = (1 if timed else model.config.time_window), model.channels
     for i, (pts, frames, _) in enumerate(trajectories):
         if frames.dim() != 3 or frames.shape[1:] != (pts.shape[0], C):
             raise ValueError(f"trajectory {i}: frames must be (T, N, C) = (T, {pts.shape[0]}, {C}), "
@@ -320,14 +431,16 @@ def fit_rollout(model: MPPDE, trajectories: Sequence[tuple[Tensor, Tensor, Tenso
         unroll = rng.randint(0, max_unroll)
         t = rng.randint(0, frames.shape[0] - (unroll + 2) * K)
         hist = window(frames, t)
+        # a TimeStepper also takes the time of the window it steps from
+        at = (lambda j: dict(time=(t + j) * model.dt)) if timed else (lambda j: {})  # noqa: E731
         with torch.no_grad():
-            for _ in range(unroll):
-                hist = model.step(pts, hist, params)
+            for j in range(unroll):
+                hist = model.step(pts, hist, params, **at(j * K))
         target = window(frames, t + (unroll + 1) * K)
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model.step(pts, hist, params), target)
+        loss = torch.nn.functional.mse_loss(model.step(pts, hist, params, **at(unroll * K)), target)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"MP-PDE training loss became {float(loss)}; lower lr")
+            raise FloatingPointError(f"rollout training loss became {float(loss)}; lower lr")
         loss.backward()
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -1,7 +1,7 @@
 """NUNO: the non-uniform neural operator of Liu et al. (2023), on pyengine's k-d partition.
 
 Non-uniform data are split into k-d subdomains (:func:`pyengine.ops.kd_partition`,
-balanced median splits), each subdomain's points are interpolated to a uniform
+balanced median splits, or :func:`kl_partition`, the paper's KL-optimised splits), each subdomain's points are interpolated to a uniform
 subgrid over its box, an FNO runs on the subgrids, and the result is interpolated
 back to any query points. Shapes (``L`` leaves, ``G = prod(subgrid)`` nodes per leaf)::
 
@@ -33,10 +33,19 @@ Where this follows the paper and where it departs:
   a uniform grid, FNO on the grids with the subdomains stacked as channels, and
   interpolation back; the leaf size controls the interpolation error (more, smaller
   leaves at a fixed subgrid resolution resolve finer detail);
-* departs: the paper builds its k-d tree by minimising an interpolation-error estimate
-  (KL divergence of point densities) and interpolates with scipy's ``griddata``; here the
-  splits are plain median splits and the interpolation is k-nearest inverse-distance
-  weighting (points to grid) and multilinear (grid to points). Grid nodes also carry
+* splits (``split``): the paper builds its k-d tree so that the points are close to
+  uniformly distributed within each subdomain: it measures the KL divergence between the
+  subdomain's point density and the uniform density on its box, and picks split points
+  that lower it. ``split="kl"`` does that (:func:`kl_partition`): the density is a
+  histogram of ``kl_bins`` blocks per axis over the subdomain's tight box, each candidate
+  split (every axis, ``kl_candidates`` planes evenly spaced over the middle 80% of the
+  subdomain's extent) is scored by the
+  point-weighted KL divergence of its two children, ``n_l KL_l + n_r KL_r``, and the leaf
+  with the largest ``n KL`` is split next until there are ``leaves`` leaves (so split
+  counts need not be balanced). ``split="median"`` (the default) is the balanced median
+  split of :func:`pyengine.ops.kd_partition`, a departure;
+* departs: the paper interpolates with scipy's ``griddata``; here the interpolation is
+  k-nearest inverse-distance weighting (points to grid) and multilinear (grid to points). Grid nodes also carry
   their position, their leaf's extent and the distance to the nearest data point (so
   the FNO can tell surface from empty space on surface clouds). Queries outside every
   leaf box use the nearest box (clamped). Per-point quadrature ``weights`` from the
@@ -53,12 +62,111 @@ from torch import Tensor, nn
 from ..nn.fno import FNOBlock
 from ..nn.mlp import ACTIVATIONS, activation, mlp
 from ..ops import kd_partition, knn, row_index, spmm
+from ..ops.partition import Partition
 from .base import OperatorModel
 from .registry import register
 
-__all__ = ["LeafGrids", "NUNO", "NUNOConfig", "leaf_grids"]
+__all__ = ["LeafGrids", "NUNO", "NUNOConfig", "kl_partition", "leaf_grids"]
 
 EXCHANGES = ("stack", "mean", "none")
+SPLITS = ("median", "kl")
+
+
+def _histogram_kl(pts: Tensor, member: Tensor, bins: int, lo: Tensor, hi: Tensor) -> Tensor:
+    """KL divergence from uniform of the point histogram of each candidate subset.
+
+    ``pts (n, d)``, ``member (S, n)`` bool: subset ``s`` is ``pts[member[s]]``, with tight box
+    ``lo[s], hi[s]`` (``(S, d)``). The histogram has ``bins`` blocks per axis over that box (an
+    axis of zero extent counts as one block). Returns ``(S,)`` ``sum_b p_b log(p_b B)``, ``B`` the
+    number of blocks (0 for a uniform histogram, ``log B`` when every point falls in one block).
+    """
+    n, d = pts.shape
+    x = pts.unsqueeze(0)
+    ext = hi - lo
+    flat = ext <= 1e-12 * (ext.amax(1, keepdim=True) + 1e-300)
+    idx = ((x - lo[:, None]) / torch.where(flat, 1.0, ext)[:, None] * bins).floor().long().clamp(0, bins - 1)
+    idx = torch.where(flat[:, None], 0, idx)
+    key = (idx * (bins ** torch.arange(d, device=pts.device))).sum(-1)  # (S, n)
+    counts = torch.zeros(member.shape[0], bins ** d, dtype=pts.dtype, device=pts.device)
+    counts.scatter_add_(1, key, member.to(pts.dtype))
+    total = counts.sum(1, keepdim=True).clamp_min(1)
+    p = counts / total
+    blocks = torch.where(flat, 1, bins).to(pts.dtype).log().sum(1)  # log B
+    return (p * p.clamp_min(1e-300).log()).sum(1) + blocks
+
+
+def kl_partition(points: Tensor, n_parts: int, bins: int = 8, candidates: int = 15, min_points: int = 1) -> Partition:
+    """A k-d partition whose split points minimise the KL divergence from uniform (NUNO's splits).
+
+    Greedy: start from one leaf; repeatedly take the leaf with the largest ``n KL`` (``n`` its
+    points, ``KL`` :func:`_histogram_kl` of its points) that can still be split, and split it
+    along the axis and at the plane (``candidates`` of them evenly spaced over [0.1, 0.9] of the
+    leaf's extent; points on a plane go left) that minimise ``n_l KL_l + n_r KL_r``,
+    until there are ``n_parts`` leaves (fewer when no leaf has ``2 * min_points`` points).
+    Leaves are returned in tree order (left before right). The work per split is vectorised
+    over the candidates; the loop runs over the ``n_parts - 1`` splits only.
+
+    Returns:
+        A :class:`~pyengine.ops.Partition` (``perm``, ``leaf_ptr``, tight ``boxes``; no halos).
+    """
+    if int(n_parts) != n_parts or n_parts < 1:
+        raise ValueError(f"n_parts must be an integer >= 1, got {n_parts!r}")
+    if points.dim() != 2 or points.shape[0] < 1:
+        raise ValueError(f"kl_partition needs points of shape (N >= 1, d), got {tuple(points.shape)}")
+    pts = points.detach().double()
+    n, d = pts.shape
+    min_points = max(1, int(min_points))
+    fr = torch.linspace(0.1, 0.9, int(candidates), dtype=pts.dtype, device=pts.device) if candidates > 1 \
+        else torch.full((1,), 0.5, dtype=pts.dtype, device=pts.device)
+
+    def score(idx: Tensor) -> float:
+        sub = pts[idx]
+        one = torch.ones(1, idx.numel(), dtype=torch.bool, device=pts.device)
+        return float(idx.numel() * _histogram_kl(sub, one, bins, sub.min(0).values[None], sub.max(0).values[None])[0])
+
+    def best_split(idx: Tensor):
+        m = idx.numel()
+        best = None
+        for a in range(d):
+            order = idx[torch.argsort(pts[idx, a], stable=True)]
+            sub = pts[order]
+            # candidate planes evenly spaced across the leaf's extent; a plane's left child is every point
+            # at or below it (points on the plane go left), at least min_points on each side
+            x = sub[:, a].contiguous()
+            planes = x[0] + fr * (x[-1] - x[0])
+            sizes = torch.searchsorted(x, planes, right=True).clamp(min_points, m - min_points).unique()
+            left = torch.arange(m, device=pts.device)[None] < sizes[:, None]  # (S, m)
+            # tight boxes of every prefix (left child) and suffix (right child) by running min / max
+            pre_lo, pre_hi = sub.cummin(0).values[sizes - 1], sub.cummax(0).values[sizes - 1]
+            suf_lo = sub.flip(0).cummin(0).values.flip(0)[sizes]
+            suf_hi = sub.flip(0).cummax(0).values.flip(0)[sizes]
+            cost = sizes.to(pts.dtype) * _histogram_kl(sub, left, bins, pre_lo, pre_hi) + \
+                (m - sizes).to(pts.dtype) * _histogram_kl(sub, ~left, bins, suf_lo, suf_hi)
+            j = int(torch.argmin(cost))
+            if best is None or float(cost[j]) < best[0] - 1e-12:
+                k = int(sizes[j])
+                best = (float(cost[j]), order[:k], order[k:])
+        return best[1], best[2]
+
+    leaves = [((), torch.arange(n, device=pts.device))]  # (path, point indices)
+    scores = [score(leaves[0][1])]
+    while len(leaves) < n_parts:
+        ok = [i for i, (_, idx) in enumerate(leaves) if idx.numel() >= 2 * min_points and idx.numel() >= 2]
+        if not ok:
+            break
+        i = max(ok, key=lambda j: (scores[j], leaves[j][1].numel(), -j))
+        path, idx = leaves.pop(i)
+        scores.pop(i)
+        lo, hi = best_split(idx)
+        leaves += [(path + (0,), lo), (path + (1,), hi)]
+        scores += [score(lo), score(hi)]
+    leaves.sort(key=lambda t: t[0])
+    perm = torch.cat([idx for _, idx in leaves])
+    sizes = torch.tensor([idx.numel() for _, idx in leaves], device=points.device)
+    leaf_ptr = torch.zeros(len(leaves) + 1, dtype=torch.long, device=points.device)
+    torch.cumsum(sizes, 0, out=leaf_ptr[1:])
+    boxes = torch.stack([torch.stack([points[idx].min(0).values, points[idx].max(0).values]) for _, idx in leaves])
+    return Partition(perm=perm.to(points.device), leaf_ptr=leaf_ptr, boxes=boxes)
 
 
 @dataclass
@@ -75,6 +183,11 @@ class NUNOConfig:
         k_interp: nearest data points per grid node in the points-to-grid interpolation.
         padding: subdomain box padding, as a fraction of the box extent per side.
         activation: gelu, relu, silu or tanh.
+        split: "median" (balanced median splits, the default) or "kl" (the paper's: split points
+            chosen to minimise the KL divergence between the point density and uniform, see the
+            module docstring).
+        kl_bins: ``split="kl"``: histogram blocks per axis of the density estimate.
+        kl_candidates: ``split="kl"``: candidate split planes per axis (evenly spaced over the middle 80%).
     """
 
     hidden: int = 32
@@ -86,6 +199,9 @@ class NUNOConfig:
     k_interp: int = 4
     padding: float = 0.05
     activation: str = "gelu"
+    split: str = "median"
+    kl_bins: int = 8
+    kl_candidates: int = 15
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.fno_layers < 0:
@@ -105,6 +221,10 @@ class NUNOConfig:
             raise ValueError(f"NUNO k_interp must be >= 1, got {self.k_interp}")
         if not 0 <= self.padding <= 1:
             raise ValueError(f"NUNO padding must be in [0, 1], got {self.padding}")
+        if self.split not in SPLITS:
+            raise ValueError(f"NUNO split must be one of {SPLITS}, got {self.split!r}")
+        if self.kl_bins < 2 or self.kl_candidates < 1:
+            raise ValueError(f"NUNO needs kl_bins >= 2 and kl_candidates >= 1, got {self.kl_bins}, {self.kl_candidates}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"NUNO activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
 
@@ -178,9 +298,11 @@ class LeafGrids:
         return row_ptr, idx.reshape(-1), w.reshape(-1)
 
 
-def leaf_grids(points: Tensor, leaves: int, shape, k: int = 4, padding: float = 0.05) -> LeafGrids:
-    """Partition ``points (N, d)`` into ``leaves`` k-d subdomains (:func:`~pyengine.ops.kd_partition`)
-    and build each one's uniform ``shape`` subgrid with the interpolation weights.
+def leaf_grids(points: Tensor, leaves: int, shape, k: int = 4, padding: float = 0.05, split: str = "median",
+               kl_bins: int = 8, kl_candidates: int = 15) -> LeafGrids:
+    """Partition ``points (N, d)`` into ``leaves`` k-d subdomains (``split="median"``:
+    :func:`~pyengine.ops.kd_partition`; ``"kl"``: :func:`kl_partition` with ``kl_bins`` and
+    ``kl_candidates``) and build each one's uniform ``shape`` subgrid with the interpolation weights.
 
     A leaf of zero extent along an axis (flat or collinear points) gets 1% of its largest
     extent there (or 1e-3 of the cloud's extent; coincident points a width of 1e-3), so
@@ -190,7 +312,12 @@ def leaf_grids(points: Tensor, leaves: int, shape, k: int = 4, padding: float = 
     d = points.shape[1]
     if len(shape) != d or min(shape) < 2:
         raise ValueError(f"subgrid {shape} must have {d} axes of at least 2 nodes")
-    part = kd_partition(points, n_parts=int(leaves))
+    if split == "kl":
+        part = kl_partition(points, int(leaves), kl_bins, kl_candidates, min_points=min(int(k), points.shape[0]))
+    elif split == "median":
+        part = kd_partition(points, n_parts=int(leaves))
+    else:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     L, G = part.num_leaves, 1
     for s in shape:
         G *= s
@@ -246,13 +373,15 @@ class NUNO(OperatorModel):
         def compute():
             if points.shape[0] < c.leaves:
                 raise ValueError(f"NUNO with leaves={c.leaves} needs at least {c.leaves} points, got {points.shape[0]}")
-            grids = leaf_grids(points, c.leaves, c.subgrid, c.k_interp, c.padding)
+            grids = leaf_grids(points, c.leaves, c.subgrid, c.k_interp, c.padding, c.split, c.kl_bins,
+                               c.kl_candidates)
             if c.exchange == "stack" and grids.num_leaves != c.leaves:
                 raise ValueError(f"the k-d partition gave {grids.num_leaves} leaves, not leaves={c.leaves} "
                                  f"(exchange='stack' needs exactly that many); use exchange='mean' or 'none'")
             return grids
 
-        return self.graphs.get("nuno-leaves", (points,), (c.leaves, tuple(c.subgrid), c.k_interp, c.padding), compute)
+        return self.graphs.get("nuno-leaves", (points,), (c.leaves, tuple(c.subgrid), c.k_interp, c.padding, c.split,
+                                                          c.kl_bins, c.kl_candidates), compute)
 
     def encode(self, points: Tensor, features: Tensor, weights: Tensor | None = None, **kwargs):
         """The subgrid latent state ``(grids, (L * G, hidden))``; ``weights`` are accepted and ignored."""

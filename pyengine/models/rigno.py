@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..geometry import regional_mesh
 from ..nn import MessagePassing
-from ..nn.transformer import sinusoidal_embedding
+from ..nn.transformer import AdaptiveLayerNorm, sinusoidal_embedding
 from ..ops import index_to_row_ptr, knn, radius_search, row_index
 from ._box import points_box
 from ._quadrature import default_weights, mean_edge_weights, quadrature_graph
@@ -66,8 +66,13 @@ class RIGNOConfig:
     edge masking            random edges of the regional graph dropped      ``edge_drop``: the fraction of processor
                             during training (regularisation)                edges dropped per training step (default
                                                                             0: off)
-    time conditioning       lead time through conditional normalisation    departs: a sinusoidal embedding of time
-                            of the MLPs; time as an input                   and lead time added to the regional nodes
+    time conditioning       lead time through conditional normalisation    ``time_conditioning="embedding"`` (default)
+                            of the MLPs; time as an input                   departs: a sinusoidal embedding of time
+                                                                            and lead time added to the regional nodes;
+                                                                            ``"norm"`` follows: time is an input
+                                                                            feature and each processor step ends in a
+                                                                            LayerNorm whose scale and shift are linear
+                                                                            in the lead time (identity at init)
     ======================  ==============================================  ===========================================
 
     Attributes:
@@ -81,7 +86,11 @@ class RIGNOConfig:
         edge_drop: fraction of processor edges dropped at random in each training forward.
         max_neighbors: neighbor cap (nearest kept) of the wider processor scales and the decoder graph.
         seed: seeds the regional subsample (fixed per geometry).
-        time_conditioned: add a time/lead-time embedding to the regional nodes.
+        time_conditioned: the model takes ``time`` and ``lead_time`` (see ``time_conditioning``).
+        time_conditioning: how a time-conditioned RIGNO uses them: ``"embedding"`` (a sinusoidal
+            embedding of both added to the regional nodes) or ``"norm"`` (the paper's: ``time``
+            appended to the input features, the lead time through conditional normalisation,
+            ``LN(h) (1 + a tau) + b tau``, after the encoder and every processor step).
         quadrature: discretization-convergent RIGNO (issue 17; not in the paper). The regional
             nodes are no longer a fraction of the points (their number and positions would follow
             the mesh) but one point per cell of a grid of ``regional_cell`` times the largest
@@ -110,6 +119,7 @@ class RIGNOConfig:
     time_conditioned: bool = False
     quadrature: bool = False
     regional_cell: float = 0.06
+    time_conditioning: str = "embedding"
 
     def __post_init__(self) -> None:
         if not 0 < self.regional_ratio <= 1:
@@ -122,6 +132,8 @@ class RIGNOConfig:
             raise ValueError(f"regional_cell must be in (0, 1], got {self.regional_cell}")
         if not 0 <= self.edge_drop < 1:
             raise ValueError(f"edge_drop must be in [0, 1), got {self.edge_drop}")
+        if self.time_conditioning not in ("embedding", "norm"):
+            raise ValueError(f"time_conditioning must be 'embedding' or 'norm', got {self.time_conditioning!r}")
 
 
 def _union_edges(row_ptr: Tensor, col: Tensor, n_receivers: int, n_senders: int, shift: int) -> tuple[Tensor, Tensor]:
@@ -147,7 +159,8 @@ class RIGNO(OperatorModel):
         super().__init__(in_channels, out_channels, coord_dim, config)
         c = config
         n_edge_in = coord_dim + 1
-        self.lift = mlp([in_channels + coord_dim, c.hidden, c.hidden])
+        norm_cond = c.time_conditioned and c.time_conditioning == "norm"
+        self.lift = mlp([in_channels + coord_dim + int(norm_cond), c.hidden, c.hidden])
         self.node_embed = mlp([coord_dim, c.hidden, c.hidden])
         self.enc_edges = mlp([n_edge_in, c.edge_dim, c.edge_dim])
         self.proc_edges = mlp([n_edge_in + len(c.processor_scales), c.edge_dim, c.edge_dim])
@@ -157,7 +170,10 @@ class RIGNO(OperatorModel):
                                        for _ in range(c.processor_steps))
         self.decoder = MessagePassing(c.hidden, c.edge_dim, c.hidden, reduction="mean")
         self.project = mlp([c.hidden, c.hidden, out_channels])
-        self.time_embed = mlp([64, c.hidden, c.hidden]) if c.time_conditioned else None
+        self.time_embed = mlp([64, c.hidden, c.hidden]) if c.time_conditioned and not norm_cond else None
+        # the paper's conditional normalisation on the lead time: after the encoder and each processor step
+        self.cond_norms = (nn.ModuleList(AdaptiveLayerNorm(c.hidden, 1) for _ in range(c.processor_steps + 1))
+                           if norm_cond else None)
 
     def _regional(self, points: Tensor, weights: Tensor | None = None):
         """Regional subsample, its density radii, encoder and processor graphs (cached per geometry).
@@ -237,6 +253,12 @@ class RIGNO(OperatorModel):
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         regional = points[reg_idx]
         n_reg, n = regional.shape[0], points.shape[0]
+        tau = None
+        if self.cond_norms is not None:
+            if time is None or lead_time is None:
+                raise ValueError("this RIGNO is time-conditioned: pass time= and lead_time=")
+            features = torch.cat([features, features.new_full((n, 1), float(time))], dim=1)
+            tau = features.new_full((1, 1), float(lead_time))
         h_phys = self.lift(torch.cat([features, unit(points)], dim=1))
         h_reg = self.node_embed(unit(regional))
         if self.time_embed is not None:
@@ -244,7 +266,7 @@ class RIGNO(OperatorModel):
                 raise ValueError("this RIGNO is time-conditioned: pass time= and lead_time=")
             t = torch.tensor([float(time), float(lead_time)], dtype=h_reg.dtype, device=h_reg.device)
             h_reg = h_reg + self.time_embed(sinusoidal_embedding(t * 1000, 32).reshape(1, 64))
-        elif time is not None or lead_time is not None:
+        elif tau is None and (time is not None or lead_time is not None):
             raise ValueError("time/lead_time given to a RIGNO built with time_conditioned=False")
         # encoder: regional nodes (receivers) and physical nodes (senders) in one graph
         e = self.enc_edges(_edge_features(regional, points, e_ptr, e_col, r_reg))
@@ -257,8 +279,12 @@ class RIGNO(OperatorModel):
             p_ptr, p_col, p_scale = index_to_row_ptr(rows, n_reg), p_col[keep], p_scale[keep]
         onehot = torch.nn.functional.one_hot(p_scale, len(c.processor_scales)).to(h.dtype)
         e = self.proc_edges(_edge_features(regional, regional, p_ptr, p_col, r_reg, onehot))
-        for step in self.processor:
+        if tau is not None:
+            h = self.cond_norms[0](h.unsqueeze(0), tau).squeeze(0)
+        for k, step in enumerate(self.processor):
             h, e = step(h, p_ptr, p_col, e)
+            if tau is not None:
+                h = self.cond_norms[k + 1](h.unsqueeze(0), tau).squeeze(0)
         return regional, h, lo, hi
 
     def decode(self, state, queries: Tensor) -> Tensor:

@@ -2,9 +2,7 @@
 
 import math
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -303,8 +301,6 @@ def test_degenerate_geometries_give_finite_values(key, d, kind):
 
 
 # -- the real ShapeNet car pressure (../shared/data, skipped when absent) ------------------------------------------
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "shapenet_car_mini"
-
 CAR = {
     "gnot": dict(hidden=32, layers=2, heads=4, experts=3, ffn_hidden=48, gate_hidden=32, embed_hidden=48),
     "mgno": dict(hidden=24, grid=(16, 8, 8), levels=3, smoothing=2, layers=3, kernel_hidden=(24,),
@@ -314,24 +310,10 @@ CAR = {
 }
 
 
-def _car():
-    trimesh = pytest.importorskip("trimesh")
-    folder = DATA / "001"
-    if not (folder / "tri_mesh.ply").exists():
-        pytest.skip(f"ShapeNet car data not found at {folder}")
-    mesh = trimesh.load(folder / "tri_mesh.ply", process=False)
-    press = np.load(folder / "press.npy")
-    press = np.concatenate([press[:16], press[112:]])
-    pts = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
-    lo, hi = pts.min(0).values, pts.max(0).values
-    pts = (pts - (lo + hi) / 2) / ((hi - lo).max() / 2)
-    normals = torch.tensor(np.asarray(mesh.vertex_normals), dtype=torch.float32)
-    y = torch.tensor(press, dtype=torch.float32)
-    return pts, normals, ((y - y.mean()) / y.std())[:, None]
-
-
 @pytest.mark.parametrize("name", list(CAR))
 def test_fits_real_car_pressure_in_200_steps(name):
+    from test_models_shapenet import _car  # the one ShapeNet loader (skips when the data are absent)
+
     pts, normals, y = _car()
     torch.manual_seed(0)
     model = build(name, 3, 1, 3, **CAR[name])

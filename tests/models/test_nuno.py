@@ -84,9 +84,11 @@ def test_interpolation_weights_match_a_dense_reference():
     assert bool((leaf >= 0).all())
 
 
-def test_leaf_size_controls_the_interpolation_error():
+@pytest.mark.parametrize("split", ["median", "kl"])
+def test_leaf_size_controls_the_interpolation_error(split):
     """The paper's claim: smaller subdomains (at a fixed subgrid resolution) interpolate with less error.
-    Round trip points -> subgrids -> points of a smooth field on a clustered (non-uniform) cloud."""
+    Round trip points -> subgrids -> points of a smooth field on a clustered (non-uniform) cloud, with
+    the median splits and with the paper's KL-optimised splits."""
     g = torch.Generator().manual_seed(3)
     centers = torch.tensor([[0.2, 0.3], [0.7, 0.8], [0.8, 0.2]], dtype=torch.float64)
     which = torch.randint(0, 3, (6000,), generator=g)
@@ -94,7 +96,8 @@ def test_leaf_size_controls_the_interpolation_error():
     f = torch.sin(6 * math.pi * pts[:, :1]) * torch.cos(4 * math.pi * pts[:, 1:])
     errors = []
     for leaves in (1, 4, 16, 64):
-        grids = leaf_grids(pts, leaves, (8, 8), k=4)
+        grids = leaf_grids(pts, leaves, (8, 8), k=4, split=split)
+        assert grids.num_leaves == leaves
         back = grids.to_points(grids.to_grid(f), pts)
         errors.append(float((back - f).norm() / f.norm()))
     assert all(b < a for a, b in zip(errors, errors[1:])), errors
@@ -187,3 +190,81 @@ def test_fits_real_car_pressure():
     with torch.no_grad():
         err = _rel(model(pts, normals), y)
     assert err < 0.5, f"nuno: relative L2 {err:.3f} after 200 steps"
+
+
+# -- split="kl": the paper's KL-optimised k-d splits -----------------------------------------------------------------
+def _kl_reference(p, bins):
+    """Histogram KL divergence from uniform over the tight box, written out (float64)."""
+    lo, hi = p.min(0).values, p.max(0).values
+    idx = ((p - lo) / (hi - lo) * bins).floor().long().clamp(0, bins - 1)
+    counts = torch.zeros(bins, bins, dtype=torch.float64)
+    for i, j in idx.tolist():
+        counts[i, j] += 1
+    q = counts.flatten() / p.shape[0]
+    q = q[q > 0]
+    return float((q * (q * bins * bins).log()).sum())
+
+
+def test_kl_partition_is_a_partition_and_matches_the_kl_formula():
+    from pyengine.models.nuno import _histogram_kl, kl_partition
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(517, 2, generator=g, dtype=torch.float64) ** 2  # denser towards the origin
+    one = torch.ones(1, 517, dtype=torch.bool)
+    kl = _histogram_kl(pts, one, 5, pts.min(0).values[None], pts.max(0).values[None])
+    assert abs(float(kl[0]) - _kl_reference(pts, 5)) < 1e-9
+    for parts in (1, 3, 8):
+        part = kl_partition(pts, parts, bins=5, candidates=9, min_points=4)
+        assert part.num_leaves == parts
+        assert torch.equal(part.perm.sort().values, torch.arange(517))
+        sizes = part.leaf_ptr.diff()
+        assert int(sizes.min()) >= 4
+        for i in range(parts):
+            leaf = pts[part.leaf(i)]
+            torch.testing.assert_close(part.boxes[i], torch.stack([leaf.min(0).values, leaf.max(0).values]))
+    again = kl_partition(pts, 8, bins=5, candidates=9, min_points=4)
+    assert torch.equal(again.perm, part.perm) and torch.equal(again.leaf_ptr, part.leaf_ptr)
+    with pytest.raises(ValueError, match="n_parts"):
+        kl_partition(pts, 0)
+
+
+def test_kl_split_separates_clusters_the_median_split_cuts():
+    """Two uniform blocks of 300 and 100 points far apart: the KL split puts the plane in the gap
+    (two uniform children, KL near 0), where the median split cuts the larger block."""
+    from pyengine.models.nuno import kl_partition
+    from pyengine.ops import kd_partition
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(300, 2, generator=g, dtype=torch.float64) * 0.3
+    b = torch.rand(100, 2, generator=g, dtype=torch.float64) * 0.3 + torch.tensor([0.7, 0.0], dtype=torch.float64)
+    pts = torch.cat([a, b])
+    part = kl_partition(pts, 2, bins=4)
+    groups = sorted(sorted(part.leaf(i).tolist()) for i in range(2))
+    assert groups == [list(range(300)), list(range(300, 400))]
+    median = kd_partition(pts, n_parts=2)
+    assert sorted(median.leaf_ptr.diff().tolist()) == [200, 200]
+
+
+def test_nuno_with_kl_splits_fits():
+    """split='kl' through the model: shapes, determinism, errors, and a short fit of a smooth field."""
+    pts, feats = _cloud(300, 2, 6)
+    y = torch.sin(3 * pts[:, :1]) * pts[:, 1:]
+    cfg = dict(hidden=16, leaves=4, subgrid=(8, 8), modes=(4, 4), fno_layers=2, split="kl")
+    torch.manual_seed(0)
+    model = build("nuno", 2, 1, 2, **cfg)
+    torch.manual_seed(0)
+    twin = build("nuno", 2, 1, 2, **cfg)
+    out = model(pts, feats)
+    assert out.shape == (300, 1)
+    torch.testing.assert_close(out, twin(pts, feats), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="split"):
+        build("nuno", 2, 1, 2, **dict(cfg, split="mean"))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(80):
+        opt.zero_grad()
+        loss = (model(pts, feats) - y).square().mean()
+        first = float(loss.detach()) if first is None else first
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.2 * first, (first, float(loss))
