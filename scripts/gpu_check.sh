@@ -66,6 +66,8 @@ echo "gpu_check: required part done at $(elapsed)"
 
 # ---- optional: only if time is left in the call
 bench 90 models --points 100k
+# GAOT vs the official formulation at GAOT-3D sizes (100k points, 64x64x32 tokens), GAOT only.
+bench 120 models --peers --no-gno --gaot-points 100k --gaot-grid 64,64,32 --gaot-radius 0.05 --gaot-scales 1,1.5 --gaot-samples 1,1 --steps 3
 if [ -x scripts/gpu_sanitize.sh ] && command -v compute-sanitizer >/dev/null; then
   limit 120 bash scripts/gpu_sanitize.sh >"$OUT/sanitize.log" 2>&1 || true
   echo "gpu_check: sanitizers done at $(elapsed)"
