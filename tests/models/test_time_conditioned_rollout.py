@@ -99,7 +99,9 @@ def test_pushforward_fit_of_time_conditioned_models(name):
     torch.manual_seed(0)
     cfg = dict(RIGNO, time_conditioning="norm") if name == "rigno" else GAOT
     stepper = TimeStepper(build(name, 1 + 3, 1, 2, time_conditioned=True, **cfg), 0.02, rescale=name == "rigno")
-    lr, bound = (1e-2, 0.8) if name == "rigno" else (3e-3, 0.5)
+    # GAOT's bound was 0.5 until its statistical embedding gained the official final ReLU (issue 19),
+    # which slows this 120-step fit to 0.54 of the untrained error; 0.7 still asks for a clear gain.
+    lr, bound = (1e-2, 0.8) if name == "rigno" else (3e-3, 0.7)
 
     def one_step_mse(persistence=False):
         errs = []
