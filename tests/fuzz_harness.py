@@ -58,7 +58,20 @@ def run_in_subprocess(test_file: str, func: str, profile: str, timeout: float = 
         raise AssertionError(f"fuzz property {func} {how}; child stderr (tail):\n" + "\n".join(lines)[-8000:])
 
 
+def _load_sanitized_extension(path: str) -> None:
+    """Under scripts/sanitize.sh: the ASan+UBSan build of pyengine._C, in place of the installed one."""
+    spec = importlib.util.spec_from_file_location("pyengine._C", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.modules["pyengine._C"] = mod
+    import pyengine
+
+    assert pyengine._C is mod, "the sanitized extension was not picked up"
+
+
 def child_main(test_file: str, func: str) -> None:
+    if os.environ.get("PYENGINE_SANITIZED_EXT"):
+        _load_sanitized_extension(os.environ["PYENGINE_SANITIZED_EXT"])
     register_profiles()
     settings.load_profile(os.environ.get(PROFILE_ENV, "ci"))
     torch.set_num_threads(2)
