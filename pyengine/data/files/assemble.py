@@ -24,8 +24,7 @@ from .config import FileDatasetConfig
 from .manifest import SampleSpec
 from .readers import attach_fields, read_record, read_sidecar
 from .records import DataFileError, MeshRecord, listing
-from .surface import (SURFACE_CELLS, VOLUME_CELLS, area_vectors, cell_to_point, kind_rows, orientation,
-                      vertex_normals)
+from .surface import SURFACE_CELLS, VOLUME_CELLS, cell_to_point, kind_rows, surface_quantities
 
 __all__ = ["SampleArrays", "assemble", "select_fields"]
 
@@ -131,22 +130,6 @@ def _compact(points: np.ndarray, cells: dict[str, np.ndarray]):
     return points[ids], {k: remap[c] for k, c in cells.items()}, ids
 
 
-def _lumped(areas: np.ndarray, cells: dict[str, np.ndarray], n: int) -> np.ndarray:
-    """Each vertex's share of its cells' area vectors (1/k of each k-vertex cell): (n, 3).
-
-    Summing ``f_v * A_v`` integrates a field that is linear on each triangle exactly.
-    """
-    out = np.zeros((n, 3))
-    start = 0
-    for c in cells.values():
-        a = areas[start:start + len(c)] / c.shape[1]
-        for j in range(c.shape[1]):
-            for col in range(3):
-                out[:, col] += np.bincount(c[:, j], weights=a[:, col], minlength=n)
-        start += len(c)
-    return out
-
-
 def _surface_part(record: MeshRecord, source: str):
     """Surface cells of a record (or a tetrahedral mesh's boundary); raises when there are none."""
     cells, rows = kind_rows(record.cells, SURFACE_CELLS)
@@ -169,21 +152,19 @@ def _conditioning(spec: SampleSpec, names: list[str]) -> dict[str, float]:
     return {n: spec.scalars[n] for n in names}
 
 
-def _surface_inputs(points, cells, location, features, source):
-    """Input points, features and outward area vectors of a surface at its vertices or cell centres."""
-    areas = area_vectors(points, cells)
-    sign = orientation(points, cells, areas)
-    if sign < 0:
-        areas = -areas
+def _surface_inputs(points, cells, location, features, source, lumped=True):
+    """Input points, features and outward area vectors of a surface at its vertices or cell centres
+    (vertices: each vertex's lumped share of its cells' area vectors; None when not ``lumped``)."""
+    normals = features == "normals"
+    q = surface_quantities(points, cells, normals=normals and location != "cells",
+                           lumped=lumped and location != "cells", source=source)
     if location == "cells":
         centres = np.concatenate([points[c].mean(axis=1) for c in cells.values()])
-        norms = np.linalg.norm(areas, axis=1)
+        norms = np.linalg.norm(q.areas, axis=1)
         if (norms <= 0).any():
             raise DataFileError(f"{source}: {int((norms <= 0).sum())} surface cells have zero area, so no normal")
-        normals = areas / norms[:, None] if features == "normals" else None
-        return centres, normals, areas
-    normals = sign * vertex_normals(points, cells, source, areas) if features == "normals" else None
-    return points, normals, _lumped(areas, cells, len(points))
+        return centres, (q.areas / norms[:, None] if normals else None), q.areas
+    return points, q.normals, q.lumped
 
 
 def assemble(spec: SampleSpec, cfg: FileDatasetConfig, *, targets: bool = True) -> SampleArrays:
@@ -234,7 +215,7 @@ def assemble(spec: SampleSpec, cfg: FileDatasetConfig, *, targets: bool = True) 
         surf = record
     scells, _ = _surface_part(surf, surf.source)
     spoints, scells, _ = _compact(surf.points, scells)
-    inputs, normals, _ = _surface_inputs(spoints, scells, "points", cfg.features, surf.source)
+    inputs, normals, _ = _surface_inputs(spoints, scells, "points", cfg.features, surf.source, lumped=False)
     feats = _with_scalars(normals, scalars, len(inputs))
     return SampleArrays(spec.name, inputs, feats, queries, values, None, vcells, record.points, None, location,
                         dict(spec.scalars), record.source)
