@@ -72,6 +72,8 @@ if [ -x scripts/gpu_sanitize.sh ] && command -v compute-sanitizer >/dev/null; th
   limit 120 bash scripts/gpu_sanitize.sh >"$OUT/sanitize.log" 2>&1 || true
   echo "gpu_check: sanitizers done at $(elapsed)"
 fi
+# File datasets (issue 16): GPU step time with and without the loader, 4 surfaces of 100k points.
+bench 90 files --quick
 
 echo "================ summary ($(elapsed))"
 "$PY" scripts/gpu_summary.py "$OUT" /tmp/pyengine_pytest_cuda.xml
