@@ -31,6 +31,13 @@ Where pyengine differs from torch_cluster, on purpose:
 * ``knn`` with ``k`` larger than a cloud returns that cloud's ``min(k, n)`` points, as
   torch_cluster does; :func:`pyengine.ops.knn_bruteforce` keeps the padded ``(M, k)`` form.
 * ``num_workers`` is accepted and ignored (the kernels use all OpenMP threads / the GPU).
+
+``torch.compile(fullgraph=True)``: the graph builders trace without graph breaks when
+``batch_size`` is given (otherwise ``batch.max()`` is read on the host) and, for
+:func:`softmax` / :func:`log_softmax`, when ``num_nodes`` is given. Under tracing the value
+checks of batch vectors are skipped (they run in eager mode), kNN searches every cloud with
+the exact brute-force kernel (the k-d tree needs cloud sizes read on the host), and
+``radius_graph`` always applies its nearest-first truncation pass; the results are the same.
 """
 
 from __future__ import annotations
@@ -132,7 +139,9 @@ def _pad2(x: Tensor) -> Tensor:
 
 def _knn_padded(x: Tensor, y: Tensor, k: int, ptr_x: Tensor, ptr_y: Tensor, cosine: bool) -> tuple[Tensor, Tensor]:
     """``(dist (M, k), idx (M, k))`` ascending, padded with ``(inf, -1)`` in clouds of fewer than k points."""
-    if cosine or x.shape[1] > 3:
+    if cosine or x.shape[1] > 3 or _tracing():
+        # Under torch.compile the cloud sizes cannot be read to choose the k-d tree, whose
+        # search needs k points per cloud: the exact brute-force kernel serves every cloud.
         return knn_bruteforce(x, y, k, point_ptr=ptr_x, query_ptr=ptr_y, cosine=cosine)
     xs, ys = _pad2(x), _pad2(y)
     sizes = ptr_x[1:] - ptr_x[:-1]
@@ -340,9 +349,10 @@ def radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = 
     if not loop:
         keep = row != col
         row, col = row[keep], col[keep]
-        if max_num is not None and row.numel():
+        if max_num is not None and (_tracing() or row.numel()):
             counts = torch.bincount(row, minlength=x.shape[0])
-            if bool((counts > max_num).any()):  # self was cut by duplicates with lower indices
+            # self was cut by duplicates with lower indices (traced: always truncate, a no-op otherwise)
+            if _tracing() or bool((counts > max_num).any()):
                 rp = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
                 keep = _truncate_nearest(x, row, col, rp, max_num)
                 row, col = row[keep], col[keep]

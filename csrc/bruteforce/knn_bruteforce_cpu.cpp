@@ -154,9 +154,9 @@ struct Bound {
 // Keeps the candidates under tau (recomputed from the k-th smallest s); grows the buffer
 // when pruning frees less than half of it (many near-ties).
 template <typename scalar_t>
-void prune(Candidates<scalar_t>& c, int64_t K, const Bound& bound, int64_t& cap) {
+void prune(Candidates<scalar_t>& c, int64_t K, const Bound& bound, int64_t& cap, std::vector<scalar_t>& tmp) {
   if (c.n >= K) {
-    std::vector<scalar_t> tmp(c.s.begin(), c.s.begin() + c.n);
+    tmp.assign(c.s.begin(), c.s.begin() + c.n);
     std::nth_element(tmp.begin(), tmp.begin() + (K - 1), tmp.end());
     c.tau = std::min(c.tau, bound.tau(tmp[K - 1]));
     int64_t m = 0;
@@ -258,6 +258,7 @@ void knn_blocks(const KnnArgs& a, scalar_t* dist, int64_t* idx) {
     std::vector<Bound> bounds(kQueryBlock);
     std::vector<int64_t> caps(kQueryBlock);
     std::vector<std::pair<double, int64_t>> exact;
+    std::vector<scalar_t> scratch;
     for (int64_t it = i0; it < i1; ++it) {
       const int64_t b = items[it].first, qs = items[it].second;
       const int64_t qb = std::min(kQueryBlock, qptr[b + 1] - qs);
@@ -292,7 +293,7 @@ void knn_blocks(const KnnArgs& a, scalar_t* dist, int64_t* idx) {
           for (int64_t j = 0; j < pb; ++j) {
             const scalar_t s = (base + sqp[j]) - two * dot[j];
             if (s <= c.tau) {
-              if (c.n == cap) prune(c, K, bounds[i], cap);
+              if (c.n == cap) prune(c, K, bounds[i], cap, scratch);
               if (s <= c.tau) {
                 c.s[c.n] = s;
                 c.j[c.n] = ps + j;
@@ -300,7 +301,7 @@ void knn_blocks(const KnnArgs& a, scalar_t* dist, int64_t* idx) {
               }
             }
           }
-          if (c.n > 2 * K || (c.n >= K && c.tau == inf)) prune(c, K, bounds[i], cap);
+          if (c.n > 2 * K || (c.n >= K && c.tau == inf)) prune(c, K, bounds[i], cap, scratch);
         }
       }
       // Exact distances of the candidates, from the original coordinates.

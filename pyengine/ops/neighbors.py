@@ -35,21 +35,23 @@ def _batch_ptr(batch: Tensor | None, n: int, num_batches: int, name: str, device
         raise TypeError(f"{name} must be int64 or int32, got {batch.dtype}")
     if batch.device != torch.device(device) and batch.device.type != torch.device(device).type:
         raise ValueError(f"{name} is on {batch.device}, expected {device}")
-    if n and bool((batch[1:] < batch[:-1]).any()):
-        raise ValueError(f"{name} must be sorted (non-decreasing), as torch-geometric batch vectors are")
-    if n and int(batch[0]) < 0:
-        raise ValueError(f"{name} has negative entries")
-    if n and int(batch[-1]) >= num_batches:
-        raise ValueError(f"{name} has batch ids >= {num_batches}, the number of batches of the points")
-    counts = torch.bincount(batch.long(), minlength=num_batches)
-    ptr = torch.zeros(num_batches + 1, dtype=torch.long, device=batch.device)
-    torch.cumsum(counts, 0, out=ptr[1:])
-    return ptr
+    if n and not torch.compiler.is_compiling():  # value checks: eager only (no graph breaks when traced)
+        if bool((batch[1:] < batch[:-1]).any()):
+            raise ValueError(f"{name} must be sorted (non-decreasing), as torch-geometric batch vectors are")
+        if int(batch[0]) < 0:
+            raise ValueError(f"{name} has negative entries")
+        if int(batch[-1]) >= num_batches:
+            raise ValueError(f"{name} has batch ids >= {num_batches}, the number of batches of the points")
+    # offsets of a sorted vector, of a size known without reading it (fullgraph-friendly)
+    return torch.searchsorted(batch.long(), torch.arange(num_batches + 1, device=batch.device))
 
 
 def _num_batches(*batches: Tensor | None) -> int:
-    present = [b for b in batches if b is not None and b.numel()]
-    return max((int(b[-1]) for b in present), default=0) + 1
+    last = 0
+    for b in batches:
+        if b is not None and b.numel():
+            last = max(last, int(b[-1]))
+    return last + 1
 
 
 def _radius_tensor(radius, queries: Tensor) -> Tensor:

@@ -35,8 +35,8 @@ ARG = P.segment_reduce(SRC, ROW_PTR, "max")[1]
 # (id, call, exception type, regex that must occur in the message)
 CASES = [
     # --- segment_reduce / segment_softmax: src and row_ptr
-    ("src int64", lambda: ops.segment_reduce(SRC.long(), ROW_PTR), TypeError, r"^src must be float32"),
-    ("src int32 raw", lambda: P.segment_reduce(SRC.int(), ROW_PTR, "sum"), TypeError, r"^src must be float32"),
+    ("src int64 mean", lambda: ops.segment_reduce(SRC.long(), ROW_PTR, "mean"), TypeError, r"^reduce='mean' needs"),
+    ("src int16 raw", lambda: P.segment_reduce(SRC.to(torch.int16), ROW_PTR, "sum"), TypeError, r"^src must be float32"),
     ("src bool", lambda: ops.segment_reduce(SRC > 0, ROW_PTR, "max"), TypeError, r"^src must be float"),
     ("src complex", lambda: ops.segment_reduce(SRC.to(torch.complex64), ROW_PTR), TypeError, r"^src must be float"),
     ("src not a tensor", lambda: ops.segment_reduce([1.0, 2.0, 3.0], ROW_PTR), TypeError, r"^src must be a torch\.Tensor"),
@@ -204,7 +204,7 @@ def test_disabled_checks_still_validate_cpu_data():
         with pytest.raises(TypeError, match="^row_ptr must be int64"):
             ops.segment_reduce(SRC, ROW_PTR.int())
         with pytest.raises(TypeError, match="^src must be float"):
-            ops.segment_reduce(SRC.long(), ROW_PTR)
+            ops.segment_reduce(SRC.to(torch.int16), ROW_PTR)
         with pytest.raises(ValueError, match="^values must have one entry per edge"):
             ops.spmm(ROW_PTR, COL, VALUES[:2], X)
         with pytest.raises(TypeError, match="^values has dtype"):
