@@ -96,9 +96,15 @@ def _quadrature(width: int, beta: float) -> tuple[tuple[float, ...], tuple[float
     return tuple(z.tolist()), tuple((width * wq * phi).tolist())
 
 
+_QUAD: dict = {}  # (width, beta) -> quadrature; filled eagerly by the plan (numpy is not traced by dynamo)
+
+
 def _kernel_ft_at(t: Tensor, width: int, beta: float) -> Tensor:
     """phihat(t) = w int_0^1 phi(z) cos(t w z / 2) dz for real t (radians per fine-grid node), (N, d) -> (N,)."""
-    z, wphi = _quadrature(width, beta)
+    key = (width, beta)
+    if key not in _QUAD:
+        _QUAD[key] = _quadrature(width, beta)
+    z, wphi = _QUAD[key]
     z = torch.tensor(z, dtype=t.dtype, device=t.device)
     wphi = torch.tensor(wphi, dtype=t.dtype, device=t.device)
     return (torch.cos(t.unsqueeze(-1) * (0.5 * width) * z) @ wphi).prod(-1)
@@ -251,6 +257,7 @@ class NUFFT3Plan:
         self.bounds: Bounds = tuple((c, x, dd, s) for (c, x), (dd, s) in zip(_ranges(self.points),
                                                                             _ranges(self.targets)))
         geo = _t3_geometry(self.bounds, self.eps, self.upsampfac)
+        _QUAD.setdefault((geo.width, geo.beta), _quadrature(geo.width, geo.beta))
         self.grid = geo.grid
         xp, t = _t3_coordinates(self.points, self.targets, self.bounds, geo)
         self._sort = _t3_sort(xp, t, geo, self.eps)
