@@ -21,14 +21,7 @@ from pyengine.ops import nufft as nufft_module
 finufft = pytest.importorskip("finufft")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small transforms: one thread is 10-40x faster than two on a loaded 2-core box
-    # (thread-count independence is tested in test_nufft.py).
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def mode_grid(n_modes, modeord=0):

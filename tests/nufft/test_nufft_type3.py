@@ -16,13 +16,7 @@ from pyengine.ops import nufft_type3 as t3
 finufft = pytest.importorskip("finufft")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small transforms: one thread is 10-40x faster than two on a loaded 2-core box.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def exact_type3(x, c, s, isign):
