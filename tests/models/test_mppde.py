@@ -153,13 +153,7 @@ def test_quick_fit_reduces_loss():
     model = build("mppde", 1 + 3, 1, 2, hidden=16, layers=2, radius=0.15, dt=0.02)
 
     def one_step_mse(persistence=False):
-        errs = []
-        with torch.no_grad():
-            for pts, frames, params in traj:
-                for t in range(frames.shape[0] - 1):
-                    pred = frames[t] if persistence else model.step(pts, frames[t], params)
-                    errs.append(float((pred - frames[t + 1]).square().mean()))
-        return sum(errs) / len(errs)
+        return _one_step_mse(model, traj, persistence)
 
     before = one_step_mse()
     losses = fit_rollout(model, traj, steps=150, lr=3e-3, max_unroll=1, seed=0)
@@ -242,15 +236,21 @@ def test_cnn_decoder_quick_fit_reduces_loss():
     model = build("mppde", 1 + 3, 1, 2, hidden=16, layers=2, radius=0.15, dt=0.02, decoder="cnn")
 
     def one_step_mse(persistence=False):
-        errs = []
-        with torch.no_grad():
-            for pts, frames, params in traj:
-                for t in range(frames.shape[0] - 1):
-                    pred = frames[t] if persistence else model.step(pts, frames[t], params)
-                    errs.append(float((pred - frames[t + 1]).square().mean()))
-        return sum(errs) / len(errs)
+        return _one_step_mse(model, traj, persistence)
 
     before = one_step_mse()
     fit_rollout(model, traj, steps=150, lr=3e-3, max_unroll=1, seed=0)
     after = one_step_mse()
     assert after < 0.4 * before and after < 0.4 * one_step_mse(persistence=True), (before, after)
+
+
+def _one_step_mse(model, traj, persistence=False):
+    """Mean one-step squared error of model.step over the trajectories' frame pairs
+    (persistence=True: of repeating the current frame, the baseline to beat)."""
+    errs = []
+    with torch.no_grad():
+        for pts, frames, params in traj:
+            for t in range(frames.shape[0] - 1):
+                pred = frames[t] if persistence else model.step(pts, frames[t], params)
+                errs.append(float((pred - frames[t + 1]).square().mean()))
+    return sum(errs) / len(errs)
