@@ -1,4 +1,4 @@
-"""Benchmark pyengine's NUFFT (types 1 and 2) and SpectralConvPoints against their peers.
+"""Benchmark pyengine's NUFFT (types 1, 2 and 3) and SpectralConvPoints against their peers.
 
 Transforms (random points uniform in [0, 2 pi)^d, random complex strengths / modes):
 
@@ -15,6 +15,13 @@ CPU, both results' relative errors against the exact sum on a sample (16 modes /
 2000 points, float64); ``match`` means our error vs the exact sum is within 10 eps.
 (finufft's single precision computes coordinates in float32 and loses accuracy on
 large grids, so the ours-vs-finufft difference can exceed eps while ours does not.)
+
+Upsampling factor 1.25: types 1 and 2 once more with ``upsampfac=1.25`` on both sides
+(finufft's ``upsampfac`` option), at max(eps, 1e-5) (the float32 floor at 1.25).
+
+Type 3 (non-uniform frequencies): M sources in [-pi, pi)^d and M/2 targets in
+[-K/2, K/2)^d (K = --modes, the same space-bandwidth product as the type-1 rows), vs
+finufft's type-3 plan on CPU and the dense exp matrix on CUDA; both planned beforehand.
 
 Layer: ``SpectralConvPoints`` forward (plan reused, as in training on a fixed
 geometry) vs the dense Fourier-matrix layer computing the same thing (the matrix is
@@ -52,7 +59,7 @@ from ._timing import (  # noqa: E402
 )
 
 from pyengine.nn import SpectralConvPoints  # noqa: E402
-from pyengine.ops import NUFFTPlan, set_input_checks  # noqa: E402
+from pyengine.ops import NUFFT3Plan, NUFFTPlan, set_input_checks  # noqa: E402
 
 DTYPES = {"complex64": torch.complex64, "complex128": torch.complex128}
 
@@ -95,12 +102,12 @@ def exact_errors_type2(x, f, isign, results, count=2000, seed=0):
 # --------------------------------------------------------------------------- peers
 
 
-def finufft_peer(kind, x, n_modes, eps, dtype, nthreads, batch):
+def finufft_peer(kind, x, n_modes, eps, dtype, nthreads, batch, **opts):
     import finufft
 
     d = x.shape[1]
     plan = finufft.Plan(kind, tuple(n_modes), n_trans=batch, eps=eps, dtype=str(dtype).split(".")[1],
-                        nthreads=nthreads)
+                        nthreads=nthreads, **opts)
     plan.setpts(*[np.ascontiguousarray(x[:, i].cpu().numpy().astype(np.float64 if dtype == torch.complex128
                                                                         else np.float32)) for i in range(d)])
     return plan
@@ -148,7 +155,7 @@ def dense_layer(layer, points, x, chunk):
 # --------------------------------------------------------------------------- benchmark
 
 
-def bench_transforms(args, dev, rows):
+def bench_transforms(args, dev, rows, upsampfac=None):
     dtype = DTYPES[args.dtype]
     real = torch.float32 if dtype == torch.complex64 else torch.float64
     d, M, B = args.dim, args.points, args.batch
@@ -158,11 +165,15 @@ def bench_transforms(args, dev, rows):
     c = torch.randn(B, M, generator=gen, dtype=dtype)
     f = torch.randn(B, *n_modes, generator=gen, dtype=dtype)
     xd, cd, fd = x.to(dev), c.to(dev), f.to(dev)
-    case = f"{d}D M={format_count(M)} B={B} {args.modes}^{d} eps={args.eps:g} {args.dtype}"
+    eps = args.eps if upsampfac is None else max(args.eps, 1e-5)
+    case = f"{d}D M={format_count(M)} B={B} {args.modes}^{d} eps={eps:g} {args.dtype}"
+    if upsampfac is not None:
+        case += f" sigma={upsampfac:g}"
     budget = args.max_seconds
+    opts = {} if upsampfac is None else {"upsampfac": upsampfac}
 
-    plan = NUFFTPlan(xd, n_modes, args.eps, dtype)
-    t_plan = measure(lambda: NUFFTPlan(xd, n_modes, args.eps, dtype), repeat=3, warmup=1, device=dev,
+    plan = NUFFTPlan(xd, n_modes, eps, dtype, **opts)
+    t_plan = measure(lambda: NUFFTPlan(xd, n_modes, eps, dtype, **opts), repeat=3, warmup=1, device=dev,
                      max_seconds=budget)
     ours1 = plan.type1(cd)
     ours2 = plan.type2(fd)
@@ -174,8 +185,8 @@ def bench_transforms(args, dev, rows):
     if dev.type == "cpu":
         try:
             nt = torch.get_num_threads()
-            p1 = finufft_peer(1, x, n_modes, args.eps, dtype, nt, B)
-            p2 = finufft_peer(2, x, n_modes, args.eps, dtype, nt, B)
+            p1 = finufft_peer(1, x, n_modes, eps, dtype, nt, B, **opts)
+            p2 = finufft_peer(2, x, n_modes, eps, dtype, nt, B, **opts)
             cn = c.numpy() if B > 1 else c[0].numpy()
             fn = f.numpy() if B > 1 else f[0].numpy()
             ref1, ref2 = p1.execute(cn), p2.execute(fn)
@@ -188,9 +199,9 @@ def bench_transforms(args, dev, rows):
             x2 = exact_errors_type2(x, f, -1, [ours2, ref2])
             peer = f"finufft {getattr(sys.modules['finufft'], '__version__', '')} ({nt} thr)"
             note = "{}; err vs exact: ours {:.1e}, finufft {:.1e}"
-            rows.append(Row(case, "type 1", t1, peer, pt1, e1, x1[0] <= 10 * args.eps,
+            rows.append(Row(case, "type 1", t1, peer, pt1, e1, x1[0] <= 10 * eps,
                             note=note.format(rate(t1), *x1)))
-            rows.append(Row(case, "type 2", t2, peer, pt2, e2, x2[0] <= 10 * args.eps,
+            rows.append(Row(case, "type 2", t2, peer, pt2, e2, x2[0] <= 10 * eps,
                             note=note.format(rate(t2), *x2)))
         except ImportError:
             log("finufft not installed: no CPU peer")
@@ -203,9 +214,9 @@ def bench_transforms(args, dev, rows):
         pt1 = measure(lambda: dense_type1(xd, cd, n_modes, 1, chunk), repeat=3, warmup=1, device=dev, max_seconds=budget)
         pt2 = measure(lambda: dense_type2(xd, fd, -1, chunk), repeat=3, warmup=1, device=dev, max_seconds=budget)
         e1, e2 = rel_diff(ours1, d1), rel_diff(ours2, d2)
-        rows.append(Row(case, "type 1", t1, "dense Fourier matrix", pt1, e1, e1 <= 10 * max(args.eps, 1e-5),
+        rows.append(Row(case, "type 1", t1, "dense Fourier matrix", pt1, e1, e1 <= 10 * max(eps, 1e-5),
                         note=rate(t1)))
-        rows.append(Row(case, "type 2", t2, "dense Fourier matrix", pt2, e2, e2 <= 10 * max(args.eps, 1e-5),
+        rows.append(Row(case, "type 2", t2, "dense Fourier matrix", pt2, e2, e2 <= 10 * max(eps, 1e-5),
                         note=rate(t2)))
         try:
             import torchkbnufft as tkbn  # noqa: F401
@@ -214,6 +225,68 @@ def bench_transforms(args, dev, rows):
         except ImportError:
             log("torchkbnufft not installed: skipped")
     rows.append(Row(case, "plan (sort)", t_plan, note="once per geometry"))
+
+
+def bench_type3(args, dev, rows):
+    """Type 3 at the type-1 rows' space-bandwidth product: M sources, M/2 targets."""
+    dtype = DTYPES[args.dtype]
+    real = torch.float32 if dtype == torch.complex64 else torch.float64
+    d, M, B, K = args.dim, args.points, args.batch, args.modes
+    N = max(1, M // 2)
+    gen = torch.Generator().manual_seed(args.seed + 3)
+    x = ((torch.rand(M, d, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi).to(real)
+    s = ((torch.rand(N, d, generator=gen, dtype=torch.float64) - 0.5) * K).to(real)
+    c = torch.randn(B, M, generator=gen, dtype=dtype)
+    xd, sd, cd = x.to(dev), s.to(dev), c.to(dev)
+    case = f"type 3 {d}D M={format_count(M)} N={format_count(N)} B={B} |s|<={K // 2} eps={args.eps:g} {args.dtype}"
+    budget = args.max_seconds
+    plan = NUFFT3Plan(xd, sd, args.eps, dtype)
+    ours = plan.execute(cd)
+    t = measure(lambda: plan.execute(cd), repeat=5, warmup=1, device=dev, max_seconds=budget)
+    rate = f"{M * B / t:.3g} pts/s, sigma={plan.upsampfac:g}"
+    # exact sum on a sample of targets (float64), for both sides
+    idx = torch.randperm(N, generator=gen)[:200]
+    phase = (s[idx].double() @ x.double().T)  # (200, M)
+    exact = (c.to(torch.complex128) @ torch.exp(1j * phase).T)  # (B, 200)
+
+    def err_vs_exact(out):
+        o = torch.as_tensor(out).reshape(B, N)[:, idx].to(torch.complex128)
+        return float((o - exact).norm() / exact.norm())
+
+    if dev.type == "cpu":
+        try:
+            import finufft
+
+            nt = torch.get_num_threads()
+            fp = finufft.Plan(3, d, n_trans=B, eps=args.eps, dtype=args.dtype, nthreads=nt)
+            np_real = np.float64 if dtype == torch.complex128 else np.float32
+            xs = [np.ascontiguousarray(x[:, i].numpy().astype(np_real)) for i in range(d)]
+            ss = [np.ascontiguousarray(s[:, i].numpy().astype(np_real)) for i in range(d)]
+            fp.setpts(*xs, *ss)
+            cn = c.numpy() if B > 1 else c[0].numpy()
+            ref = fp.execute(cn)
+            pt = measure(lambda: fp.execute(cn), repeat=5, warmup=1, max_seconds=budget)
+            e = rel_diff(ours, torch.from_numpy(ref).reshape(ours.shape))
+            eo, ef = err_vs_exact(ours), err_vs_exact(torch.from_numpy(ref))
+            peer = f"finufft {getattr(finufft, '__version__', '')} ({nt} thr)"
+            rows.append(Row(case, "type 3", t, peer, pt, e, eo <= 10 * args.eps,
+                            note=f"{rate}; err vs exact: ours {eo:.1e}, finufft {ef:.1e}"))
+        except ImportError:
+            log("finufft not installed: no CPU peer for type 3")
+            rows.append(Row(case, "type 3", t, note=rate))
+    else:
+        chunk = max(1, 2**27 // (M * 8))
+
+        def dense():
+            out = []
+            for i in range(0, N, chunk):
+                out.append(cd @ torch.exp(1j * (sd[i:i + chunk] @ xd.T)).T.to(dtype))
+            return torch.cat(out, dim=1)
+
+        ref = dense()
+        pt = measure(dense, repeat=3, warmup=1, device=dev, max_seconds=budget)
+        e = rel_diff(ours, ref)
+        rows.append(Row(case, "type 3", t, "dense exp matrix", pt, e, e <= 10 * max(args.eps, 1e-5), note=rate))
 
 
 def bench_layer(args, dev, rows):
@@ -249,6 +322,8 @@ def main(argv=None) -> int:
     parser.add_argument("--layer-modes", type=int, default=None, help="modes per dimension (default 32 cuda, 16 cpu)")
     parser.add_argument("--layer-channels", type=int, default=16)
     parser.add_argument("--no-layer", action="store_true")
+    parser.add_argument("--no-sigma125", action="store_true", help="skip the upsampfac=1.25 rows")
+    parser.add_argument("--no-type3", action="store_true", help="skip the type-3 row")
     parser.add_argument("--no-input-checks", action="store_true",
                         help="skip the per-call data checks of perm / bin_ptr (one device sync each on CUDA)")
     args = parse_common(parser, argv)
@@ -273,6 +348,10 @@ def main(argv=None) -> int:
         log(f"other busy CPUs at start: {busy:.2f}" if busy is not None else "busy CPUs: unknown")
     rows: list[Row] = []
     bench_transforms(args, dev, rows)
+    if not args.no_sigma125:
+        bench_transforms(args, dev, rows, upsampfac=1.25)
+    if not args.no_type3:
+        bench_type3(args, dev, rows)
     if not args.no_layer:
         bench_layer(args, dev, rows)
     if cpu:

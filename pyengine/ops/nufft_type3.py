@@ -232,7 +232,7 @@ class NUFFT3Plan:
         targets: ``(N, d)`` target frequencies (any real values), same d.
         eps: relative accuracy (warns below the dtype's reach, as :class:`NUFFTPlan`).
         dtype: ``torch.complex64`` or ``torch.complex128``.
-        upsampfac: 2.0, 1.25 or None (default: 1.25 for eps >= 1e-9, else 2, as FINUFFT).
+        upsampfac: 2.0, 1.25 or None (default: 1.25 where it reaches eps, i.e. eps >= 1e-9 in float64 and >= 1e-4 in float32, else 2, as FINUFFT).
 
     ``plan.execute(values, isign=1)`` maps ``(B, M)`` (or ``(M,)``) strengths to ``(B, N)``
     (or ``(N,)``) values ``f[b, k] = sum_j values[b, j] exp(isign i targets[k] . points[j])``;
@@ -290,7 +290,7 @@ def nufft3(points: Tensor, values: Tensor, targets: Tensor, *, eps: float = 1e-6
         values: ``(B, M)`` or ``(M,)`` complex64/complex128 strengths (real is promoted).
         targets: ``(N, d)`` target frequencies (any real values), same d.
         eps: relative accuracy; isign: sign of the exponent (+1 default, as FINUFFT);
-        upsampfac: 2.0, 1.25 or None (auto: 1.25 for eps >= 1e-9, else 2).
+        upsampfac: 2.0, 1.25 or None (auto: 1.25 where it reaches eps, i.e. eps >= 1e-9 in float64 and >= 1e-4 in float32, else 2).
 
     Returns:
         ``(B, N)`` (or ``(N,)``), dtype of ``values``. Differentiable in values, points and

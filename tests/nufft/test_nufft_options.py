@@ -167,7 +167,7 @@ def test_auto_upsampfac_rule():
     assert choose(1e-6, 300_000, 2) == 2.0 and choose(1e-6, 300_001, 2) == 1.25
     assert choose(1e-6, 3_000_001, 3) == 1.25 and choose(1e-10, 3_000_001, 3) == 2.0
     assert choose(1e-9, 0, 1, type3=True) == 1.25 and choose(1e-10, 0, 1, type3=True) == 2.0
-    assert choose(1e-5, 0, 2, True, torch.float32) == 1.25 and choose(1e-6, 0, 2, True, torch.float32) == 2.0
+    assert choose(1e-4, 0, 2, True, torch.float32) == 1.25 and choose(1e-5, 0, 2, True, torch.float32) == 2.0
     x = points(300, 2, seed=9)
     plan = NUFFTPlan(x, (640, 480), eps=1e-6, dtype=torch.complex128)  # 307200 modes: sigma = 1.25
     assert plan.upsampfac == 1.25

@@ -171,11 +171,12 @@ def test_gradients_match_brute_force():
 
 def test_plan_matches_function_and_is_reusable():
     x, c, s = case(2, torch.float32, B=3)
-    plan = NUFFT3Plan(x, s, eps=1e-5, dtype=torch.complex64)
-    assert plan.upsampfac == 1.25  # FINUFFT's default for type 3 at eps >= 1e-9
-    torch.testing.assert_close(plan.execute(c), nufft3(x, c, s, eps=1e-5), rtol=0, atol=0)
+    plan = NUFFT3Plan(x, s, eps=1e-4, dtype=torch.complex64)
+    assert plan.upsampfac == 1.25  # FINUFFT's default for type 3 where 1.25 reaches eps (float32: eps >= 1e-4)
+    assert NUFFT3Plan(x, s, eps=1e-5, dtype=torch.complex64).upsampfac == 2.0
+    torch.testing.assert_close(plan.execute(c), nufft3(x, c, s, eps=1e-4), rtol=0, atol=0)
     torch.testing.assert_close(plan.execute(c[1]), plan.execute(c)[1], rtol=0, atol=0)
-    assert rel_err(plan.execute(c, isign=-1), exact_type3(x, c, s, -1)) <= 1e-4
+    assert rel_err(plan.execute(c, isign=-1), exact_type3(x, c, s, -1)) <= 1e-3
     assert "NUFFT3Plan" in repr(plan)
     assert NUFFT3Plan(x, s, eps=1e-10, dtype=torch.complex128).upsampfac == 2.0
 
