@@ -46,8 +46,10 @@ SO=$(ls "$BUILD"/_C*.so | head -1)
 echo "sanitize: build $(( $(date +%s) - t0 )) s -> $SO"
 
 if [ "$#" -eq 0 ]; then
+  # --capture=sys: pytest's default fd capture would swallow the sanitizer's report (written
+  # to fd 2 just before the abort); the run would fail with exit 134 but without the report.
   set -- tests/segment tests/neighbors tests/nufft tests/gno tests/attention tests/local \
-    -m "not cuda" -k "not emulated and not fuzz" -p no:cacheprovider -q -x
+    -m "not cuda" -k "not emulated and not fuzz" -p no:cacheprovider -q -x --capture=sys
 fi
 t1=$(date +%s)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:alloc_dealloc_mismatch=0:detect_odr_violation=0}
