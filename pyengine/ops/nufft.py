@@ -376,17 +376,22 @@ def _check_n_modes(n_modes, dim: int | None) -> tuple[int, ...]:
     return n_modes
 
 
-def _check_points(points, real_dtype: torch.dtype) -> Tensor:
+def _check_points(points, real_dtype: torch.dtype, name: str = "points", rows: str = "M",
+                  dim: int | None = None) -> Tensor:
+    """Coordinates ``(rows, d)``, d in {1, 2, 3} (equal to ``dim`` when given), finite, as
+    ``real_dtype``; ``name``/``rows`` only word the errors (type 3 checks its targets too)."""
     if not isinstance(points, Tensor):
-        raise TypeError(f"points must be a torch.Tensor, got {type(points).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(points).__name__}")
     if points.dim() != 2 or not 1 <= points.shape[1] <= 3:
-        raise ValueError(f"points must be (M, d) with d in {{1, 2, 3}}, got shape {tuple(points.shape)}")
+        raise ValueError(f"{name} must be ({rows}, d) with d in {{1, 2, 3}}, got shape {tuple(points.shape)}")
+    if dim is not None and points.shape[1] != dim:
+        raise ValueError(f"{name} has d = {points.shape[1]} columns but the sources have d = {dim}")
     if points.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"points must be float32 or float64, got {points.dtype}")
+        raise TypeError(f"{name} must be float32 or float64, got {points.dtype}")
     # nufft_sort checks finiteness too; this eager check names the problem before any work, and
     # is skipped under torch.compile, where reading a tensor's value would break the graph.
     if not torch.compiler.is_compiling() and points.numel() and not bool(torch.isfinite(points).all()):
-        raise ValueError("points must be finite (found NaN or inf)")
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
     return points.to(real_dtype)
 
 

@@ -202,20 +202,6 @@ class _Type3(torch.autograd.Function):
         return gx, gs, gc, None, None, None, None, None, None, None, None
 
 
-def _check_coords(t, name: str, real_dtype: torch.dtype, dim: int | None) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != 2 or not 1 <= t.shape[1] <= 3:
-        raise ValueError(f"{name} must be (n, d) with d in {{1, 2, 3}}, got shape {tuple(t.shape)}")
-    if dim is not None and t.shape[1] != dim:
-        raise ValueError(f"{name} has d = {t.shape[1]} columns but the sources have d = {dim}")
-    if t.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
-    if not torch.compiler.is_compiling() and t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
-    return t.to(real_dtype)
-
-
 def _ranges(t: Tensor) -> list[tuple[float, float]]:
     """(centre, half-width) per column, in float64 (one host read)."""
     if t.shape[0] == 0:
@@ -247,8 +233,8 @@ class NUFFT3Plan:
         real = _nu._REAL[dtype]
         self.dtype = dtype
         self.eps = _nu._check_eps(eps)
-        self.points = _check_coords(points, "points", real, None)
-        self.targets = _check_coords(targets, "targets", real, self.points.shape[1])
+        self.points = _nu._check_points(points, real, "points", "n")
+        self.targets = _nu._check_points(targets, real, "targets", "n", self.points.shape[1])
         if self.targets.device != self.points.device:
             raise ValueError(f"targets are on {self.targets.device} but points are on {self.points.device}")
         d = self.points.shape[1]
