@@ -2,8 +2,10 @@
 
 Generates ``--samples`` closed surfaces of about ``--points`` vertices each (ellipsoids with
 random semi-axes, latitude-longitude triangulations, 2 triangles per vertex) written as
-binary VTP files with point data ``p`` (scalar) and ``wallShearStress`` (3 components), the
-layout of DrivAerML/AhmedML boundary files. Then, on that folder:
+VTP files with point data ``p`` (scalar) and ``wallShearStress`` (3 components), the layout of
+DrivAerML/AhmedML boundary files. ``--vtp raw`` (default) appends the arrays as raw binary, as
+CFD tools and ParaView usually write them; ``zlib`` compresses them; ``base64`` is VTK's own
+default (compressed, then base64 text), about 5x slower to read. Then, on that folder:
 
 1. **preprocess**: :meth:`FileDataset.preprocess` from an empty cache (read, orient, vertex
    normals, lumped area vectors, statistics, memory-mapped arrays) with ``--workers``
@@ -63,20 +65,21 @@ def _body(n_vertices: int, rng: np.random.Generator):
     return pts, tris, p, wss
 
 
-def generate(folder: Path, samples: int, points: int) -> Path:
+def generate(folder: Path, samples: int, points: int, encoding: str = "raw") -> Path:
     """Write the VTP folder once (kept between runs: a marker file records what is there)."""
     from pyengine.data.files import write_vtp
 
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / "generated.json"
-    want = {"samples": samples, "points": points, "version": 1}
+    want = {"samples": samples, "points": points, "encoding": encoding, "version": 2}
     if marker.is_file() and json.loads(marker.read_text()) == want:
         return folder
     for f in folder.glob("*.vtp"):
         f.unlink()
     for i in range(samples):
         pts, tris, p, wss = _body(points, np.random.default_rng([7, i]))
-        write_vtp(folder / f"body{i:03d}.vtp", pts, {"triangle": tris}, point_data={"p": p, "wallShearStress": wss})
+        write_vtp(folder / f"body{i:03d}.vtp", pts, {"triangle": tris}, point_data={"p": p, "wallShearStress": wss},
+                  encoding=encoding)
     marker.write_text(json.dumps(want))
     return folder
 
@@ -155,10 +158,28 @@ def train_child(args) -> dict:
             "peak_rss_workers_gb": workers_rss}
 
 
+def _forkserver_cpu() -> float:
+    """User + system CPU seconds of the multiprocessing forkserver and of the workers it has reaped
+    (Linux ``/proc``; 0 when there is none). Preprocessing workers are the forkserver's children,
+    not this process's, so ``RUSAGE_CHILDREN`` does not see them."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17 of proc(5), i.e. 11-14 after "(comm)"
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its finished children."""
+    """User + system CPU seconds of this process, its finished children (spawned workers, the
+    training child) and the forkserver with its finished workers."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + _forkserver_cpu()
 
 
 def main(argv=None) -> int:
@@ -169,6 +190,8 @@ def main(argv=None) -> int:
     parser.add_argument("--encoder-points", type=int, default=16_384)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="preprocessing processes")
+    parser.add_argument("--vtp", choices=("raw", "zlib", "base64"), default="raw",
+                        help="encoding of the generated VTP files' appended data")
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "pyengine-bench-files")
     parser.add_argument("--quick", action="store_true", help="4 surfaces of 100k points")
     parser.add_argument("--markdown", action="store_true")
@@ -187,7 +210,7 @@ def main(argv=None) -> int:
 
     busy = busy_cpus()
     t0 = time.perf_counter()
-    generate(args.data, args.samples, args.points)
+    generate(args.data, args.samples, args.points, args.vtp)
     gen_s = time.perf_counter() - t0
     ds = FileDataset(_options(args))
     with tempfile.TemporaryDirectory(dir=args.data.parent) as tmp:
@@ -207,7 +230,8 @@ def main(argv=None) -> int:
             return 1
         r = json.loads(child.stdout.strip().splitlines()[-1])
     rows = [
-        ("surfaces", f"{args.samples} x {points // args.samples:,} points (VTP, point data p + wallShearStress)"),
+        ("surfaces", f"{args.samples} x {points // args.samples:,} points (VTP, {args.vtp} appended data, "
+                     "point data p + wallShearStress)"),
         ("generation (not part of the target)", f"{gen_s:.1f} s"),
         ("preprocess", f"{cache.built_seconds:.1f} s with {args.workers} processes = "
                        f"{cache.points_per_second / 1e6:.2f} M points/s (wall); cache {disk / 2**30:.2f} GiB"),
