@@ -161,3 +161,52 @@ def test_worker_processes_give_the_in_process_cache(tmp_path):
     for i in range(len(serial)):
         for name in serial.samples[i]["arrays"]:
             np.testing.assert_array_equal(parallel.array(i, name), serial.array(i, name))
+
+
+def test_caller_works_while_the_workers_start_and_errors_stop_the_pool(tmp_path, monkeypatch):
+    import concurrent.futures
+    import functools
+    import threading
+
+    points, cells, pdata, cdata = _surface()
+    for i in range(6):
+        write_vtp(tmp_path / "data" / f"s{i}.vtp", points * (1 + 0.05 * i), cells, pdata, cdata)
+    ds = FileDataset({"path": str(tmp_path / "data"), "fields": ["p"], "test": 2})
+    serial = ds.preprocess(tmp_path / "serial", workers=0)
+    # hold the first submit (the forkserver's start) until the caller has done two samples itself
+    here, two_done = [], threading.Event()
+    original = cache_mod._process
+
+    @functools.wraps(original)  # same qualified name: pickled by reference, the original in workers
+    def counted(dataset, i, root):
+        out = original(dataset, i, root)
+        here.append(i)
+        if len(here) == 2:
+            two_done.set()
+        return out
+
+    class SlowStart(concurrent.futures.ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            assert two_done.wait(60)
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "_process", counted)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", SlowStart)
+    parallel = ds.preprocess(tmp_path / "parallel", workers=2)
+    assert here[:2] == [5, 4] and len(here) < 6  # from the back; the pool did the rest
+    assert parallel.index["samples"] == serial.index["samples"]
+    assert parallel.index["stats"] == serial.index["stats"]
+    for i in range(6):
+        for name in serial.samples[i]["arrays"]:
+            np.testing.assert_array_equal(parallel.array(i, name), serial.array(i, name))
+    monkeypatch.undo()
+    # a bad file fails the build with its name, whether a worker or the caller reads it
+    for bad in ("s0.vtp", "s5.vtp"):
+        broken = tmp_path / f"broken_{bad}"
+        broken.mkdir()
+        for f in (tmp_path / "data").glob("*.vtp"):
+            (broken / f.name).write_bytes(b"not a vtp file" if f.name == bad else f.read_bytes())
+        ds = FileDataset({"path": str(broken), "fields": ["p"], "test": 2})
+        with pytest.raises(ValueError, match=bad):
+            ds.preprocess(tmp_path / f"cache_{bad}", workers=2)
+        assert not (tmp_path / f"cache_{bad}" / "index.json").exists()

@@ -175,6 +175,63 @@ def _merge(m: _Moments, part: tuple[int, np.ndarray, np.ndarray]) -> None:
     m.n = n
 
 
+def _process_parallel(dataset, root: Path, workers: int, results: list, bar) -> None:
+    """Fill ``results`` with :func:`_process` of every sample, in ``workers`` processes.
+
+    Starting the workers costs the forkserver's imports (~1.6 CPU-s, once per program); the
+    first ``submit`` waits for them. So a thread submits the samples from the front while
+    this process preprocesses samples from the back until that thread is done: the start-up
+    overlaps with useful work, and then this process only collects results. Which process
+    handles a sample does not change its arrays (tested), and results stay in sample order.
+    """
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = len(results)
+    lock = threading.Lock()
+    span = {"front": 0, "back": n}  # the pool has [0, front), this process [back, n)
+    futures: dict[int, Any] = {}
+    failed: list[BaseException] = []
+    pool = ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=_keep_freed_memory)
+
+    def submit() -> None:
+        try:
+            while True:
+                with lock:
+                    i = span["front"]
+                    if i >= span["back"]:
+                        return
+                    span["front"] = i + 1
+                futures[i] = pool.submit(_process, dataset, i, root)
+        except BaseException as e:  # noqa: BLE001  (re-raised by the caller)
+            failed.append(e)
+
+    thread = threading.Thread(target=submit, name="pyengine-preprocess-submit", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            with lock:
+                j = span["back"] - 1
+                if j < span["front"]:
+                    break
+                span["back"] = j
+            results[j] = _process(dataset, j, root)
+            bar.update(1)
+        thread.join()
+        if failed:
+            raise failed[0]
+        for i in sorted(futures):
+            results[i] = futures[i].result()
+            bar.update(1)
+    except BaseException:
+        with lock:  # stop the submitting thread, drop what has not started, then re-raise
+            span["back"] = span["front"]
+        thread.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def build_cache(dataset, cache_dir: str | os.PathLike, *, progress: bool = False, force: bool = False,
                 workers: int = 0) -> "FileCache":
     """Preprocess ``dataset`` into ``cache_dir`` (or reuse it when its key matches).
@@ -203,14 +260,7 @@ def build_cache(dataset, cache_dir: str | os.PathLike, *, progress: bool = False
     results: list[dict | None] = [None] * n
     with tqdm(total=n, desc="preprocess", disable=not progress, unit="sample") as bar:
         if workers > 1 and n > 1:
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(min(workers, n), mp_context=worker_context(),
-                                     initializer=_keep_freed_memory) as pool:
-                futures = {pool.submit(_process, dataset, i, root): i for i in range(n)}
-                for fut in futures:
-                    results[futures[fut]] = fut.result()
-                    bar.update(1)
+            _process_parallel(dataset, root, min(workers, n), results, bar)
         else:
             for i in range(n):
                 results[i] = _process(dataset, i, root)
