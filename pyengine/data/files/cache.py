@@ -125,26 +125,31 @@ def _process(dataset, i: int, root: Path) -> dict[str, Any]:
     its stored fields and features (only one sample is in memory at a time)."""
     cfg = dataset.config
     a = dataset.arrays(i)
-    arrays = {"points": _save(root, f"{i:05d}/points.npy", a.points.astype(np.float32))}
-    if a.features is not None:
-        arrays["features"] = _save(root, f"{i:05d}/features.npy", a.features.astype(np.float32))
+    # each array is converted once; the moments below use the same float32 copies
+    # (np.asarray: no copy where the dtype already matches)
+    f32 = (lambda x: np.asarray(x, dtype=np.float32))
+    arrays = {"points": _save(root, f"{i:05d}/points.npy", f32(a.points))}
+    features = None if a.features is None else f32(a.features)
+    if features is not None:
+        arrays["features"] = _save(root, f"{i:05d}/features.npy", features)
     if a.queries is not None:
-        arrays["queries"] = _save(root, f"{i:05d}/queries.npy", a.queries.astype(np.float32))
-    target = np.concatenate([a.fields[f].reshape(len(a.fields[f]), -1) for f in cfg.fields], axis=1)
-    arrays["target"] = _save(root, f"{i:05d}/target.npy", target.astype(np.float32))
+        arrays["queries"] = _save(root, f"{i:05d}/queries.npy", f32(a.queries))
+    columns = [f32(a.fields[f]).reshape(len(a.fields[f]), -1) for f in cfg.fields]
+    target = np.concatenate(columns, axis=1)
+    arrays["target"] = _save(root, f"{i:05d}/target.npy", target)
     if a.area is not None:
-        arrays["area"] = _save(root, f"{i:05d}/area.npy", a.area.astype(np.float32))
+        arrays["area"] = _save(root, f"{i:05d}/area.npy", f32(a.area))
     for kind, c in (a.cells.items() if a.location == "points" and a.queries is None else ()):
-        arrays[f"cells_{kind}"] = _save(root, f"{i:05d}/cells_{kind}.npy", c.astype(np.int64))
+        arrays[f"cells_{kind}"] = _save(root, f"{i:05d}/cells_{kind}.npy", np.asarray(c, dtype=np.int64))
     if a.point_ids is not None:
-        arrays["point_ids"] = _save(root, f"{i:05d}/point_ids.npy", a.point_ids.astype(np.int64))
+        arrays["point_ids"] = _save(root, f"{i:05d}/point_ids.npy", np.asarray(a.point_ids, dtype=np.int64))
     widths = {k: 1 if v.ndim == 1 else int(v.shape[1]) for k, v in a.fields.items()}
     moments = {}
     if dataset.split[i] == "train":  # moments of the values as stored (float32)
-        for f in cfg.fields:
-            moments[f] = _moments(a.fields[f].astype(np.float32).reshape(len(a.fields[f]), -1))
-        if a.features is not None:
-            moments[FEATURES] = _moments(a.features.astype(np.float32))
+        for f, col in zip(cfg.fields, columns):
+            moments[f] = _moments(col)
+        if features is not None:
+            moments[FEATURES] = _moments(features)
     lo, hi = a.points.min(axis=0), a.points.max(axis=0)
     entry = {"name": a.name, "split": dataset.split[i], "source": a.source, "location": a.location,
              "scalars": a.scalars, "n_points": int(len(a.points)), "n_queries": int(len(a.query_points)),
