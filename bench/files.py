@@ -158,10 +158,10 @@ def train_child(args) -> dict:
             "peak_rss_workers_gb": workers_rss}
 
 
-def _forkserver_cpu() -> float:
+def _forkserver_cpu(own: bool = False) -> float:
     """User + system CPU seconds of the multiprocessing forkserver and of the workers it has reaped
-    (Linux ``/proc``; 0 when there is none). Preprocessing workers are the forkserver's children,
-    not this process's, so ``RUSAGE_CHILDREN`` does not see them."""
+    (Linux ``/proc``; 0 when there is none); ``own``: the server's alone (its imports). Preprocessing
+    workers are the forkserver's children, not this process's, so ``RUSAGE_CHILDREN`` does not see them."""
     from multiprocessing import forkserver
 
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
@@ -172,7 +172,7 @@ def _forkserver_cpu() -> float:
     except OSError:
         return 0.0
     # utime, stime, cutime, cstime: fields 14-17 of proc(5), i.e. 11-14 after "(comm)"
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:13 if own else 15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_seconds() -> float:
@@ -216,7 +216,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir=args.data.parent) as tmp:
         cpu0 = _cpu_seconds()
         cache = ds.preprocess(Path(tmp) / "cache", workers=args.workers)
+        time.sleep(0.2)  # let the forkserver reap its last workers
         cpu = _cpu_seconds() - cpu0
+        server_cpu = _forkserver_cpu(own=True)
         points = cache.index["build"]["points"]
         disk = sum(f.stat().st_size for f in Path(tmp).rglob("*.npy"))
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
@@ -236,7 +238,8 @@ def main(argv=None) -> int:
         ("preprocess", f"{cache.built_seconds:.1f} s with {args.workers} processes = "
                        f"{cache.points_per_second / 1e6:.2f} M points/s (wall); cache {disk / 2**30:.2f} GiB"),
         ("preprocess CPU time", f"{cpu:.1f} CPU-s = {points / cpu / 1e6:.2f} M points per CPU-second "
-                                "(this process and its worker processes)"),
+                                f"(this process, the forkserver and its workers; of which the forkserver's imports "
+                                f"{server_cpu:.1f} CPU-s) = {cpu / points * 1e6:.2f} CPU-s per 1M points"),
         ("train", f"{r['steps']} steps of 2 geometries x ({args.points_per_step} queries, {args.encoder_points} "
                   f"encoder points), GAOT"),
         ("step time with loader", f"{r['step_with_loader_s'] * 1e3:.0f} ms (Trainer.fit / steps)"),
