@@ -68,7 +68,7 @@ class GAOTFastConfig:
             over the axes: ``radii_cells=1`` reaches exactly the neighbouring tokens).
         decoder_radius_cells: decoder radius in grid spacings (widened per query to reach its nearest token).
         heads: attention heads of the encoder and decoder.
-        max_neighbors: per-token neighbor cap per scale (nearest kept; None: all).
+        max_neighbors: per-token neighbor cap per scale (nearest kept; None: all); unused with quadrature.
         geometry_embedding: add neighborhood-geometry statistics to each token.
         dim, depth, vit_heads, patch: transformer width, blocks, heads and patch size.
         padding: bounding-box padding as a fraction of the extent.
@@ -77,16 +77,19 @@ class GAOTFastConfig:
             (e.g. the local normal) reaches the decoder at full resolution while the tokens carry the
             global context. 0 disables it (pure token decoding, as in the original GAOT).
         time_conditioned: condition the processor on ``time`` and ``lead_time`` (adaptive LayerNorm).
-        quadrature: discretization-convergent encoder (issue 17). The encoder's attention weights
-            each source by its quadrature weight (``a ~ w_j exp(s)``, a quadrature of a normalised
-            integral over the ball), the geometry embedding's statistics are weighted (its count
-            column becomes the ball's measure relative to the mean over the tokens), and
-            ``max_neighbors`` thins over-full balls to a spatially uniform subset carrying the
-            same weight instead of keeping the nearest. Weights come from ``forward(..., weights=)``
-            (vertex areas) or k-nearest-neighbour density estimates. Processor and decoder see the
-            fixed token grid; the local skip is an interpolation of pointwise features at the 3
-            nearest inputs, which converges under refinement. False: the default (and older
-            checkpoints).
+        quadrature: discretization convergence (issue 17); all of GAOT-fast then converges under
+            refinement and resampling. Encoder and decoder use the complete balls (``max_neighbors``
+            is then unused: a cap is a first-order quadrature; it moved predictions ~10 %), each source weighted by its quadrature
+            weight times the window ``psi(q) = (1 - q^2)^2`` of its distance over the radius
+            (``a ~ w_j psi_j exp(s)``), and each row's aggregate scaled by ``W / (W + sink)`` (``W``
+            the ball's windowed measure, ``sink`` = ``QUADRATURE_SINK`` of a flat ball's), so a grazed
+            ball fades out. The geometry embedding uses the same weights and sink; its count is ``W``
+            relative to a flat ball's and its normal the sign-free ``n (n . u)``, faded where the
+            PCA is degenerate. The token box comes from the points' weighted moments
+            (:func:`pyengine.models._box.moment_box`), not their extremes; the decoder weights the
+            tokens by the window over a radius continuous in the query; the local skip weights its
+            ``k`` nearest by ``1/d - 1/d_(k+1)``. Weights come from ``forward(..., weights=)`` (vertex
+            areas) or k-nearest-neighbour density estimates. False: the default (and older checkpoints).
     """
 
     hidden: int = 64
