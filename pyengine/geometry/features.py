@@ -172,7 +172,7 @@ def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *
                        batch_points: Tensor | None = None, batch_tokens: Tensor | None = None,
                        max_neighbors: int | None = None, scale: bool = True,
                        graph: tuple[Tensor, Tensor] | None = None,
-                       edge_weights: Tensor | None = None) -> Tensor:
+                       edge_weights: Tensor | None = None, sink: float = 0.0) -> Tensor:
     """GAOT-style statistics of each token's neighborhood of input points.
 
     For token ``t`` with neighbors ``N(t) = {p : |p - t| <= r}`` and offsets
@@ -201,6 +201,10 @@ def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *
         edge_weights: optional (E,) quadrature weights of the graph's edges (their sources'
             areas or volumes): ``count`` becomes the ball's measure ``sum w`` and the means and
             covariance are weighted, so the statistics converge under mesh refinement.
+        sink: with ``edge_weights``, an extra mass (in the units of the weights) in the means'
+            normalisation, ``sum w (.) / (sum w + sink)``: the statistics of a ball the geometry
+            barely touches fade to 0 instead of jumping to O(1) when its first point appears
+            (used with windowed weights, :func:`pyengine.models._quadrature.smooth_ball`).
     Returns:
         (M, 13) tensor in the dtype of ``points``.
     """
@@ -208,6 +212,8 @@ def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *
         raise TypeError("points and tokens must be torch tensors")
     if points.dtype != tokens.dtype or not points.is_floating_point():
         raise TypeError(f"points and tokens must share a floating dtype, got {points.dtype} and {tokens.dtype}")
+    if not float(sink) >= 0:
+        raise ValueError(f"sink must be a mass >= 0, got {sink}")
     d = points.shape[1]
     if graph is None:
         graph = ops.radius_search(points, tokens, radius, max_neighbors=max_neighbors, batch_points=batch_points,
@@ -229,7 +235,7 @@ def geometry_embedding(points: Tensor, tokens: Tensor, radius: float | Tensor, *
             raise ValueError(f"edge_weights must have shape ({col.shape[0]},), got {tuple(edge_weights.shape)}")
         ew = edge_weights.to(points.dtype)
         counts = ops.segment_reduce(ew, row_ptr, "sum")
-        inv = (1.0 / counts.clamp_min(torch.finfo(points.dtype).tiny))
+        inv = (1.0 / (counts + float(sink)).clamp_min(torch.finfo(points.dtype).tiny))
         mean = ops.segment_reduce(off * ew[:, None], row_ptr, "sum") * inv[:, None]
         second = ops.segment_reduce(off.unsqueeze(2) * off.unsqueeze(1) * ew[:, None, None], row_ptr,
                                     "sum") * inv[:, None, None]

@@ -46,7 +46,10 @@ from ..nn import AttentionAggregation
 from ..nn.transformer import ViTProcessor, sinusoidal_embedding
 from ..ops import knn, radius_search
 from ._box import box_grid
-from ._quadrature import default_weights, quadrature_graph
+from ..geometry.quadrature import intrinsic_dimension
+from ..ops import segment_reduce
+from ._quadrature import default_weights, smooth_ball, window_mass
+from .gaot import QUADRATURE_SINK
 from .base import OperatorModel
 from ..nn.mlp import mlp
 from .registry import register
@@ -65,7 +68,7 @@ class GAOTFastConfig:
             over the axes: ``radii_cells=1`` reaches exactly the neighbouring tokens).
         decoder_radius_cells: decoder radius in grid spacings (widened per query to reach its nearest token).
         heads: attention heads of the encoder and decoder.
-        max_neighbors: per-token neighbor cap per scale (nearest kept; None: all).
+        max_neighbors: per-token neighbor cap per scale (nearest kept; None: all); unused with quadrature.
         geometry_embedding: add neighborhood-geometry statistics to each token.
         dim, depth, vit_heads, patch: transformer width, blocks, heads and patch size.
         padding: bounding-box padding as a fraction of the extent.
@@ -74,16 +77,19 @@ class GAOTFastConfig:
             (e.g. the local normal) reaches the decoder at full resolution while the tokens carry the
             global context. 0 disables it (pure token decoding, as in the original GAOT).
         time_conditioned: condition the processor on ``time`` and ``lead_time`` (adaptive LayerNorm).
-        quadrature: discretization-convergent encoder (issue 17). The encoder's attention weights
-            each source by its quadrature weight (``a ~ w_j exp(s)``, a quadrature of a normalised
-            integral over the ball), the geometry embedding's statistics are weighted (its count
-            column becomes the ball's measure relative to the mean over the tokens), and
-            ``max_neighbors`` thins over-full balls to a spatially uniform subset carrying the
-            same weight instead of keeping the nearest. Weights come from ``forward(..., weights=)``
-            (vertex areas) or k-nearest-neighbour density estimates. Processor and decoder see the
-            fixed token grid; the local skip is an interpolation of pointwise features at the 3
-            nearest inputs, which converges under refinement. False: the default (and older
-            checkpoints).
+        quadrature: discretization convergence (issue 17); all of GAOT-fast then converges under
+            refinement and resampling. Encoder and decoder use the complete balls (``max_neighbors``
+            is then unused: a cap is a first-order quadrature; it moved predictions ~10 %), each source weighted by its quadrature
+            weight times the window ``psi(q) = (1 - q^2)^2`` of its distance over the radius
+            (``a ~ w_j psi_j exp(s)``), and each row's aggregate scaled by ``W / (W + sink)`` (``W``
+            the ball's windowed measure, ``sink`` = ``QUADRATURE_SINK`` of a flat ball's), so a grazed
+            ball fades out. The geometry embedding uses the same weights and sink; its count is ``W``
+            relative to a flat ball's and its normal the sign-free ``n (n . u)``, faded where the
+            PCA is degenerate. The token box comes from the points' weighted moments
+            (:func:`pyengine.models._box.moment_box`), not their extremes; the decoder weights the
+            tokens by the window over a radius continuous in the query; the local skip weights its
+            ``k`` nearest by ``1/d - 1/d_(k+1)``. Weights come from ``forward(..., weights=)`` (vertex
+            areas) or k-nearest-neighbour density estimates. False: the default (and older checkpoints).
     """
 
     hidden: int = 64
@@ -126,7 +132,8 @@ class _Encoder(nn.Module):
         scales = []
         for s, (attn, graph) in enumerate(zip(self.attn, graphs)):
             row_ptr, col = graph[0], graph[1]
-            h = attn(points, tokens, row_ptr, col, f, edge_weights=graph[2] if len(graph) > 2 else None)
+            h = attn(points, tokens, row_ptr, col, f, edge_weights=graph[2] if len(graph) > 2 else None,
+                     row_scale=graph[3] if len(graph) > 3 else None)
             if self.geo is not None:
                 h = h + self.geo[s](embeddings[s])
             scales.append(h)
@@ -158,31 +165,25 @@ class GAOTFast(OperatorModel):
     def _tokens(self, points: Tensor, weights: Tensor | None = None):
         """Token grid over the padded box of the points, encoder graphs and embeddings (cached).
 
-        With quadrature, each encoder graph is ``(row_ptr, col, edge_weights)`` (uniformly capped)."""
+        With quadrature, each encoder graph is ``(row_ptr, col, edge_weights, row_scale)`` over the
+        complete, windowed balls (:meth:`_quadrature_balls`)."""
         c = self.config
 
         def compute():
-            grid = box_grid(points, c.grid, c.padding)  # never a zero-extent box (plates, coincident points)
+            # never a zero-extent box (plates, coincident points); with quadrature from the weighted
+            # moments, not the extreme points (jittering a mesh moved every token with the bounding box)
+            grid = box_grid(points, c.grid, c.padding, weights if c.quadrature else None)
             tokens, lo, hi = grid.points.to(points), grid.lower.to(points), grid.upper.to(points)
             spacing = float(grid.spacing.max())  # the real distance between neighbouring tokens
             radii = [r * spacing for r in c.radii_cells]
             if c.quadrature:
-                enc = [quadrature_graph(points, tokens, r, weights, c.max_neighbors) for r in radii]
-            else:
-                enc = [radius_search(points, tokens, r, max_neighbors=c.max_neighbors) for r in radii]
+                enc, emb = self._quadrature_balls(points, tokens, radii, weights)
+                return tokens, enc, emb, spacing, lo, hi
+            enc = [radius_search(points, tokens, r, max_neighbors=c.max_neighbors) for r in radii]
             emb = []
             if c.geometry_embedding:
                 for r, graph in zip(radii, enc):
-                    ew = None
-                    if c.quadrature:  # statistics of the complete, weighted balls (geometry only: no memory issue)
-                        graph = radius_search(points, tokens, r)
-                        ew = weights.index_select(0, graph[1].long())
-                    e = geometry_embedding(points, tokens, r, graph=graph[:2], edge_weights=ew)
-                    if ew is not None:
-                        # the ball's measure relative to the mean over occupied tokens: resolution-free
-                        occupied = e[:, 0] > 0
-                        ref = e[occupied, 0].mean() if bool(occupied.any()) else e.new_ones(())
-                        e = torch.cat([e[:, :1] / ref, e[:, 1:]], dim=1)
+                    e = geometry_embedding(points, tokens, r, graph=graph[:2])
                     # counts grow with the sampling density: log scale keeps them O(1) across resolutions
                     emb.append(torch.cat([torch.log1p(e[:, :1]), e[:, 1:]], dim=1))
             return tokens, enc, emb, spacing, lo, hi
@@ -191,18 +192,66 @@ class GAOTFast(OperatorModel):
         return self.graphs.get("gaot-fast-tokens", key, (c.grid, c.radii_cells, c.max_neighbors, c.padding,
                                                          c.geometry_embedding, c.quadrature), compute)
 
+    @torch.no_grad()
+    def _quadrature_balls(self, points: Tensor, tokens: Tensor, radii, weights: Tensor):
+        """Quadrature: the encoder's complete, windowed balls and their geometry embeddings.
+
+        Each graph is ``(row_ptr, col, edge_w, row_scale)``: ``edge_w = w_j psi(|y_j - t| / r)`` (the
+        source's quadrature weight times the window ``psi(q) = (1 - q^2)^2``) and ``row_scale =
+        W / (W + sink)`` with ``W`` the ball's windowed measure and ``sink`` = ``QUADRATURE_SINK`` of a
+        flat ball's (:func:`pyengine.models._quadrature.window_mass`): a source entering the ball under
+        refinement enters with zero weight, and a grazed ball fades out instead of jumping. The
+        embedding's statistics use the same weights and sink; its count column is ``W`` in units of a
+        flat ball's windowed measure (``log1p``), and its normal columns become the sign-free
+        ``n (n . u)`` (``u = (1, 1, 1) / sqrt(3)``) faded by the eigen-gap and ``W / (W + sink)``.
+        """
+        c = self.config
+        dim = intrinsic_dimension(points)
+        tiny = torch.finfo(weights.dtype).tiny
+        enc, emb = [], []
+        for r in radii:
+            rp, col = radius_search(points, tokens, r)  # complete balls: a cap is a first-order quadrature
+            w = smooth_ball(points, tokens, rp, col, weights.index_select(0, col.long()), r)
+            flat = window_mass(r, dim)
+            sink = QUADRATURE_SINK * flat
+            mass = segment_reduce(w, rp, "sum")
+            scale = mass / (mass + sink)
+            enc.append((rp, col, w.clamp_min(tiny), scale))
+            if c.geometry_embedding:
+                e = geometry_embedding(points, tokens, r, graph=(rp, col), edge_weights=w, sink=sink)
+                # the PCA normal's sign (canonical by its largest component) and, where two eigenvalues
+                # tie, its direction jump with the mesh: use n (n . u), u = (1, 1, 1) / sqrt(3) (sign-free,
+                # continuous in n n^T), faded by the eigen-gap (l2 - l3) / l2 and the ball's W / (W + sink)
+                n, ev = e[:, 10:], e[:, 7:10]
+                gap = (ev[:, 1] - ev[:, 2]) / (ev[:, 1] + 1e-3 * ev[:, 0]).clamp_min(torch.finfo(e.dtype).tiny)
+                fade = (gap.clamp(0, 1) * scale.to(e.dtype)).unsqueeze(1)
+                axial = n * (n.sum(dim=1, keepdim=True) / 3 ** 0.5) * fade
+                e = torch.cat([torch.log1p(mass / flat).unsqueeze(1).to(e.dtype), e[:, 1:10], axial], dim=1)
+                emb.append(e)
+        return enc, emb
+
     def _decoder_graph(self, tokens: Tensor, queries: Tensor, spacing: float):
         """Each query's ball over the tokens: the decoder radius, widened where a query lies
-        outside the token box so that it still reaches its nearest token."""
+        outside the token box so that it still reaches its nearest token.
+
+        With quadrature, ``(row_ptr, col, edge_w)``: the radius is ``max(r, 2 d_1)`` (``d_1`` the
+        nearest token's distance, continuous in the query) and each token is weighted by the window
+        ``psi(|t - x| / r_i)``, so a token crossing the radius (the token box is an integral of the
+        geometry and moves slightly between meshes) enters with zero weight."""
         c = self.config
 
         def compute():
             nearest = knn(tokens, queries, 1)[0][:, 0]
+            if c.quadrature:
+                r = torch.clamp(2 * nearest, min=c.decoder_radius_cells * spacing)
+                rp, col = radius_search(tokens, queries, r)
+                w = smooth_ball(tokens, queries, rp, col, tokens.new_ones(col.shape[0]), r)
+                return rp, col, w.clamp_min(torch.finfo(w.dtype).tiny)
             r = torch.clamp(nearest * 1.001, min=c.decoder_radius_cells * spacing)
             return radius_search(tokens, queries, r, max_neighbors=c.max_neighbors)
 
-        return self.graphs.get("gaot-fast-decoder", (tokens, queries), (c.decoder_radius_cells, spacing, c.max_neighbors),
-                               compute)
+        return self.graphs.get("gaot-fast-decoder", (tokens, queries),
+                               (c.decoder_radius_cells, spacing, c.max_neighbors, c.quadrature), compute)
 
     def _condition(self, time, lead_time, dtype, device) -> Tensor | None:
         if self.time_embed is None:
@@ -229,21 +278,34 @@ class GAOTFast(OperatorModel):
         return tokens, z, spacing, lo, hi, points, f
 
     def _skip_weights(self, points: Tensor, queries: Tensor, spacing: float):
-        """Nearest input points of each query and normalised inverse-distance weights (cached)."""
-        k = min(self.config.skip_neighbors, points.shape[0])
+        """Nearest input points of each query and normalised inverse-distance weights (cached).
+
+        With quadrature, ``k + 1`` neighbours are found and weighted ``1/d_j - 1/d_(k+1)``: the
+        point about to enter or leave the ``k`` nearest has zero weight, so the interpolation is
+        continuous in the points (a plain ``k``-nearest inverse-distance mean jumps when the set
+        changes, e.g. on a jittered or resampled mesh)."""
+        c = self.config
+        k = min(c.skip_neighbors, points.shape[0])
+        smooth = c.quadrature and points.shape[0] > k
 
         def compute():
-            dist, idx = knn(points, queries, k)
+            dist, idx = knn(points, queries, k + 1 if smooth else k)
             w = 1.0 / (dist + 1e-6 * spacing)
+            if smooth:
+                w = (w[:, :k] - w[:, k:]).clamp_min(0)
+                idx = idx[:, :k]
+                tied = w.sum(dim=1, keepdim=True) <= 0  # k-th and (k+1)-th at the same distance as all others
+                w = torch.where(tied, torch.ones_like(w), w)
             return idx, w / w.sum(dim=1, keepdim=True)
 
-        return self.graphs.get("gaot-fast-skip", (points, queries), (k, spacing), compute)
+        return self.graphs.get("gaot-fast-skip", (points, queries), (k, spacing, smooth), compute)
 
     def decode(self, state, queries: Tensor) -> Tensor:
         tokens, z, spacing, lo, hi, points, f = state
-        row_ptr, col = self._decoder_graph(tokens, queries, spacing)
+        graph = self._decoder_graph(tokens, queries, spacing)
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
-        u = self.decoder(unit(tokens), unit(queries), row_ptr, col, z)
+        u = self.decoder(unit(tokens), unit(queries), graph[0], graph[1], z,
+                         edge_weights=graph[2] if len(graph) > 2 else None)
         parts = [u, unit(queries)]
         if self.config.skip_neighbors:
             idx, w = self._skip_weights(points, queries, spacing)

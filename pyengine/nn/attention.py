@@ -113,10 +113,16 @@ class AttentionAggregation(nn.Module):
             raise ValueError("f_x given but the layer was built with query_channels=0")
 
     def forward(self, y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, f_y: Tensor,
-                f_x: Tensor | None = None, edge_weights: Tensor | None = None) -> Tensor:
+                f_x: Tensor | None = None, edge_weights: Tensor | None = None,
+                row_scale: Tensor | None = None) -> Tensor:
         """``edge_weights``: optional ``(E,)`` positive quadrature weights of the edges' sources;
         the softmax then weights each edge by them (``a_ij ~ w_ij exp(s_ij)``), turning the
-        attention into a quadrature of a normalised integral over the ball."""
+        attention into a quadrature of a normalised integral over the ball.
+
+        ``row_scale``: optional ``(M,)`` factor on each row's aggregate (before the output map),
+        in place of the 0/1 "row has edges" indicator; e.g. ``W_i / (W_i + sink)`` with ``W_i`` the
+        ball's measure, so that a ball the geometry barely touches fades out continuously instead
+        of jumping to a full softmax average when its first source appears (issue 17)."""
         self._check(y, x, row_ptr, col, f_y, f_x)
         M, N, H, D, d = x.shape[0], y.shape[0], self.heads, self.head_dim, self.coord_dim
         bias = None
@@ -124,9 +130,12 @@ class AttentionAggregation(nn.Module):
             if edge_weights.shape != col.shape:
                 raise ValueError(f"edge_weights must have shape ({col.shape[0]},), got {tuple(edge_weights.shape)}")
             bias = torch.log(edge_weights.to(f_y.dtype)).unsqueeze(1).expand(-1, H).contiguous()
+        if row_scale is not None and row_scale.shape != (M,):
+            raise ValueError(f"row_scale must have shape ({M},), got {tuple(row_scale.shape)}")
         q = self.query(x if f_x is None else torch.cat([x, f_x], 1)).view(M, H, D)
         if not self.fused:
-            return self.out(self._plain(q, y, x, row_ptr, col, f_y, bias).reshape(M, H * D))
+            agg = self._plain(q, y, x, row_ptr, col, f_y, bias).reshape(M, H * D)
+            return self.out(agg if row_scale is None else agg * row_scale.to(agg.dtype).unsqueeze(1))
         src = torch.cat([y, f_y], 1)
         k = self.key(src).view(N, H, D)  # K_j; the -W_k^pos x_i part cancels in the softmax
         v = self.value(src).view(N, H, D)
@@ -134,6 +143,8 @@ class AttentionAggregation(nn.Module):
         # The value's per-query part, -W_v^pos x_i, applies only where the weights sum to 1.
         has_edges = (row_ptr[1:] > row_ptr[:-1]).to(agg.dtype).unsqueeze(1)
         agg = agg - has_edges * (x @ self.value.weight[:, :d].t())
+        if row_scale is not None:
+            agg = agg * row_scale.to(agg.dtype).unsqueeze(1)
         return self.out(agg)
 
     def _plain(self, q: Tensor, y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, f_y: Tensor,

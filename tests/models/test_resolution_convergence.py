@@ -56,8 +56,11 @@ def _half_refinement_change(family, quadrature, body):
 def test_quadrature_converges_under_half_refinement(family, body):
     weighted = _half_refinement_change(family, True, body)
     plain = _half_refinement_change(family, False, body)
-    assert weighted < 0.6 * plain, (weighted, plain)
-    assert weighted < 0.03
+    # where the plain model barely moves either (gaot_fast's tiny model: 0.3 %), the ratio says nothing;
+    # its stages are compared in test_gaot_fast_windowed_encoder_converges_under_refinement
+    if plain > 0.01:
+        assert weighted < 0.6 * plain, (weighted, plain)
+    assert weighted < 0.03, (weighted, plain)
 
 
 def test_weighted_mean_integral_converges():
@@ -205,3 +208,74 @@ def test_gaot_weighted_magno_converges_under_refinement(body):
     (mag_q, stats_q, dec_q), (mag_p, stats_p, _) = out[True], out[False]
     assert mag_q < 0.05 and stats_q < 0.05 and dec_q == 0.0, out
     assert mag_q < 0.6 * mag_p and stats_q < 0.6 * stats_p, out
+
+
+def test_moment_box_hugs_the_extent_and_ignores_jitter(body):
+    """The quadrature token box (issue 17): exact for a uniform segment, converged under refinement,
+    and a jittered mesh moves it far less than it moves the bounding box."""
+    from pyengine.geometry.refine import jitter
+    from pyengine.models._box import moment_box, points_box
+
+    x = torch.linspace(-0.3, 1.7, 20001, dtype=torch.float64)
+    seg = torch.stack([x, torch.zeros_like(x)], 1)
+    lo, hi = moment_box(seg, torch.ones(x.shape[0], dtype=torch.float64))
+    torch.testing.assert_close(lo[0].item(), -0.3, atol=1e-3, rtol=0)
+    torch.testing.assert_close(hi[0].item(), 1.7, atol=1e-3, rtol=0)
+    assert float(hi[1] - lo[1]) > 0  # a flat axis is widened, never zero
+
+    p, t = body
+    pts, _, w = _inputs(p, t)
+    ref = torch.stack(moment_box(pts, w))
+    fine = _inputs(*subdivide(p, t, 2))
+    assert float((torch.stack(moment_box(fine[0], fine[2])) - ref).abs().max()) < 0.01
+    # a body with edges (the demo's bodies have them): tangential jitter at an edge moves the extremes
+    m = trimesh.creation.box((1.0, 0.6, 0.4))
+    bp, bt = subdivide(m.vertices, m.faces, 3)
+    bp_t = torch.tensor(bp, dtype=torch.float32)
+    jp = torch.tensor(jitter(bp, bt, 0.25, seed=1), dtype=torch.float32)
+    ref = torch.stack(moment_box(bp_t, vertex_areas(bp_t, torch.tensor(bt))))
+    moved = float((torch.stack(moment_box(jp, vertex_areas(jp, torch.tensor(bt)))) - ref).abs().max())
+    bbox_moved = float((torch.stack(points_box(jp)) - torch.stack(points_box(bp_t))).abs().max())
+    assert bbox_moved > 0.01 and moved < 0.25 * bbox_moved, (moved, bbox_moved)
+
+
+def test_gaot_fast_windowed_encoder_converges_under_refinement(body):
+    """Operator level, stage by stage, for the demo family: gaot_fast's windowed, complete-ball
+    attention encoder, its geometry embedding and its decoder move little between h, h/2 and a
+    jittered mesh with quadrature on, several times less than with it off."""
+    from pyengine.geometry.refine import jitter
+    from pyengine.models._quadrature import default_weights
+
+    p, t = body
+    q = torch.tensor(p, dtype=torch.float32)
+
+    def stages(model, pp, tt):
+        pts, feats, w = _inputs(pp, tt)
+        if not model.config.quadrature:
+            w = None
+        with torch.no_grad():
+            tokens, enc, emb, spacing, lo, hi = model._tokens(pts, w)
+            unit = lambda v: 2 * (v - lo) / (hi - lo) - 1  # noqa: E731
+            f = model.lift(torch.cat([feats, unit(pts)], dim=1))
+            att = [a(unit(pts), unit(tokens), g[0], g[1], f, edge_weights=g[2] if len(g) > 2 else None,
+                     row_scale=g[3] if len(g) > 3 else None) for a, g in zip(model.encoder.attn, enc)]
+            z = torch.randn(tokens.shape[0], model.config.hidden, generator=torch.Generator().manual_seed(0))
+            dec = model.decode((tokens, z, spacing, lo, hi, pts, f), q)
+        return att, emb, [dec]
+
+    def change(a, b):
+        return max(float((y - x).norm() / (x - x.mean(0)).norm()) for x, y in zip(a, b))
+
+    meshes = {"h/2": subdivide(p, t, 1), "jitter": (jitter(p, t, 0.25, seed=0), t)}
+    out = {}
+    for quadrature in (True, False):
+        torch.manual_seed(0)
+        model = build("gaot_fast", 3, 1, 3, quadrature=quadrature, **TINY["gaot_fast"]).eval()
+        base = stages(model, p, t)
+        out[quadrature] = {k: [change(x, y) for x, y in zip(base, stages(model, *m))] for k, m in meshes.items()}
+    for k in meshes:
+        (att_q, emb_q, dec_q), (att_p, emb_p, dec_p) = out[True][k], out[False][k]
+        assert max(att_q, emb_q, dec_q) < 0.05, out
+        assert att_q < 0.6 * att_p and emb_q < 0.6 * emb_p, out
+    assert out[True]["h/2"][2] < 0.01, out  # decoder: same queries, nearly the same tokens
+    assert default_weights is not None
