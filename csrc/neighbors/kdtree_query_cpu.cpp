@@ -57,35 +57,11 @@ void check_tree_values(const TreeArgs& a) {
                       "), got roots[", b, "] = ", roots[b]);
   }
   TORCH_CHECK_VALUE(a.num_batches > 0 || a.num_queries == 0, "queries need a batch, but roots is empty");
-  // Structure: from the roots, every node is reached exactly once (two children
-  // that are the same node, a node shared by two parents or two roots, a cycle
-  // or an orphan node are refused), and an inner node's children split its
-  // range in two adjacent parts, so each point of a root's range lies in exactly
-  // one leaf. O(K), serial (a walk), as cheap as the range pass above.
-  std::vector<uint8_t> seen(K, 0);
-  std::vector<int64_t> stack;
-  int64_t reached = 0;
-  bool tree_ok = true;
-  for (int64_t b = 0; b < a.num_batches && tree_ok; ++b) {
-    if (roots[b] < 0) continue;
-    stack.assign(1, roots[b]);
-    while (!stack.empty() && tree_ok) {
-      const int64_t i = stack.back();
-      stack.pop_back();
-      tree_ok &= !seen[i];
-      seen[i] = 1;
-      ++reached;
-      const int64_t* nd = nodes + 4 * i;
-      if (nd[2] < 0) continue;
-      const int64_t* l = nodes + 4 * nd[2];
-      const int64_t* r = nodes + 4 * nd[3];
-      tree_ok &= nd[2] != nd[3] && l[0] == nd[0] && l[1] == r[0] && r[1] == nd[1];
-      stack.push_back(nd[3]);
-      stack.push_back(nd[2]);
-    }
-  }
-  TORCH_CHECK_VALUE(tree_ok && reached == K, "nodes does not describe a tree: every node must be reached exactly once "
-                    "from the roots, and an inner node's children must split its range in two (corrupt child ids)");
+  // Structure: from the roots, every node is reached exactly once, and an inner node's
+  // children split its range (tree_structure_ok, shared with the CUDA queries).
+  TORCH_CHECK_VALUE(tree_structure_ok(nodes, K, roots, a.num_batches),
+                    "nodes does not describe a tree: every node must be reached exactly once from the roots, and an inner "
+                    "node's children must split its range in two (corrupt child ids)");
 }
 
 // Largest |x| over n values (0 for none).

@@ -112,36 +112,12 @@ constexpr const char* kNotATree =
     "nodes does not describe a tree: every node must be reached exactly once from the roots, and an inner node's "
     "children must split its range in two (corrupt child ids)";
 
-// The CPU's structure check (kdtree_query_cpu.cpp), on a host copy: a walk
-// from the roots that must reach every node exactly once, each inner node's
-// children splitting its range. Only for trees with empty child ranges (never
-// built by kdtree_build), which the device check below cannot decide.
+// The CPU's structure check (tree_structure_ok, neighbors_args.cpp) on a host copy of
+// nodes. Only for trees with empty child ranges (never built by kdtree_build), which the
+// device check below cannot decide.
 inline bool host_tree_structure_ok(const at::Tensor& nodes_dev, const std::vector<int64_t>& roots) {
   const auto host = nodes_dev.to(at::kCPU).contiguous();
-  const int64_t* nodes = host.const_data_ptr<int64_t>();
-  const int64_t K = host.size(0);
-  std::vector<uint8_t> seen(K, 0);
-  std::vector<int64_t> stack;
-  int64_t reached = 0;
-  for (const int64_t root : roots) {
-    if (root < 0) continue;
-    stack.assign(1, root);
-    while (!stack.empty()) {
-      const int64_t i = stack.back();
-      stack.pop_back();
-      if (seen[i]) return false;
-      seen[i] = 1;
-      ++reached;
-      const int64_t* nd = nodes + 4 * i;
-      if (nd[2] < 0) continue;
-      const int64_t* l = nodes + 4 * nd[2];
-      const int64_t* r = nodes + 4 * nd[3];
-      if (!(nd[2] != nd[3] && l[0] == nd[0] && l[1] == r[0] && r[1] == nd[1])) return false;
-      stack.push_back(nd[3]);
-      stack.push_back(nd[2]);
-    }
-  }
-  return reached == K;
+  return tree_structure_ok(host.const_data_ptr<int64_t>(), host.size(0), roots.data(), int64_t(roots.size()));
 }
 
 // |x| in double, +inf for NaN or +-Inf: a max-reduction of it is the largest

@@ -33,6 +33,14 @@ TreeArgs check_tree_args(const at::Tensor& points, const at::Tensor& perm, const
 // max_neighbors: -1 (unlimited) or >= 1.
 void check_max_neighbors(int64_t max_neighbors);
 
+// Whether nodes (K, 4) (host memory; rows begin, end, left, right, already range-checked:
+// child ids both -1 or both in [0, K)) with roots[0..B) (ids in [-1, K)) form a forest: a
+// walk from the roots reaches every node exactly once (no shared child, cycle or orphan)
+// and every inner node's children split its range in two adjacent parts, so each point of
+// a root's range lies in exactly one leaf. O(K), serial. The CPU queries run it on every
+// tree; the CUDA queries on a host copy, only for trees their device check cannot decide.
+bool tree_structure_ok(const int64_t* nodes, int64_t K, const int64_t* roots, int64_t B);
+
 #define PYE_NEIGHBORS_DECLARE(DEV)                                                                                   \
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kdtree_build_##DEV(                                     \
       const at::Tensor& points, const at::Tensor& batch_ptr, int64_t leaf_size);                                     \

@@ -1,5 +1,9 @@
 // Device-independent argument checks of the neighbor ops (shapes, dtypes,
-// devices). Messages name the argument, as everywhere in pyengine.
+// devices), and the tree structure walk both devices' queries share. Messages
+// name the argument, as everywhere in pyengine.
+#include <cstdint>
+#include <vector>
+
 #include "common/checks.h"
 #include "neighbors/neighbors.h"
 
@@ -60,6 +64,31 @@ TreeArgs check_tree_args(const at::Tensor& points, const at::Tensor& perm, const
 void check_max_neighbors(int64_t max_neighbors) {
   TORCH_CHECK_VALUE(max_neighbors == -1 || max_neighbors >= 1,
                     "max_neighbors must be -1 (unlimited) or >= 1, got ", max_neighbors);
+}
+
+bool tree_structure_ok(const int64_t* nodes, int64_t K, const int64_t* roots, int64_t B) {
+  std::vector<uint8_t> seen(K, 0);
+  std::vector<int64_t> stack;
+  int64_t reached = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    if (roots[b] < 0) continue;
+    stack.assign(1, roots[b]);
+    while (!stack.empty()) {
+      const int64_t i = stack.back();
+      stack.pop_back();
+      if (seen[i]) return false;
+      seen[i] = 1;
+      ++reached;
+      const int64_t* nd = nodes + 4 * i;
+      if (nd[2] < 0) continue;
+      const int64_t* l = nodes + 4 * nd[2];
+      const int64_t* r = nodes + 4 * nd[3];
+      if (!(nd[2] != nd[3] && l[0] == nd[0] && l[1] == r[0] && r[1] == nd[1])) return false;
+      stack.push_back(nd[3]);
+      stack.push_back(nd[2]);
+    }
+  }
+  return reached == K;
 }
 
 }  // namespace pyengine::neighbors

@@ -178,3 +178,52 @@ def test_errors():
         P.knn_bruteforce(pts, pts, torch.tensor([0, 4]), ptr_of([10]), 2, False)
     with pytest.raises(ValueError, match="together"):
         knn_bruteforce(pts, pts, 2, point_ptr=ptr_of([10]))
+
+
+@pytest.mark.parametrize("k", [17, 33])
+def test_float32_tile_edges_and_small_clouds(k):
+    # The first tile of a query bounds its k-th smallest GEMM-form distance with a histogram
+    # (kth_upper_bound) before collecting candidates: clouds just under / at / over one tile
+    # of 1024 points (a last tile with fewer than k points), clouds of fewer than k points, and
+    # d = 32 as in DGCNN-style feature kNN.
+    g = torch.Generator().manual_seed(21)
+    sizes_p = [1023, 1024, 1025, 2049, k, k - 1, 3, 500]
+    sizes_q = [9, 9, 9, 8, 4, 4, 2, 12]
+    pts = torch.rand(sum(sizes_p), 32, generator=g)
+    qs = torch.rand(sum(sizes_q), 32, generator=g)
+    pptr, qptr = ptr_of(sizes_p), ptr_of(sizes_q)
+    dist, idx = knn_bruteforce(pts, qs, k, point_ptr=pptr, query_ptr=qptr)
+    check(dist, idx, *reference(pts, qs, pptr, qptr, k), exact=True)
+
+
+@pytest.mark.parametrize("case", ["lattice", "identical", "tiny_spread", "non_finite"])
+def test_float32_histogram_bound_degenerate_rows(case):
+    # Rows where the histogram bound is degenerate: many exact ties in one bin (a lattice),
+    # every value equal (one cloud of identical points), a spread so small that the bin
+    # scale overflows, and +inf entries from non-finite rows among more than k finite ones.
+    g = torch.Generator().manual_seed(22)
+    n, k = 700, 20
+    if case == "lattice":
+        pts = torch.randint(0, 3, (n, 5), generator=g).float()
+    elif case == "identical":
+        pts = torch.full((n, 6), 0.3)
+    elif case == "tiny_spread":
+        pts = 1 + torch.randint(0, 2, (n, 4), generator=g).float() * 2.0 ** -23
+    else:
+        pts = torch.randn(n, 7, generator=g)
+        pts[torch.randperm(n, generator=g)[:60], 2] = float("inf")
+        pts[torch.randperm(n, generator=g)[:40], 5] = float("nan")
+    on_points = pts[torch.isfinite(pts).all(1)][:25]  # queries on top of (finite) points, and off them
+    qs = torch.cat([on_points, torch.rand(15, pts.shape[1], generator=g) * 2])
+    pptr, qptr = ptr_of([n]), ptr_of([qs.shape[0]])
+    dist, idx = knn_bruteforce(pts, qs, k, point_ptr=pptr, query_ptr=qptr)
+    ref_d = torch.empty(qs.shape[0], k, dtype=torch.float64)
+    ref_i = torch.empty(qs.shape[0], k, dtype=torch.long)
+    for q in range(qs.shape[0]):  # float64, NaN distances dropped (reference() cannot sort NaN)
+        d = (pts.double() - qs[q].double()).norm(dim=1).tolist()
+        want = sorted((dd, j) for j, dd in enumerate(d) if dd == dd)[:k]
+        ref_d[q] = torch.tensor([dd for dd, _ in want], dtype=torch.float64)
+        ref_i[q] = torch.tensor([j for _, j in want])
+    fin = torch.isfinite(ref_d)
+    torch.testing.assert_close(dist.double()[fin], ref_d[fin], rtol=1e-6, atol=1e-12)  # float32 output
+    assert torch.equal(idx, ref_i)

@@ -162,3 +162,65 @@ def test_corrupt_tree_structure_is_refused(how):
         tree.radius(points[:5], 0.2)
     with pytest.raises(ValueError, match="tree"):
         tree.radius_multi(points[:5], [0.1, 0.2])
+
+
+# --------------------------------------------------------------------------- float32 pre-test band
+
+
+def _shell_case(r, n_per_query=600, seed=0, d=3):
+    """Queries and float32 points at distances within a few ulps of r (the pre-test's ambiguous band)
+    and a little farther out (1e-6 .. 1e-5 relative, just outside it), both sides of r."""
+    rng = np.random.default_rng(seed)
+    q = (rng.uniform(-3, 3, (7, d)) * r).astype(np.float32)
+    pts = []
+    for qi in q:
+        u = rng.normal(size=(n_per_query, d))
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        rel = rng.choice([0.0, 1e-7, -1e-7, 6e-8, -6e-8, 1e-6, -1e-6, 3e-6, -3e-6, 1e-5, -1e-5], n_per_query)
+        pts.append((qi.astype(np.float64) + u * r * (1 + rel[:, None])).astype(np.float32))
+    return np.concatenate(pts), q
+
+
+def _ball64(P, Q, r, k=None):
+    """float64 brute force over the float32 values: d2 = ((dx^2 + dy^2) + dz^2) <= r^2, ties to lower index."""
+    P64, Q64, r64 = P.astype(np.float64), Q.astype(np.float64), float(np.float32(r))
+    rows = []
+    for qi in Q64:
+        diff = P64 - qi
+        d2 = diff[:, 0] ** 2
+        for c in range(1, P.shape[1]):
+            d2 = d2 + diff[:, c] ** 2
+        inside = np.flatnonzero(d2 <= r64 * r64)
+        if k is not None:
+            inside = np.sort(inside[np.lexsort((inside, d2[inside]))][:k])
+        rows.append(inside.tolist())
+    return rows
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("r", [0.37, 1.0, 2.5e-3, 1e-20, 3e18])
+def test_float32_radius_in_pretest_band_matches_float64(d, r):
+    """Points a few float32 ulps inside / outside the radius: the float32 pre-test must hand them
+    to the double comparison, and the rows equal a float64 brute force over the same values."""
+    P, Q = _shell_case(r, d=d, seed=d)
+    pts, qs = torch.from_numpy(P), torch.from_numpy(Q)
+    want = _ball64(P, Q, r)
+    assert any(want) and sum(map(len, want)) < len(P)  # both sides populated
+    rp, col = ops.radius_search(pts, qs, r)
+    assert [col[rp[i]:rp[i + 1]].tolist() for i in range(len(Q))] == want
+    rp, col = ops.radius_search(pts, qs, r, max_neighbors=50)
+    assert [col[rp[i]:rp[i + 1]].tolist() for i in range(len(Q))] == _ball64(P, Q, r, 50)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-20, 1e18])
+def test_float32_knn_near_ties_match_float64(scale):
+    """kNN among points at distances equal up to a few ulps: indices equal a float64 search."""
+    P, Q = _shell_case(scale, n_per_query=300, seed=5)
+    k = 40
+    dist, idx = ops.knn(torch.from_numpy(P), torch.from_numpy(Q), k)
+    P64, Q64 = P.astype(np.float64), Q.astype(np.float64)
+    for i, qi in enumerate(Q64):
+        diff = P64 - qi
+        d2 = (diff[:, 0] ** 2 + diff[:, 1] ** 2) + diff[:, 2] ** 2
+        want = np.lexsort((np.arange(len(P)), d2))[:k]
+        assert idx[i].tolist() == want.tolist()
