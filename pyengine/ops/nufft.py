@@ -26,6 +26,7 @@ adjoint) and in the point coordinates (derivative transforms with ``i k`` weight
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import NamedTuple, Sequence
 
@@ -197,44 +198,79 @@ def _broadcast(v: Tensor, axis: int, ndim: int) -> Tensor:
 # --------------------------------------------------------------------------- the ops (Python implementations)
 
 
-def _fft_fine(fine: Tensor, isign: int) -> Tensor:
-    dims = tuple(range(1, fine.dim()))
-    # sum_g x[g] exp(isign * 2 pi i k g / n), unnormalised in both directions
-    if isign > 0:
-        return torch.fft.ifftn(fine, dim=dims, norm="forward")
-    return torch.fft.fftn(fine, dim=dims, norm="backward")
+def _mode_runs(n: int, nf: int, modeord: int) -> tuple[tuple[int, int, int], ...]:
+    """(mode slot start, fine-grid start, length) of the two runs that place n mode slots on nf nodes.
+
+    Frequencies k >= 0 (n - n//2 of them) go to nodes 0.., k < 0 (n//2) to the last n//2 nodes
+    (node = k mod nf); the nf - n nodes between them are zero. Same map as _deconv_factors' index.
+    """
+    pos, neg = n - n // 2, n // 2
+    if modeord == 0:  # slots hold -n//2 .. (n-1)//2
+        return ((neg, 0, pos), (0, nf - neg, neg))
+    return ((0, 0, pos), (pos, nf - neg, neg))  # FFT order: 0 .. (n-1)//2, -(n//2) .. -1
+
+
+def _deconv_grid(factors, ndim: int) -> Tensor:
+    """Outer product of the per-dimension 1 / phihat factors, shaped (1, n_1, ..., n_d)."""
+    inv = None
+    for i, (_idx, f) in enumerate(factors):
+        v = _broadcast(f, i + 1, ndim)
+        inv = v if inv is None else inv * v
+    return inv
 
 
 # The transforms are plain Python composites of registered primitives (nufft_spread,
 # torch.fft, nufft_interp), not registered ops themselves: a call goes straight from
 # Python to the C++/CUDA kernels, torch.compile traces through them (the primitives
 # have fake kernels) and autograd is one torch.autograd.Function per transform.
+#
+# The deconvolution is one multiply by the outer product of the 1-D factors on the n_1..n_d
+# mode block, and type 2 writes that block into the zeroed fine grid with 2^d slice copies:
+# no fine-grid-sized temporaries besides the grid and its FFT (each new large CPU tensor is
+# page-faulted in on first touch, which costs more than the arithmetic on it).
+
+
+def _fft_fine(fine: Tensor, isign: int, out: Tensor | None = None) -> Tensor:
+    dims = tuple(range(1, fine.dim()))
+    # sum_g x[g] exp(isign * 2 pi i k g / n), unnormalised in both directions
+    if isign > 0:
+        return torch.fft.ifftn(fine, dim=dims, norm="forward", out=out)
+    return torch.fft.fftn(fine, dim=dims, norm="backward", out=out)
 
 
 def _type1(points, values, perm, bin_ptr, n_modes, eps, isign, modeord=0, upsampfac=2.0):
     geo = _geometry(tuple(n_modes), float(eps), points.dtype, points.device.type, upsampfac)
     fine = _ops.nufft_spread(points, values, perm, bin_ptr, geo.grid, geo.bins, geo.width, geo.beta)
     fine = _fft_fine(fine, isign)
-    ndim = fine.dim()
-    for i, (idx, inv) in enumerate(_deconv_factors(geo.n_modes, geo.grid, geo.width, geo.beta,
-                                                   points.dtype, points.device, modeord)):
-        fine = fine.index_select(i + 1, idx) * _broadcast(inv, i + 1, ndim)
-    return fine.contiguous()
+    factors = _deconv_factors(geo.n_modes, geo.grid, geo.width, geo.beta, points.dtype, points.device, modeord)
+    for i, (idx, _inv) in enumerate(factors):
+        fine = fine.index_select(i + 1, idx)
+    return fine * _deconv_grid(factors, fine.dim())
 
 
-def _type2(points, modes, perm, bin_ptr, eps, isign, modeord=0, upsampfac=2.0):
+def _pad_modes(modes: Tensor, grid: tuple[int, ...], modeord: int, out: Tensor | None = None) -> Tensor:
+    """(B, *n) modes -> (B, *grid) fine grid holding them at nodes k mod nf, zero elsewhere (into out if given)."""
+    shape = (modes.shape[0], *grid)
+    fine = modes.new_zeros(shape) if out is None else out.zero_()
+    runs = [_mode_runs(n, nf, modeord) for n, nf in zip(modes.shape[1:], grid)]
+    for block in itertools.product(*runs):
+        dst, src = fine, modes
+        for axis, (s0, d0, length) in enumerate(block, 1):
+            dst, src = dst.narrow(axis, d0, length), src.narrow(axis, s0, length)
+        dst.copy_(src)
+    return fine
+
+
+def _type2(points, modes, perm, bin_ptr, eps, isign, modeord=0, upsampfac=2.0, work=None):
+    """``work``: None, or two (B, *grid) complex buffers of the fine grid's size to compute in (a plan's
+    reusable workspace; the result does not alias them)."""
     n_modes = tuple(modes.shape[1:])
     geo = _geometry(n_modes, float(eps), points.dtype, points.device.type, upsampfac)
-    ndim = modes.dim()
-    fine = modes
-    for i, (idx, inv) in enumerate(_deconv_factors(geo.n_modes, geo.grid, geo.width, geo.beta,
-                                                   points.dtype, points.device, modeord)):
-        scaled = fine * _broadcast(inv, i + 1, ndim)
-        shape = list(scaled.shape)
-        shape[i + 1] = geo.grid[i]
-        fine = scaled.new_zeros(shape).index_copy_(i + 1, idx, scaled)
-    fine = _fft_fine(fine, isign)
-    return _ops.nufft_interp(points, fine.contiguous(), perm, bin_ptr, geo.bins, geo.width, geo.beta)
+    factors = _deconv_factors(geo.n_modes, geo.grid, geo.width, geo.beta, points.dtype, points.device, modeord)
+    fine = _pad_modes(modes * _deconv_grid(factors, modes.dim()), geo.grid, modeord,
+                      None if work is None else work[0])
+    fine = _fft_fine(fine, isign, None if work is None else work[1])
+    return _ops.nufft_interp(points, fine, perm, bin_ptr, geo.bins, geo.width, geo.beta)
 
 
 # --------------------------------------------------------------------------- fake kernels

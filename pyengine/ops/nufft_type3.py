@@ -100,14 +100,22 @@ _QUAD: dict = {}  # (width, beta) -> quadrature; filled eagerly by the plan (num
 
 
 def _kernel_ft_at(t: Tensor, width: int, beta: float) -> Tensor:
-    """phihat(t) = w int_0^1 phi(z) cos(t w z / 2) dz for real t (radians per fine-grid node), (N, d) -> (N,)."""
+    """phihat(t) = w int_0^1 phi(z) cos(t w z / 2) dz for real t (radians per fine-grid node), (N, d) -> (N,).
+
+    Evaluated one dimension and 2^16 rows at a time, so the (rows, nodes) cosine table stays ~15 MB.
+    """
     key = (width, beta)
     if key not in _QUAD:
         _QUAD[key] = _quadrature(width, beta)
     z, wphi = _QUAD[key]
-    z = torch.tensor(z, dtype=t.dtype, device=t.device)
+    z = torch.tensor(z, dtype=t.dtype, device=t.device) * (0.5 * width)
     wphi = torch.tensor(wphi, dtype=t.dtype, device=t.device)
-    return (torch.cos(t.unsqueeze(-1) * (0.5 * width) * z) @ wphi).prod(-1)
+    out = torch.ones(t.shape[0], dtype=t.dtype, device=t.device)
+    step = 1 << 16
+    for i in range(t.shape[1]):
+        for r in range(0, t.shape[0], step):
+            out[r:r + step] *= torch.cos(t[r:r + step, i, None] * z) @ wphi
+    return out
 
 
 def _centres(bounds: Bounds, which: int, dtype, device) -> Tensor:
@@ -126,6 +134,20 @@ def _t3_coordinates(x: Tensor, s: Tensor, bounds: Bounds, geo: _T3Geometry):
     return xp.to(x.dtype), t.to(x.dtype)
 
 
+def _t3_factors(x: Tensor, s: Tensor, t: Tensor, bounds: Bounds, geo: _T3Geometry, isign: int, dtype):
+    """Pre-phase ``exp(isign i D.(x - C))`` (M,) and post-factor ``exp(isign i s.C) / phihat(t)`` (N,).
+
+    Computed in float64 and stored as ``dtype``; phihat is taken at the (rounded) points t the
+    inner type 2 actually evaluates. A plan computes them once per sign (FINUFFT does this in setpts).
+    """
+    one = torch.ones((), dtype=torch.float64, device=x.device)
+    C = _centres(bounds, 0, torch.float64, x.device)
+    D = _centres(bounds, 2, torch.float64, x.device)
+    pre = torch.polar(one, isign * ((x.detach().double() - C) @ D))
+    post = torch.polar(one, isign * (s.detach().double() @ C)) / _kernel_ft_at(t.double(), geo.width, geo.beta)
+    return pre.to(dtype), post.to(dtype)
+
+
 def _outer_bins(geo: _T3Geometry, eps: float, x: Tensor) -> tuple[int, ...]:
     # The device's bin (CPU sort unit / CUDA tile) sizes, taken from the type-1/2 geometry.
     return _nu._geometry(geo.grid, eps, x.dtype, x.device.type, geo.upsampfac).bins
@@ -140,21 +162,21 @@ def _t3_sort(xp: Tensor, t: Tensor, geo: _T3Geometry, eps: float):
     return perm_x, ptr_x, perm_t, ptr_t
 
 
-def _type3(x, s, c, sort, bounds: Bounds, eps: float, isign: int, upsampfac: float) -> Tensor:
+def _t3_prepare(x: Tensor, s: Tensor, bounds: Bounds, eps: float, isign: int, upsampfac: float, dtype):
+    """Everything a type 3 needs besides the values: (xp, t, perm_x, ptr_x, perm_t, ptr_t, pre, post)."""
     geo = _t3_geometry(bounds, eps, upsampfac)
-    xp, t = _t3_coordinates(x, s, bounds, geo)
-    perm_x, ptr_x, perm_t, ptr_t = sort if sort is not None else _t3_sort(xp, t, geo, eps)
-    real = x.dtype
-    C = _centres(bounds, 0, torch.float64, x.device)
-    D = _centres(bounds, 2, torch.float64, x.device)
-    pre = torch.polar(torch.ones((), dtype=torch.float64, device=x.device),
-                      isign * ((x.double() - C) @ D)).to(c.dtype)
-    fine = _nu._ops.nufft_spread(xp, (c * pre).contiguous(), perm_x, ptr_x, geo.grid,
-                                 _outer_bins(geo, eps, x), geo.width, geo.beta)
+    with torch.no_grad():
+        xp, t = _t3_coordinates(x, s, bounds, geo)
+        return (xp, t, *_t3_sort(xp, t, geo, eps), *_t3_factors(x, s, t, bounds, geo, isign, dtype))
+
+
+def _type3(c, prepared, bounds: Bounds, eps: float, isign: int, upsampfac: float) -> Tensor:
+    geo = _t3_geometry(bounds, eps, upsampfac)
+    xp, t, perm_x, ptr_x, perm_t, ptr_t, pre, post = prepared
+    fine = _nu._ops.nufft_spread(xp, c * pre, perm_x, ptr_x, geo.grid, _outer_bins(geo, eps, xp), geo.width,
+                                 geo.beta)
     inner = _nu._type2(t, fine, perm_t, ptr_t, eps, isign, 1, upsampfac)  # grid nodes = modes in FFT order
-    post = torch.polar(torch.ones((), dtype=torch.float64, device=x.device), isign * (s.double() @ C))
-    post = post / _kernel_ft_at(t.double(), geo.width, geo.beta)
-    return inner * post.to(c.dtype)
+    return inner * post
 
 
 def _swap(bounds: Bounds) -> Bounds:
@@ -164,21 +186,24 @@ def _swap(bounds: Bounds) -> Bounds:
 class _Type3(torch.autograd.Function):
     """Type 3 with adjoint-based derivatives in c, x and s; backward is type 3 again (twice differentiable).
 
-    With sign s and PyTorch's complex-gradient convention (grad = dL/d conj(z)):
+    ``prepared`` (8 tensors, see _t3_prepare) is a plan's cache for these x, s and isign, or all None
+    (computed here). With sign s and PyTorch's complex-gradient convention (grad = dL/d conj(z)):
       grad_c    = type3(s -> x, g, -s)
       grad_x[j, i] = sum_b Re(conj(c[b, j]) * type3(s -> x, -s i s_{k,i} g, -s)[b, j])
       grad_s[k, i] = sum_b Re(g[b, k] * conj(type3(x -> s, s i x_{j,i} c, s)[b, k]))
     """
 
     @staticmethod
-    def forward(x, s, c, perm_x, ptr_x, perm_t, ptr_t, bounds, eps, isign, upsampfac):
-        sort = None if perm_x is None else (perm_x, ptr_x, perm_t, ptr_t)
-        return _type3(x, s, c, sort, bounds, eps, isign, upsampfac)
+    def forward(x, s, c, xp, t, perm_x, ptr_x, perm_t, ptr_t, pre, post, bounds, eps, isign, upsampfac):
+        prepared = (xp, t, perm_x, ptr_x, perm_t, ptr_t, pre, post)
+        if xp is None:
+            prepared = _t3_prepare(x, s, bounds, eps, isign, upsampfac, c.dtype)
+        return _type3(c, prepared, bounds, eps, isign, upsampfac)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, s, c, _px, _bx, _pt, _bt, bounds, eps, isign, upsampfac = inputs
-        ctx.bounds, ctx.eps, ctx.isign, ctx.upsampfac = bounds, eps, isign, upsampfac
+        x, s, c = inputs[:3]
+        ctx.bounds, ctx.eps, ctx.isign, ctx.upsampfac = inputs[11:]
         ctx.save_for_backward(x, s, c)
 
     @staticmethod
@@ -187,19 +212,20 @@ class _Type3(torch.autograd.Function):
         sg = ctx.isign
         grad = grad.contiguous()
         back = _swap(ctx.bounds)
+        none8 = (None,) * 8
         gx = gs = gc = None
         if ctx.needs_input_grad[2]:
-            gc = _Type3.apply(s, x, grad, None, None, None, None, back, ctx.eps, -sg, ctx.upsampfac)
+            gc = _Type3.apply(s, x, grad, *none8, back, ctx.eps, -sg, ctx.upsampfac)
         d, B = x.shape[1], c.shape[0]
         if ctx.needs_input_grad[0]:
             w = torch.cat([grad * ((-sg * 1j) * s[:, i]).to(grad.dtype) for i in range(d)], 0)
-            r = _Type3.apply(s, x, w, None, None, None, None, back, ctx.eps, -sg, ctx.upsampfac)
+            r = _Type3.apply(s, x, w, *none8, back, ctx.eps, -sg, ctx.upsampfac)
             gx = (c.conj().unsqueeze(0) * r.reshape(d, B, -1)).real.sum(1).t().to(x.dtype)
         if ctx.needs_input_grad[1]:
             w = torch.cat([c * ((sg * 1j) * x[:, i]).to(c.dtype) for i in range(d)], 0)
-            r = _Type3.apply(x, s, w, None, None, None, None, ctx.bounds, ctx.eps, sg, ctx.upsampfac)
+            r = _Type3.apply(x, s, w, *none8, ctx.bounds, ctx.eps, sg, ctx.upsampfac)
             gs = (grad.unsqueeze(0) * r.reshape(d, B, -1).conj()).real.sum(1).t().to(s.dtype)
-        return gx, gs, gc, None, None, None, None, None, None, None, None
+        return (gx, gs, gc) + (None,) * 12
 
 
 def _ranges(t: Tensor) -> list[tuple[float, float]]:
@@ -245,8 +271,10 @@ class NUFFT3Plan:
         geo = _t3_geometry(self.bounds, self.eps, self.upsampfac)
         _QUAD.setdefault((geo.width, geo.beta), _quadrature(geo.width, geo.beta))
         self.grid = geo.grid
-        xp, t = _t3_coordinates(self.points, self.targets, self.bounds, geo)
-        self._sort = _t3_sort(xp, t, geo, self.eps)
+        # Rescaled points, both sorts and the pre/post factors, once; the isign = -1 factors are the
+        # conjugates of the +1 ones (phihat is real).
+        plus = _t3_prepare(self.points, self.targets, self.bounds, self.eps, 1, self.upsampfac, dtype)
+        self._prepared = {1: plus, -1: (*plus[:6], plus[6].conj().resolve_conj(), plus[7].conj().resolve_conj())}
 
     def execute(self, values: Tensor, isign: int = 1) -> Tensor:
         """``(B, M)`` or ``(M,)`` complex strengths -> ``(B, N)`` or ``(N,)`` values at the targets."""
@@ -258,8 +286,9 @@ class NUFFT3Plan:
             raise ValueError(f"values must be (B, M) or (M,) with M = {M} points, got shape {tuple(values.shape)}")
         if v.device != self.points.device:
             raise ValueError(f"values are on {v.device} but the plan's points are on {self.points.device}")
-        out = _Type3.apply(self.points, self.targets, v.contiguous(), *self._sort, self.bounds, self.eps,
-                           _nu._check_isign(isign), self.upsampfac)
+        isign = _nu._check_isign(isign)
+        out = _Type3.apply(self.points, self.targets, v.contiguous(), *self._prepared[isign], self.bounds,
+                           self.eps, isign, self.upsampfac)
         return out[0] if squeeze else out
 
     def __repr__(self) -> str:
