@@ -9,9 +9,12 @@ trained weights. :class:`GAOTConfig` lists each part with the paper's section.
 
 What pyengine adds is speed, not architecture: the MAGNO integrals run in the fused
 GNO kernel with the cosine-softmax weights as per-edge weights (no ``E x hidden``
-tensor, backward recomputes), and everything that depends on the geometry only
-(radius graphs, attention weights, geometry statistics) is computed once per
-geometry and cached. The faster but non-faithful variant is ``build("gaot_fast")``
+tensor, backward recomputes); the scales, whose kernel MLP is shared, are integrated
+in one pass over the largest ball's edges split into shells (kernel evaluated once per
+edge, not once per edge and scale; see :func:`pyengine.nn.magno.nested_scales`); and
+everything that depends on the geometry only (radius graphs, shells, attention weights,
+geometry statistics) is computed once per geometry and cached (the reference formulation in
+the tests computes them in every forward); the outputs are the same. The faster but non-faithful variant is ``build("gaot_fast")``
 (:mod:`pyengine.models.gaot_fast`).
 """
 
