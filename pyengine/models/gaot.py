@@ -13,9 +13,9 @@ tensor, backward recomputes); the scales, whose kernel MLP is shared, are integr
 in one pass over the largest ball's edges split into shells (kernel evaluated once per
 edge, not once per edge and scale; see :func:`pyengine.nn.magno.nested_scales`); and
 everything that depends on the geometry only (radius graphs, shells, attention weights,
-geometry statistics) is computed once per geometry and cached (the reference formulation in
-the tests computes them in every forward); the outputs are the same. The faster but non-faithful variant is ``build("gaot_fast")``
-(:mod:`pyengine.models.gaot_fast`).
+geometry statistics) is computed once per geometry and cached (the reference
+formulation in the tests computes them in every forward); the outputs are the same.
+The faster but non-faithful variant is ``build("gaot_fast")`` (:mod:`pyengine.models.gaot_fast`).
 """
 
 from __future__ import annotations
