@@ -216,7 +216,7 @@ class _MAGNO(nn.Module):
             per_scale = shells.combine(self.magno(sources, targets.repeat_interleave(len(graphs), 0), shells.row_ptr,
                                                   shells.col, f, alpha=shells.u))
         else:
-            per_scale = [self.magno(sources, targets, rp, col, f, alpha=alphas[m]) for m, (rp, col) in enumerate(graphs)]
+            per_scale = [self.magno(sources, targets, rp, col, f, alpha=a) for (rp, col), a in zip(graphs, alphas)]
         scales = []
         for m, h in enumerate(per_scale):
             if self.geoembed is not None:
