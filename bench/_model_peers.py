@@ -180,8 +180,11 @@ def gaot3d_like_samples(n_points: int, count: int, seed: int = 0):
 
 
 def gaot_peers(train, test, steps: int, official_path: str | None, peak_extra, seed: int = 0, config=None,
-               device="cpu"):
+               device="cpu", per_scale: bool = False):
     """``train``/``test``: lists of (points (N, 3) in [-1, 1], features (N, C), target (N, 1)).
+
+    ``per_scale``: also time pyengine with MAGNO's scales integrated one by one (no shared
+    shells, ``_MAGNO.nested_scales = False``), from the same weights, interleaved with the others.
 
     On CUDA every step is synchronised before its clock stops; the graphs are built on the CPU
     (float64 brute force) and moved, as precomputed official graphs would be."""
@@ -206,6 +209,10 @@ def gaot_peers(train, test, steps: int, official_path: str | None, peak_extra, s
     standin = standin.to(device)
     models = {"pyengine gaot": from_official(standin.state_dict(), cfg).to(device).train(),
               "official semantics, plain PyTorch": standin.train()}
+    if per_scale:
+        one_by_one = from_official(standin.state_dict(), cfg).to(device).train()
+        one_by_one.encoder.nested_scales = one_by_one.decoder.nested_scales = False
+        models["pyengine gaot, scales one by one"] = one_by_one
     notes = []
     Official, why = _official_module(official_path)
     tokens = official_tokens(c["grid"]).to(device)
@@ -221,12 +228,15 @@ def gaot_peers(train, test, steps: int, official_path: str | None, peak_extra, s
 
     runners = {
         "pyengine gaot": lambda m, i, p, f: m(p, f),
+        "pyengine gaot, scales one by one": lambda m, i, p, f: m(p, f),
         "official semantics, plain PyTorch": lambda m, i, p, f: m(tokens, p, f, p, *graphs_of(i, p)),
     }
     if Official is not None:
         try:
             off = Official(in_ch, 1, _official_config(c, in_ch)).to(device)
             models["pyengine gaot"] = from_official(off.state_dict(), cfg).to(device).train()  # the same start
+            if per_scale:
+                models["pyengine gaot, scales one by one"].load_state_dict(models["pyengine gaot"].state_dict())
             models["official GAOT"] = off.train()
 
             def run_official(m, i, p, f):

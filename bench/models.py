@@ -215,6 +215,8 @@ def main(argv=None) -> None:
     p.add_argument("--gaot-scales", default=None, help="--peers: official radius scales (default 1,2)")
     p.add_argument("--gaot-samples", default="2,1", help="--peers with --gaot-points: training,test samples")
     p.add_argument("--no-gno", action="store_true", help="--peers: skip the GNO layer comparison")
+    p.add_argument("--gaot-per-scale", action="store_true",
+                   help="--peers: also time pyengine GAOT with the MAGNO scales integrated one by one")
     p.add_argument("--repeat", type=int, default=None, help="timed calls (default 5; 2 with --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--error-steps", type=int, default=None,
@@ -337,8 +339,11 @@ def run_peers(args, device) -> None:
         n_train, n_test = (8, 4) if args.quick else (24, 8)
         train, test = _demo_bodies(n_train, n_test)
         what = "bodies of the demo"
+    load0 = os.getloadavg()
     res, notes = gaot_peers(train, test, steps, args.official_gaot, lambda fn: peak_extra(fn, device), args.seed,
-                            config=config, device=device)
+                            config=config, device=device, per_scale=args.gaot_per_scale)
+    notes.append("load average (1, 5, 15 min) before: " + ", ".join(f"{v:.1f}" for v in load0)
+                 + "; after: " + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     pts = sum(t[0].shape[0] for t in train) / len(train)
     c = dict(GAOT_PEER_CONFIG, **config)
     print(f"\nGAOT: {n_train} training / {n_test} test {what} (~{pts:.0f} surface points each), "

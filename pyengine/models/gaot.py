@@ -9,10 +9,13 @@ trained weights. :class:`GAOTConfig` lists each part with the paper's section.
 
 What pyengine adds is speed, not architecture: the MAGNO integrals run in the fused
 GNO kernel with the cosine-softmax weights as per-edge weights (no ``E x hidden``
-tensor, backward recomputes), and everything that depends on the geometry only
-(radius graphs, attention weights, geometry statistics) is computed once per
-geometry and cached. The faster but non-faithful variant is ``build("gaot_fast")``
-(:mod:`pyengine.models.gaot_fast`).
+tensor, backward recomputes); the scales, whose kernel MLP is shared, are integrated
+in one pass over the largest ball's edges split into shells (kernel evaluated once per
+edge, not once per edge and scale; see :func:`pyengine.nn.magno.nested_scales`); and
+everything that depends on the geometry only (radius graphs, shells, attention weights,
+geometry statistics) is computed once per geometry and cached (the reference
+formulation in the tests computes them in every forward); the outputs are the same.
+The faster but non-faithful variant is ``build("gaot_fast")`` (:mod:`pyengine.models.gaot_fast`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from ..geometry import latent_grid
-from ..nn.magno import MAGNOIntegral, StatisticalEmbedding, neighborhood_statistics, standardize_columns
+from ..nn.magno import (MAGNOIntegral, StatisticalEmbedding, nested_scales, neighborhood_statistics,
+                        standardize_columns)
 from ..nn.mlp import mlp
 from ..nn.uvit import GAOTProcessor
 import torch.nn.functional as F
@@ -182,7 +186,17 @@ class GAOTConfig:
 
 
 class _MAGNO(nn.Module):
-    """One side (encoder or decoder) of MAGNO: the shared integral, geometry embedding and scale fusion."""
+    """One side (encoder or decoder) of MAGNO: the shared integral, geometry embedding and scale fusion.
+
+    The kernel MLP is shared by the scales (paper and official code), so when the balls are
+    nested and the weights factorise (the published model: uncapped radius graphs, cosine or
+    mean weights) the scales are integrated in one fused pass over the largest ball's edges,
+    split into shells (:func:`pyengine.nn.magno.nested_scales`): the same outputs, with the
+    kernel evaluated once per edge instead of once per edge and scale. ``nested_scales =
+    False`` integrates each scale on its own (the reference the tests compare with).
+    """
+
+    nested_scales = True
 
     def __init__(self, channels: int, coord_dim: int, kernel_hidden, geo: bool, c: GAOTConfig) -> None:
         super().__init__()
@@ -197,10 +211,14 @@ class _MAGNO(nn.Module):
                                 if c.scale_weights and n > 1 else None)
         self.scale_reduce = c.scale_reduce
 
-    def forward(self, sources: Tensor, targets: Tensor, f: Tensor, graphs, alphas, stats) -> Tensor:
+    def forward(self, sources: Tensor, targets: Tensor, f: Tensor, graphs, alphas, stats, shells=None) -> Tensor:
+        if shells is not None and self.nested_scales:
+            per_scale = shells.combine(self.magno(sources, targets.repeat_interleave(len(graphs), 0), shells.row_ptr,
+                                                  shells.col, f, alpha=shells.u))
+        else:
+            per_scale = [self.magno(sources, targets, rp, col, f, alpha=a) for (rp, col), a in zip(graphs, alphas)]
         scales = []
-        for m, (row_ptr, col) in enumerate(graphs):
-            h = self.magno(sources, targets, row_ptr, col, f, alpha=alphas[m])
+        for m, h in enumerate(per_scale):
             if self.geoembed is not None:
                 h = self.recovery(torch.cat([h, self.geoembed(stats[m].to(h.dtype))], dim=1))
             scales.append(h)
@@ -306,6 +324,11 @@ class GAOT(OperatorModel):
         return graphs, alphas, stats
 
     @staticmethod
+    def _shells(graphs, alphas, radii):
+        """The scales as shells of the largest ball (None when they do not nest), see :class:`_MAGNO`."""
+        return nested_scales(graphs, alphas, radii)
+
+    @staticmethod
     def _token_statistics(tokens: Tensor, queries: Tensor, radii) -> list[Tensor]:
         """Quadrature: the decoder's statistics of the token balls, windowed (see :meth:`_side`).
 
@@ -346,8 +369,9 @@ class GAOT(OperatorModel):
                     dec_ref = [neighborhood_statistics(tokens, pts, *radius_search(tokens, pts, r,
                                                                                    max_neighbors=c.max_neighbors))
                                for r in radii]
+                shells = self._shells(graphs, alphas, radii)
             return dict(centre=centre, half=half, tokens=tokens, radii=radii, pts=pts, graphs=graphs,
-                        alphas=alphas, stats=stats, dec_ref=dec_ref,
+                        alphas=alphas, stats=stats, dec_ref=dec_ref, shells=shells,
                         ref_weights=weights if c.quadrature else None)
 
         key = (points,) if weights is None else (points, weights)
@@ -369,7 +393,8 @@ class GAOT(OperatorModel):
                 if stats is not None:
                     refs = geo["dec_ref"] or [None] * len(stats)
                     stats = [standardize_columns(s, r) for s, r in zip(stats, refs)]
-            return q, graphs, alphas, stats
+                shells = self._shells(graphs, alphas, geo["radii"])
+            return q, graphs, alphas, stats, shells
 
         key = (geo["tokens"], geo["pts"], queries)
         if geo["ref_weights"] is not None:
@@ -402,14 +427,14 @@ class GAOT(OperatorModel):
         geo = self._geometry(points, weights)
         feats, cond = self._condition(features, time, lead_time)
         f = self.encoder.lifting(feats)
-        z = self.encoder(geo["pts"], geo["tokens"], f, geo["graphs"], geo["alphas"], geo["stats"])
+        z = self.encoder(geo["pts"], geo["tokens"], f, geo["graphs"], geo["alphas"], geo["stats"], geo["shells"])
         z = self.processor(z.unsqueeze(0), cond).squeeze(0)
         return geo, z
 
     def decode(self, state, queries: Tensor) -> Tensor:
         geo, z = state
-        q, graphs, alphas, stats = self._queries(geo, queries)
-        u = self.decoder(geo["tokens"], q, z, graphs, alphas, stats)
+        q, graphs, alphas, stats, shells = self._queries(geo, queries)
+        u = self.decoder(geo["tokens"], q, z, graphs, alphas, stats, shells)
         return self.decoder.projection(u)
 
     @torch.no_grad()

@@ -32,11 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import row_index, sddmm, segment_reduce, segment_softmax
+from dataclasses import dataclass
+
+from ..ops import index_to_row_ptr, row_index, sddmm, segment_reduce, segment_softmax
 from .gno import GNOIntegral
 
-__all__ = ["MAGNOIntegral", "StatisticalEmbedding", "cosine_attention", "neighborhood_statistics",
-           "standardize_columns"]
+__all__ = ["MAGNOIntegral", "NestedScales", "StatisticalEmbedding", "cosine_attention", "nested_scales",
+           "neighborhood_statistics", "standardize_columns"]
 
 
 def cosine_attention(y: Tensor, x: Tensor, row_ptr: Tensor, col: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -169,6 +171,115 @@ class StatisticalEmbedding(nn.Module):
 
     def forward(self, stats: Tensor) -> Tensor:
         return self.mlp(stats)
+
+
+@dataclass
+class NestedScales:
+    """The scales of a multiscale MAGNO as shells of the largest ball (see :func:`nested_scales`).
+
+    ``row_ptr`` ``(M S + 1,)`` / ``col`` / ``u`` ``(E_max,)``: one CSR graph with a row per
+    (query, shell), shells ordered by radius; ``inv_mass`` ``(M, S)``: ``1 / Z_k(i)`` of the
+    ``k``-th smallest ball (0 for empty balls); ``order``: scale indices by increasing radius.
+    """
+
+    row_ptr: Tensor
+    col: Tensor
+    u: Tensor
+    inv_mass: Tensor
+    order: list[int]
+
+    def combine(self, shell_sums: Tensor) -> list[Tensor]:
+        """Per-scale outputs, in the caller's scale order, from the ``(M S, C)`` shell integrals."""
+        m, s = self.inv_mass.shape
+        balls = shell_sums.view(m, s, -1).cumsum(1) * self.inv_mass.to(shell_sums.dtype).unsqueeze(2)
+        out: list[Tensor] = [shell_sums] * s
+        for k, scale in enumerate(self.order):
+            out[scale] = balls[:, k]
+        return out
+
+
+def nested_scales(graphs: Sequence[tuple[Tensor, Tensor]], alphas: Sequence[Tensor], radii: Sequence[float],
+                  rtol: float = 1e-5) -> NestedScales | None:
+    """Shells of nested balls, so that a kernel shared by the scales is evaluated once per edge.
+
+    MAGNO integrates the *same* kernel ``k(x_i, y_j) f_j`` (one MLP for all scales) over
+    balls of several radii around each query, ``out_m(i) = sum_{e in B_m(i)} alpha_m(e) k_e f_j``.
+    When the balls are nested (every edge of a smaller ball is an edge of every larger one)
+    and the weights of each scale are those of the largest scale renormalised over the
+    ball, ``alpha_m(e) = u_e / Z_m(i)`` with ``Z_m(i) = sum_{e in B_m(i)} u_e`` (true of a
+    softmax of a per-edge score, GAOT's cosine attention, and of the plain mean), then ::
+
+        out_m(i) = (1 / Z_m(i)) sum_{k <= m} S_k(i),   S_k(i) = sum_{e in shell k of i} u_e k_e f_j
+
+    with shell ``k`` = ``B_k \\ B_{k-1}``: the integral over the largest graph, split by
+    shell, gives every scale exactly (up to rounding), at the cost of one scale (the
+    largest) instead of all of them.
+
+    Args:
+        graphs: per scale, the CSR ``(row_ptr, col)`` (same rows, columns into the same sources).
+        alphas: per scale, its ``(E_m,)`` edge weights.
+        radii: per scale, its radius (orders the shells).
+        rtol: the reconstructed ``u_e / Z_m(i)`` must match ``alphas[m]`` to this relative tolerance.
+
+    Returns:
+        a :class:`NestedScales`, or None when there is one scale, the balls are not nested
+        (e.g. capped with ``max_neighbors``) or the weights do not factorise (e.g. windowed
+        quadrature balls): then each scale must be integrated on its own.
+    """
+    s = len(graphs)
+    if s < 2 or len(alphas) != s or len(radii) != s:
+        return None
+    order = sorted(range(s), key=lambda m: float(radii[m]))
+    big_rp, big_col = graphs[order[-1]]
+    m_rows = big_rp.shape[0] - 1
+    n_big = int(big_col.shape[0])
+    if any(g[0].shape != big_rp.shape for g in graphs) or any(a.shape != g[1].shape for a, g in zip(alphas, graphs)):
+        return None
+    rows = row_index(big_rp, n_big)
+    n_src = int(torch.cat([g[1] for g in graphs]).max()) + 1 if n_big else 1
+    keys = rows * n_src + big_col.long()
+    sorted_keys, perm = torch.sort(keys)
+    if n_big > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
+        return None  # duplicate edges: membership by (row, col) would be ambiguous
+    inner = torch.zeros(n_big, dtype=torch.long, device=big_col.device)  # balls (of the smaller ones) holding e
+    member = []
+    for m in order[:-1]:
+        rp, col = graphs[m]
+        k = row_index(rp, int(col.shape[0])) * n_src + col.long()
+        pos = torch.searchsorted(sorted_keys, k).clamp_max(max(n_big - 1, 0))
+        if k.numel() and (n_big == 0 or not bool((sorted_keys[pos] == k).all())):
+            return None  # an edge of a smaller ball missing from the largest: not nested
+        idx = perm[pos]
+        hit = torch.zeros(n_big, dtype=torch.bool, device=big_col.device)
+        hit[idx] = True
+        if int(hit.sum()) != k.numel():
+            return None
+        member.append(hit)
+        inner += hit.long()
+    for a, b in zip(member[:-1], member[1:]):
+        if bool((a & ~b).any()):
+            return None  # in a smaller ball but not in the next larger one
+    shell = (s - 1) - inner  # 0: in the smallest ball, ..., s - 1: only in the largest
+    new_row = rows * s + shell
+    order_e = torch.argsort(new_row, stable=True)
+    row_ptr = index_to_row_ptr(new_row[order_e], m_rows * s)
+    u = alphas[order[-1]]
+    shell_mass = segment_reduce(u[order_e], row_ptr, "sum").view(m_rows, s)
+    mass = shell_mass.cumsum(1)
+    inv = torch.where(mass > 0, 1.0 / torch.where(mass > 0, mass, torch.ones_like(mass)), torch.zeros_like(mass))
+    # check the factorisation alpha_m(e) = u_e / Z_m(i) against the given weights
+    for k, m in enumerate(order):
+        a = alphas[m]
+        if m == order[-1]:
+            rec = u * inv[:, k].index_select(0, rows)
+        else:
+            rp, col = graphs[m]
+            kk = row_index(rp, int(col.shape[0]))
+            rec = u.index_select(0, perm[torch.searchsorted(sorted_keys, kk * n_src + col.long())]) * \
+                inv[:, k].index_select(0, kk)
+        if a.numel() and not bool(torch.allclose(rec, a, rtol=rtol, atol=1e-7 * float(a.abs().max()))):
+            return None
+    return NestedScales(row_ptr=row_ptr, col=big_col[order_e], u=u[order_e].contiguous(), inv_mass=inv, order=order)
 
 
 class MAGNOIntegral(nn.Module):

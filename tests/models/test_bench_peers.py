@@ -41,3 +41,11 @@ def test_gno_layer_peer():
     info, why = gno_layer_peers(600, 8, 1, lambda fn: None)
     assert why is None and info["rel_diff"] < 1e-5
     assert info["pyengine forward"] > 0 and info["neuralop forward+backward"] > 0
+
+
+def test_gaot_peers_per_scale_contestant_takes_the_same_steps():
+    res, _ = gaot_peers(_bodies(2, 0), _bodies(1, 1), steps=2, official_path=None, peak_extra=lambda fn: None,
+                        config=TINY, per_scale=True)
+    assert set(res) == {"pyengine gaot", "official semantics, plain PyTorch", "pyengine gaot, scales one by one"}
+    a, b = res["pyengine gaot"]["test_rel_l2"], res["pyengine gaot, scales one by one"]["test_rel_l2"]
+    assert abs(a - b) < 1e-4 * max(a, b), (a, b)
