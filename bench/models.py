@@ -267,6 +267,7 @@ def main(argv=None) -> None:
                 err_s = "failed"
                 print(f"{label} test error: failed: {str(e).splitlines()[0][:200]}")
         rows.append((label, f"{t_train * 1e3:.1f}", f"{t_infer * 1e3:.1f}", mem_s, f"{params / 1e3:.0f}k", err_s))
+        print("# done: " + ", ".join(rows[-1]), file=sys.stderr, flush=True)  # progress, for long runs
     header = ("family", "train step ms", "inference ms", "peak extra memory (train)", "parameters",
               f"test rel L2 ({error_steps} steps)")
     sep = "|" if args.markdown else " "

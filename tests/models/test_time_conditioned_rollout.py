@@ -129,3 +129,33 @@ def test_time_stepper_rescale_is_scale_equivariant():
         b = stepper.step(pts.double(), 6.5 * state, static, time=0.1)
         torch.testing.assert_close(b, 6.5 * a, rtol=1e-9, atol=1e-12)
         assert torch.isfinite(stepper.step(pts.double(), torch.zeros_like(state), static)).all()
+
+
+@pytest.mark.parametrize("name", ["mppde", "rigno"])
+def test_relative_loss_is_the_error_over_persistence(name):
+    """fit_rollout(loss="relative") is the MSE divided by the mean square of the true change over the
+    drawn step (persistence's MSE on that draw): a model that repeats the last frame scores exactly 1."""
+    import random
+
+    g = torch.Generator().manual_seed(4)
+    pts = torch.rand(40, 2, generator=g)
+    frames = torch.cumsum(0.1 * torch.randn(9, 40, 1, generator=g, dtype=torch.float64), 0).float() + 1.0
+    params = torch.randn(40, 3, generator=g)
+    torch.manual_seed(0)
+    if name == "mppde":
+        model = build("mppde", 2 * 1 + 3, 2, 2, hidden=8, layers=1, radius=0.4, time_window=2, dt=0.02)
+        K = 2
+    else:
+        model = TimeStepper(build("rigno", 4, 1, 2, time_conditioned=True, time_conditioning="norm", **RIGNO), 0.02)
+        K = 1
+    mse = fit_rollout(model, [(pts, frames, params)], steps=1, lr=0.0, max_unroll=0, seed=3)[0]
+    rel = fit_rollout(model, [(pts, frames, params)], steps=1, lr=0.0, max_unroll=0, seed=3, loss="relative")[0]
+    rng = random.Random(3)  # fit_rollout's draws: trajectory, unroll count, start
+    rng.randrange(1), rng.randint(0, 0)
+    t = rng.randint(0, frames.shape[0] - 2 * K)
+    target, last = frames[t + K:t + 2 * K], frames[t + K - 1:t + K]
+    change = float((target - last).square().mean())
+    assert rel == pytest.approx(mse / change, rel=1e-5)
+    assert abs(rel - 1.0) > 1e-3  # an untrained model is not persistence: the check above is not vacuous
+    with pytest.raises(ValueError, match="loss must be"):
+        fit_rollout(model, [(pts, frames, params)], steps=1, loss="l1")
