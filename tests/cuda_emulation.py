@@ -187,17 +187,30 @@ def _thrust_backend(thrust: pathlib.Path) -> Backend:
 
 
 def _load(be: Backend) -> None:
+    import fcntl
+
     from torch.utils.cpp_extension import load
 
-    load(
-        name=be.library,
-        sources=[_wrapper(be.build, cu) for cu in be.sources] + [str(ROOT / s) for s in be.host_sources],
-        extra_include_paths=list(be.include_paths),
-        extra_cflags=list(be.cflags),
-        build_directory=str(be.build),
-        is_python_module=False,
-        verbose=False,
-    )
+    be.build.mkdir(parents=True, exist_ok=True)
+    # torch's cpp_extension guards a build with a plain ``lock`` file (FileBaton) that a killed
+    # build leaves behind, and every later load then waits on it forever. Our loads hold an
+    # fcntl lock instead, which the kernel releases when the holder dies; a ``lock`` file found
+    # while holding it belongs to no live pyengine build, so it is stale and removed.
+    with open(be.build / "pyengine_build.flock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            (be.build / "lock").unlink(missing_ok=True)
+            load(
+                name=be.library,
+                sources=[_wrapper(be.build, cu) for cu in be.sources] + [str(ROOT / s) for s in be.host_sources],
+                extra_include_paths=list(be.include_paths),
+                extra_cflags=list(be.cflags),
+                build_directory=str(be.build),
+                is_python_module=False,
+                verbose=False,
+            )
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
 
 
 def backend_missing(name: str) -> str:
