@@ -175,28 +175,39 @@ def test_rescale_option_is_scale_equivariant():
     assert torch.isfinite(flat).all()
 
 
-def test_rollout_is_stable_and_beats_persistence():
+def test_rollout_is_stable_and_beats_persistence_and_the_decay_oracle():
     """Trained with the pushforward trick on a dozen generated trajectories, 20-call rollouts on unseen
-    trajectories stay bounded and end well below persistence (repeating the initial frame)."""
+    trajectories stay bounded and end well below both persistence (repeating the initial frame) and the
+    "decay only" oracle (the best multiple c_k u_0 of the initial frame, fitted to the truth: all a model that
+    learns no transport can reach). The paper's configuration (MLP decoder, instance norm, positions) passed
+    the persistence bound but not the oracle (bench/RESULTS.md, 2026-12-06); measured with the stencil decoder:
+    0.38 / 0.43 at 20 frames against oracles 0.58 / 0.59 and persistence 0.64 / 0.85."""
     from pyengine.data.physics import advection_diffusion2d, trajectory
 
     kw = dict(h=0.08, n_frames=24, n_holes=(1, 2))
-    train = [trajectory(advection_diffusion2d(s, **kw)) for s in range(12)]
-    torch.manual_seed(0)
-    model = build("mppde", 1 + 3, 1, 2, hidden=32, layers=3, radius=0.13, max_neighbors=12, dt=0.02, rescale=True)
-    fit_rollout(model, train, steps=400, lr=2e-3, max_unroll=2, seed=0)
-    errs, persists = [], []
-    for seed in (100, 101):
+    unit = torch.tensor([1 / 0.35, 1 / 0.35, 1.0])  # the velocity in units of the mean stream speed, as bench.rollout
+
+    def traj(seed):
         pts, frames, params = trajectory(advection_diffusion2d(seed, **kw))
+        return pts, frames, params * unit
+
+    train = [traj(s) for s in range(12)]
+    torch.manual_seed(0)
+    model = build("mppde", 1 + 3, 1, 2, hidden=32, layers=3, radius=0.13, max_neighbors=12, dt=0.02, rescale=True,
+                  decoder="stencil", norm="none", positions=False)
+    fit_rollout(model, train, steps=400, lr=2e-3, max_unroll=2, seed=0, loss="relative")
+    errs, persists, oracles = [], [], []
+    for seed in (100, 101):
+        pts, frames, params = traj(seed)
         pred = model.rollout(pts, frames[0], 20, params=params)  # frames 1..20
         assert pred.shape == (20, pts.shape[0], 1) and torch.isfinite(pred).all()
-        true = frames[1:21]
-        err = (pred - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1)
-        persist = (frames[:1] - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1)
+        true, u0 = frames[1:21].flatten(1), frames[0].flatten()
+        err = (pred.flatten(1) - true).norm(dim=1) / true.norm(dim=1)
         assert float(err.max()) < 1.0, err  # bounded: no blow-up along the rollout
         errs.append(float(err[-1]))
-        persists.append(float(persist[-1]))
-    assert sum(errs) < 0.85 * sum(persists), (errs, persists)
+        persists.append(float((u0 - true[-1]).norm() / true[-1].norm()))
+        oracles.append(float(((true[-1] @ u0) / (u0 @ u0) * u0 - true[-1]).norm() / true[-1].norm()))
+    assert sum(errs) < 0.85 * sum(oracles) and sum(errs) < 0.7 * sum(persists), (errs, oracles, persists)
 
 
 # -- decoder="cnn": the paper's 1D CNN over the hidden vector -------------------------------------------------------
