@@ -5,7 +5,10 @@ Generates (or loads from the dataset cache) ``--train`` + ``--test`` trajectorie
 with the pushforward trick (:func:`pyengine.models.mppde.fit_rollout`, same steps, draws
 and learning rate):
 
-* ``mppde``: MP-PDE (K = 1), the velocity and scaled diffusivity as PDE parameters;
+* ``mppde``: MP-PDE (K = 1), the velocity and scaled diffusivity as PDE parameters, with the
+  stencil decoder, no normalisation and no absolute positions by default (``--mppde-decoder``,
+  ``--mppde-norm``, ``--mppde-positions``; the paper's configuration did not beat the decay-only
+  oracle, see bench/RESULTS.md, 2026-12-06);
 * ``gaot``: a time-conditioned GAOT (``time_conditioned=True``: time and lead time as
   inputs, the lead time through the processor's conditional normalisation, as in the
   paper), stepped by :class:`pyengine.models.mppde.TimeStepper` (``u + dt * out``);
@@ -15,7 +18,10 @@ and learning rate):
 
 Each is rolled out autoregressively from the first frame of every test trajectory. The
 table gives the mean relative L2 error of the predicted frame against the solver's at
-each horizon, next to persistence (repeating the initial frame), and the training times.
+each horizon, next to persistence (repeating the initial frame) and the "decay only" oracle
+(the best multiple of the initial frame), and the training times; the header lines give each
+model's one-step error of the frame change on training and test trajectories (1 = persistence).
+The velocity is passed in units of the mean stream speed (``B_UNIT``), so every input is O(1).
 
 Examples::
 
@@ -33,6 +39,27 @@ import time
 import torch
 
 
+B_UNIT = 0.35  # the mean stream speed of advection_diffusion2d's SPEED_RANGE: velocities are passed in this unit
+
+
+def one_step_error(model, trajectories) -> float:
+    """Mean over trajectories and frames of ``|step(u_t) - u_{t+1}| / |u_{t+1} - u_t|`` (1 = persistence).
+
+    The error of the predicted one-frame change relative to the true change, from true frames (no rollout).
+    """
+    errs = []
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        for pts, frames, params in trajectories:
+            for t in range(frames.shape[0] - 1):
+                kw = {"time": t * model.dt} if hasattr(model, "stepping") else {}
+                pred = model.step(pts, frames[t], params, **kw)
+                errs.append(float((pred - frames[t + 1]).norm() / (frames[t + 1] - frames[t]).norm()))
+    model.train(was)
+    return sum(errs) / len(errs)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", type=int, default=24, help="training trajectories (default 24; 12 with --quick)")
@@ -44,6 +71,15 @@ def main(argv=None) -> None:
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--no-rescale", action="store_true", help="train without the rescale options (MP-PDE, TimeStepper)")
+    p.add_argument("--mppde-decoder", choices=("stencil", "mlp", "cnn"), default="stencil",
+                   help="MP-PDE decoder (default 'stencil': learned stencils on the last frame; 'mlp' was the "
+                        "default before 2026-12-06 and did not beat the decay-only oracle)")
+    p.add_argument("--mppde-norm", choices=("none", "layer", "instance"), default="none",
+                   help="MP-PDE normalisation (default 'none'; 'instance', the paper's, normalises over each graph's "
+                        "nodes, which erases per-trajectory information)")
+    p.add_argument("--mppde-positions", action="store_true",
+                   help="feed MP-PDE's encoder the absolute positions (the paper's; off by default: they let the "
+                        "model memorise the training geometries)")
     p.add_argument("--loss", choices=("relative", "mse"), default="relative",
                    help="fit_rollout loss: 'relative' (default: MSE over persistence's MSE on each draw) or 'mse'")
     p.add_argument("--models", default="mppde,gaot,rigno", help="comma list of mppde, gaot, rigno")
@@ -69,8 +105,12 @@ def main(argv=None) -> None:
     n_frames = horizon + 1 + 4
     kw = dict(h=args.h, n_frames=max(n_frames, 2 * (args.max_unroll + 2)), n_holes=(1, 3), workers=0, progress=False)
     t0 = time.perf_counter()
-    train = [trajectory(s) for s in build_advection_diffusion_dataset(n_train, args.seed, **kw)]
-    test = [trajectory(s) for s in build_advection_diffusion_dataset(args.test, args.seed + 1, **kw)]
+    # the velocity (0.09 to 0.7) is divided by the mean stream speed so that every input is O(1)
+    b_scale = torch.tensor([1 / B_UNIT, 1 / B_UNIT, 1.0])
+    train = [(x, f, q * b_scale) for x, f, q in
+             (trajectory(s) for s in build_advection_diffusion_dataset(n_train, args.seed, **kw))]
+    test = [(x, f, q * b_scale) for x, f, q in
+            (trajectory(s) for s in build_advection_diffusion_dataset(args.test, args.seed + 1, **kw))]
     t_data = time.perf_counter() - t0
     dt = 0.02  # the dataset's frame spacing (advection_diffusion2d's default)
 
@@ -78,7 +118,8 @@ def main(argv=None) -> None:
         torch.manual_seed(args.seed)
         if name == "mppde":
             return build("mppde", 1 + 3, 1, 2, hidden=args.hidden, layers=args.layers, radius=1.6 * args.h,
-                         max_neighbors=12, dt=dt, rescale=not args.no_rescale)
+                         max_neighbors=12, dt=dt, rescale=not args.no_rescale, decoder=args.mppde_decoder,
+                         norm=args.mppde_norm, positions=args.mppde_positions)
         if name == "gaot":
             m = build("gaot", 1 + 3, 1, 2, time_conditioned=True, hidden=args.hidden, grid=(16, 16),
                       radii_cells=(1.0, 2.0), encoder_kernel_hidden=(args.hidden,), decoder_kernel_hidden=(args.hidden,),
@@ -98,6 +139,7 @@ def main(argv=None) -> None:
         losses = fit_rollout(model, train, steps=steps, lr=2e-3, max_unroll=args.max_unroll, seed=args.seed,
                              loss=args.loss)
         t_train = time.perf_counter() - t0
+        one_train, one_test = one_step_error(model, train[:8]), one_step_error(model, test)
         err = torch.zeros(horizon)
         persist = torch.zeros(horizon)
         decay = torch.zeros(horizon)
@@ -116,7 +158,8 @@ def main(argv=None) -> None:
         decay_first = decay
         header.append(f"{name} rel L2")
         info.append(f"{name}: training {t_train:.0f} s, final loss {sum(losses[-50:]) / len(losses[-50:]):.2e}, "
-                    f"{sum(q.numel() for q in model.parameters()) / 1e3:.0f}k parameters")
+                    f"{sum(q.numel() for q in model.parameters()) / 1e3:.0f}k parameters, one-step error of the "
+                    f"change (1 = persistence) train {one_train:.3f} / test {one_test:.3f}")
         print(f"# done: {info[-1]}; rel L2 at 1/5/10/20 frames " + " / ".join(  # progress, for long runs
             f"{float(err[k - 1]):.3f}" for k in (1, 5, 10, 20) if k <= horizon), file=sys.stderr, flush=True)
     nodes = sum(t[0].shape[0] for t in train) / len(train)

@@ -175,28 +175,39 @@ def test_rescale_option_is_scale_equivariant():
     assert torch.isfinite(flat).all()
 
 
-def test_rollout_is_stable_and_beats_persistence():
+def test_rollout_is_stable_and_beats_persistence_and_the_decay_oracle():
     """Trained with the pushforward trick on a dozen generated trajectories, 20-call rollouts on unseen
-    trajectories stay bounded and end well below persistence (repeating the initial frame)."""
+    trajectories stay bounded and end well below both persistence (repeating the initial frame) and the
+    "decay only" oracle (the best multiple c_k u_0 of the initial frame, fitted to the truth: all a model that
+    learns no transport can reach). Summed over the 4 test trajectories, at 20 frames (2026-12-06): the stencil
+    configuration reached 0.62 x the oracle (0.59 and 0.73 with training seeds 1 and 2), the paper's configuration
+    (MLP decoder, instance norm, positions; same loss and inputs) 0.955 x."""
     from pyengine.data.physics import advection_diffusion2d, trajectory
 
     kw = dict(h=0.08, n_frames=24, n_holes=(1, 2))
-    train = [trajectory(advection_diffusion2d(s, **kw)) for s in range(12)]
-    torch.manual_seed(0)
-    model = build("mppde", 1 + 3, 1, 2, hidden=32, layers=3, radius=0.13, max_neighbors=12, dt=0.02, rescale=True)
-    fit_rollout(model, train, steps=400, lr=2e-3, max_unroll=2, seed=0)
-    errs, persists = [], []
-    for seed in (100, 101):
+    unit = torch.tensor([1 / 0.35, 1 / 0.35, 1.0])  # the velocity in units of the mean stream speed, as bench.rollout
+
+    def traj(seed):
         pts, frames, params = trajectory(advection_diffusion2d(seed, **kw))
+        return pts, frames, params * unit
+
+    train = [traj(s) for s in range(12)]
+    torch.manual_seed(0)
+    model = build("mppde", 1 + 3, 1, 2, hidden=32, layers=3, radius=0.13, max_neighbors=12, dt=0.02, rescale=True,
+                  decoder="stencil", norm="none", positions=False)
+    fit_rollout(model, train, steps=400, lr=2e-3, max_unroll=2, seed=0, loss="relative")
+    errs, persists, oracles = [], [], []
+    for seed in (100, 101, 102, 103):
+        pts, frames, params = traj(seed)
         pred = model.rollout(pts, frames[0], 20, params=params)  # frames 1..20
         assert pred.shape == (20, pts.shape[0], 1) and torch.isfinite(pred).all()
-        true = frames[1:21]
-        err = (pred - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1)
-        persist = (frames[:1] - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1)
+        true, u0 = frames[1:21].flatten(1), frames[0].flatten()
+        err = (pred.flatten(1) - true).norm(dim=1) / true.norm(dim=1)
         assert float(err.max()) < 1.0, err  # bounded: no blow-up along the rollout
         errs.append(float(err[-1]))
-        persists.append(float(persist[-1]))
-    assert sum(errs) < 0.85 * sum(persists), (errs, persists)
+        persists.append(float((u0 - true[-1]).norm() / true[-1].norm()))
+        oracles.append(float(((true[-1] @ u0) / (u0 @ u0) * u0 - true[-1]).norm() / true[-1].norm()))
+    assert sum(errs) < 0.85 * sum(oracles) and sum(errs) < 0.7 * sum(persists), (errs, oracles, persists)
 
 
 # -- decoder="cnn": the paper's 1D CNN over the hidden vector -------------------------------------------------------
@@ -254,3 +265,125 @@ def _one_step_mse(model, traj, persistence=False):
                 pred = frames[t] if persistence else model.step(pts, frames[t], params)
                 errs.append(float((pred - frames[t + 1]).square().mean()))
     return sum(errs) / len(errs)
+
+
+# -- decoder="stencil" (2026-12-06): increments linear in the last frame, learned stencils x per-node coefficients ---
+STENCIL = dict(hidden=12, layers=2, radius=0.35, max_neighbors=10, decoder="stencil", norm="none", positions=False)
+
+
+def _stencil_reference(model, pts, feats):
+    """The stencil model written out per edge (float64, plain PyTorch): processor without normalisation, then
+    ``d_{i,k,c} = sum_m a_{k,c,m}(h_i, theta_i) mean_j w_m(h_i, x_i - x_j, h_j) (u_{j,c} - u_{i,c}) / dt``."""
+    c = model.config
+    u, theta = feats[:, :model.u_dim], feats[:, model.u_dim:]
+    row_ptr, col = radius_search(pts, pts, c.radius, max_neighbors=c.max_neighbors)
+    rows = torch.repeat_interleave(torch.arange(pts.shape[0]), row_ptr.diff())
+    deg = row_ptr.diff().clamp_min(1).to(u.dtype)
+    x = pts / c.radius
+    h = model.encoder(torch.cat([u, theta], 1))
+    act = torch.nn.SiLU()
+    for layer in model.processor:
+        hid, d, du, p = layer.dims
+        a_h, a_x, a_u, a_t = layer.a.weight.split([hid, d, du, p], 1)
+        pre = (h[rows] @ a_h.T + h[col] @ layer.b.weight.T + (x[rows] - x[col]) @ a_x.T
+               + (u[rows] - u[col]) @ a_u.T + theta[rows] @ a_t.T + layer.a.bias)
+        agg = torch.zeros(h.shape[0], hid, dtype=h.dtype).index_add_(0, rows, layer.msg_out(act(pre))) / deg[:, None]
+        h = h + layer.update(torch.cat([h, agg, theta], 1))
+    dec = model.decoder
+    hid, d = dec.dims
+    a_h, a_x = dec.a.weight.split([hid, d], 1)
+    w = dec.out(act(h[rows] @ a_h.T + (x[rows] - x[col]) @ a_x.T + h[col] @ dec.b.weight.T + dec.a.bias))  # (E, M)
+    n, C, K = pts.shape[0], model.channels, c.time_window
+    last = u[:, -C:]
+    g = torch.zeros(n, dec.m, C, dtype=u.dtype).index_add_(0, rows, w[:, :, None] * (last[col] - last[rows])[:, None])
+    g = g / deg[:, None, None]
+    a = dec.coef(torch.cat([h, theta], 1)).reshape(n, K, dec.m, C)
+    incr = torch.einsum("nkmc,nmc->nkc", a, g).reshape(n, K * C) / c.dt
+    return last.repeat(1, K) + model._shift * incr
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_stencil_decoder_equals_its_equations_and_starts_at_persistence(window):
+    C, P = 2, 3
+    pts, feats = _cloud(83, 2, 11, window * C + P)
+    pts, feats = pts.double(), feats.double()
+    torch.manual_seed(0)
+    model = build("mppde", window * C + P, window * C, 2, time_window=window, dt=0.1, **STENCIL).double()
+    last = feats[:, (window - 1) * C:window * C].repeat(1, window)
+    # zero coefficients at initialisation: the untrained model is persistence, exactly
+    torch.testing.assert_close(model(pts, feats), last, rtol=0, atol=0)
+    torch.nn.init.normal_(model.decoder.coef[-1].weight)
+    torch.nn.init.normal_(model.decoder.coef[-1].bias)
+    out = model(pts, feats)
+    assert not torch.allclose(out, last)
+    torch.testing.assert_close(out, _stencil_reference(model, pts, feats), rtol=1e-9, atol=1e-10)
+    # no absolute positions: a shifted cloud gives the same prediction
+    torch.testing.assert_close(model(pts + 3.0, feats), out, rtol=1e-9, atol=1e-10)
+    # linear in the state with rescale on: the increments scale with u (and constant fields do not move)
+    model.config.rescale = True
+    scaled = torch.cat([4.0 * feats[:, :window * C], feats[:, window * C:]], 1)
+    torch.testing.assert_close(model(pts, scaled), 4.0 * model(pts, feats), rtol=1e-9, atol=1e-10)
+    const = torch.cat([torch.full((83, window * C), 2.5, dtype=torch.float64), feats[:, window * C:]], 1)
+    torch.testing.assert_close(model(pts, const), const[:, :window * C], rtol=0, atol=1e-9)
+    # gradients reach every parameter once the coefficients are non-zero
+    model(pts, feats).square().sum().backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.parameters())
+
+
+def test_stencil_and_norm_options_errors():
+    with pytest.raises(ValueError, match="decoder"):
+        build("mppde", 2, 1, 2, decoder="stencils")
+    with pytest.raises(ValueError, match="norm"):
+        build("mppde", 2, 1, 2, norm="group")
+    pts, feats = _cloud(40, 2, 3, 2)
+    for norm in ("none", "layer", "instance"):  # the three normalisations run, positions on or off
+        for positions in (True, False):
+            out = build("mppde", 2, 1, 2, hidden=8, layers=2, norm=norm, positions=positions, decoder="stencil")(pts, feats)
+            assert out.shape == (40, 1) and torch.isfinite(out).all()
+
+
+def _advected_bump(seed, m=13, frames=14, dt=0.05, speed=0.6):
+    """Exact advection-diffusion of a Gaussian bump on a jittered m x m grid: uniform velocity b of random
+    direction, diffusivity kappa in [0.002, 0.01]; params = [b / speed, kappa scaled to [-1, 1]]."""
+    g = torch.Generator().manual_seed(seed)
+    ax = (torch.arange(m) + 0.5) / m
+    pts = torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
+    pts = pts + (torch.rand(pts.shape, generator=g) - 0.5) * 0.4 / m
+    ang = torch.rand(1, generator=g) * 2 * torch.pi
+    b = speed * torch.cat([torch.cos(ang), torch.sin(ang)])
+    kappa = 0.002 + 0.008 * torch.rand(1, generator=g)
+    start = 0.5 - 0.3 * b / speed + 0.1 * (torch.rand(2, generator=g) - 0.5)  # upstream: the bump crosses the middle
+    amp = (0.5 + torch.rand(1, generator=g)) * (1 if seed % 2 else -1)
+    t = torch.arange(frames) * dt
+    var = 0.1 ** 2 + 2 * kappa * t
+    centres = start + t[:, None] * b
+    u = amp * 0.1 ** 2 / var[:, None] * torch.exp(-((pts[None] - centres[:, None]) ** 2).sum(-1) / (2 * var[:, None]))
+    n = pts.shape[0]
+    params = torch.cat([b.expand(n, 2) / speed, ((kappa - 0.006) / 0.004).expand(n, 1)], 1)
+    return pts, u.unsqueeze(-1), params
+
+
+def test_rollout_learns_transport_on_exact_advection_diffusion():
+    """A known, exactly solved problem: a Gaussian bump advected (random direction) and diffused. After a short
+    training on 8 trajectories the 10-step rollout of unseen ones must beat, clearly, both persistence and the
+    best "decay only" prediction c_k u_0 (which has no transport): the model has to learn b . grad u across flow
+    directions. The paper's configuration (MLP decoder, instance norm, absolute positions) ended at 0.85 x the
+    decay oracle here, the stencil decoder at 0.59 x (2026-12-06)."""
+    train = [_advected_bump(s) for s in range(8)]
+    torch.manual_seed(0)
+    model = build("mppde", 1 + 3, 1, 2, hidden=32, layers=2, radius=0.17, max_neighbors=12, dt=0.05, rescale=True,
+                  **{k: v for k, v in STENCIL.items() if k in ("decoder", "norm", "positions")})
+    fit_rollout(model, train, steps=800, lr=3e-3, max_unroll=1, seed=0, loss="relative")
+    errs, persists, oracles = [], [], []
+    for seed in (100, 101, 102):
+        pts, frames, params = _advected_bump(seed)
+        pred = model.rollout(pts, frames[0], 10, params=params)
+        assert torch.isfinite(pred).all()
+        true, u0 = frames[1:11].flatten(1), frames[0].flatten()
+        err = (pred.flatten(1) - true).norm(dim=1) / true.norm(dim=1)
+        assert float(err.max()) < 1.0, err  # bounded along the rollout
+        errs.append(float(err[-1]))
+        persists.append(float((u0 - true[-1]).norm() / true[-1].norm()))
+        fit = (true[-1] @ u0) / (u0 @ u0) * u0
+        oracles.append(float((fit - true[-1]).norm() / true[-1].norm()))
+    assert sum(errs) < 0.75 * sum(oracles) and sum(errs) < 0.5 * sum(persists), (errs, oracles, persists)
