@@ -267,6 +267,7 @@ std::vector<at::Tensor> capped_radius_search(const Tree<T, D>& tree, const TreeA
     cpu::nearest_walk<A, T, D>(tree, roots[b], queries + i * D, cap, r2[R - 1], s);
     const auto& heap = s.heap;
     std::vector<int64_t>& ids = pool[w];
+    if (ids.capacity() == 0) ids.reserve((M / W + 64) * std::min<int64_t>(cap, 64));  // typical caps: no regrowth
     const int64_t off = int64_t(ids.size()), n = int64_t(heap.size());
     where[i] = off * W + w;
     int64_t len = 0;

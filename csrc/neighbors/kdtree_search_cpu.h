@@ -173,9 +173,17 @@ C10_ALWAYS_INLINE void offer(std::vector<Cand<A>>& heap, int64_t k, A bound2, co
       std::push_heap(heap.begin(), heap.end());
     }
   } else if (c < heap.front()) {
-    std::pop_heap(heap.begin(), heap.end());
-    heap.back() = c;
-    std::push_heap(heap.begin(), heap.end());
+    // Replace the worst: one sift-down (std::pop_heap + push_heap would sift twice).
+    Cand<A>* h = heap.data();
+    const int64_t n = int64_t(heap.size());
+    int64_t i = 0;
+    for (int64_t l = 1; l < n; l = 2 * i + 1) {
+      const int64_t m = l + 1 < n && h[l] < h[l + 1] ? l + 1 : l;
+      if (!(c < h[m])) break;
+      h[i] = h[m];
+      i = m;
+    }
+    h[i] = c;
   }
 }
 
@@ -229,9 +237,23 @@ void nearest_walk(const Tree<T, D>& tree, int64_t root, const T* q, int64_t k, A
     if (near > (full ? heap.front().d2 : bound2)) continue;
     const int64_t* nd = tree.node(node);
     if (nd[2] < 0) {
-      for (int64_t pos = nd[0]; pos < nd[1]; ++pos) {
-        const int64_t id = tree.perm[pos];
-        offer(heap, k, bound2, Cand<A>{dist2<A, T, D>(q, tree.point(pos, id)), id});
+      // Distances of a chunk of the leaf first (a loop without branches, which
+      // vectorises), then only the points within the current worst go to offer,
+      // which decides exactly (the worst only shrinks while the leaf is offered).
+      constexpr int64_t kChunk = 32;
+      A d2[kChunk];
+      for (int64_t p0 = nd[0]; p0 < nd[1]; p0 += kChunk) {
+        const int64_t n = std::min(kChunk, nd[1] - p0);
+        if (tree.gathered) {
+          const T* base = tree.coords + p0 * D;
+          for (int64_t j = 0; j < n; ++j) d2[j] = dist2<A, T, D>(q, base + j * D);
+        } else {
+          for (int64_t j = 0; j < n; ++j) d2[j] = dist2<A, T, D>(q, tree.point(p0 + j, tree.perm[p0 + j]));
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          const A worst = int64_t(heap.size()) == k ? heap.front().d2 : bound2;
+          if (d2[j] <= worst) offer(heap, k, bound2, Cand<A>{d2[j], tree.perm[p0 + j]});
+        }
       }
       continue;
     }
