@@ -4,8 +4,9 @@
 // Radius results are CSR and written without reallocation: a parallel count
 // pass, a prefix sum into row_ptr, then a parallel fill pass that repeats the
 // same walk (so it finds exactly the counted neighbors) and writes each row in
-// place. Queries are independent, so rows and results never depend on the
-// thread count.
+// place. With max_neighbors, one kNN-style walk per query instead (see
+// capped_radius_search). Queries are independent, so rows and results never
+// depend on the thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -157,20 +158,18 @@ void dispatch_dim(int64_t d, const F& f) {
   }
 }
 
-template <class A>
 struct RadiusScratch {
   std::vector<int64_t> stack, hist, ids;
-  KnnScratch<A> knn;
 };
 
 // The visitors of radius_walk. They copy their counters into locals around
 // a scan: the compiler cannot keep a member in a register across the loop,
 // since the int64 stores could alias perm.
 
-// Count pass of one radius. With a cap the walk stops at cap points.
+// Count pass of one radius.
 struct CountOne {
-  int64_t cap, n = 0;
-  bool done() const { return cap > 0 && n >= cap; }
+  int64_t n = 0;
+  bool done() const { return false; }
   void all(int64_t begin, int64_t end) { n += end - begin; }
   template <class Rank>
   void scan(int64_t begin, int64_t end, const Rank& rank) {
@@ -181,12 +180,9 @@ struct CountOne {
 };
 
 // Count pass of several radii: hist[t] points of rank t (hist[R]: outside).
-// With a cap the walk stops once the smallest radius alone has cap points:
-// every radius then keeps exactly cap.
 struct CountRanks {
   int64_t* hist;
-  int64_t cap;
-  bool done() const { return cap > 0 && hist[0] >= cap; }
+  bool done() const { return false; }
   void all(int64_t begin, int64_t end) { hist[0] += end - begin; }
   template <class Rank>
   void scan(int64_t begin, int64_t end, const Rank& rank) {
@@ -244,15 +240,72 @@ struct FillRanks {
   }
 };
 
+// radius_search with a cap (max_neighbors > 0), into rp (R row pointers, rows
+// i + 1 filled with the counts, still to be summed) and the returned cols.
+// One walk per query: the cap nearest within the largest radius, a bounded
+// max-heap that prunes with its current worst once full (nearest_walk, as
+// kNN), sorted ascending by (distance, index). Radius t keeps the prefix of
+// it within r2[t]: every point within r_t comes before every point beyond,
+// so that prefix is exactly the min(count_t, cap) nearest within r_t (ties
+// to the lower index), found by the same distance computation as uncapped.
+// Each worker appends its rows' ids to its own buffer (memory in proportion
+// to the output, whatever the cap), and a cheap pass copies them into place.
+template <int kR, class A, class T, int D, class R2Of>
+std::vector<at::Tensor> capped_radius_search(const Tree<T, D>& tree, const TreeArgs& a, int R, const R2Of& r2_of,
+                                             int64_t cap, const std::vector<int64_t>& order,
+                                             const std::vector<int64_t*>& rp) {
+  const int64_t M = a.num_queries, B = a.num_batches;
+  const T* queries = a.queries.const_data_ptr<T>();
+  const int64_t* qp = a.query_ptr.const_data_ptr<int64_t>();
+  const int64_t* roots = a.roots.const_data_ptr<int64_t>();
+  std::vector<std::vector<int64_t>> pool(std::max<int64_t>(1, cpu::query_workers(M)));
+  std::vector<int64_t> where(M, 0);  // (offset in its worker's buffer) * pool.size() + worker
+  const int64_t W = int64_t(pool.size());
+  cpu::parallel_queries_w<KnnScratch<A>>(M, qp, B, order, [&](KnnScratch<A>& s, int64_t w, int64_t i, int64_t b) {
+    A buf[1];
+    const A* r2 = r2_of(i, buf);
+    cpu::nearest_walk<A, T, D>(tree, roots[b], queries + i * D, cap, r2[R - 1], s);
+    const auto& heap = s.heap;
+    std::vector<int64_t>& ids = pool[w];
+    if (ids.capacity() == 0) ids.reserve((M / W + 64) * std::min<int64_t>(cap, 64));  // typical caps: no regrowth
+    const int64_t off = int64_t(ids.size()), n = int64_t(heap.size());
+    where[i] = off * W + w;
+    int64_t len = 0;
+    for (int t = 0; t < R; ++t) {
+      while (len < n && heap[len].d2 <= r2[t]) ++len;
+      rp[t][i + 1] = len;
+    }
+    for (int64_t j = 0; j < n; ++j) ids.push_back(heap[j].id);
+    if (kR == 1) std::sort(ids.begin() + off, ids.end());
+  });
+  std::vector<at::Tensor> col(R);
+  std::vector<int64_t*> cl(R);
+  for (int t = 0; t < R; ++t) {
+    std::partial_sum(rp[t], rp[t] + M + 1, rp[t]);
+    col[t] = at::empty({rp[t][M]}, a.perm.options());
+    cl[t] = col[t].data_ptr<int64_t>();
+  }
+  at::parallel_for(0, M, 1024, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t* src = pool[where[i] % W].data() + where[i] / W;
+      for (int t = 0; t < R; ++t) {
+        int64_t* out = cl[t] + rp[t][i];
+        const int64_t len = rp[t][i + 1] - rp[t][i];
+        std::copy_n(src, len, out);
+        if (kR != 1) std::sort(out, out + len);
+      }
+    }
+  });
+  return col;
+}
+
 // One radius search with R ascending radii per query (kR = R at compile time
 // when > 0): r2_of(i, buf) returns query i's R squared radii (in buf or
 // elsewhere). cap: max_neighbors or -1. Returns (row_ptr, col) per radius,
 // smallest radius first.
 //
 // Without a cap the walks take whole nodes inside a radius without distances.
-// With one, the count walk tests every point and the fill finds the cap
-// nearest within the largest radius (bounded heap): the same point tests, so
-// the s-th radius keeps exactly the first min(count_s, cap) of them.
+// With one, capped_radius_search does a single kNN-style walk per query.
 template <int kR, class A, class T, int D, class R2Of>
 std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& tree, const TreeArgs& a, int R,
                                                              const R2Of& r2_of, int64_t cap) {
@@ -260,7 +313,6 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
   const T* queries = a.queries.const_data_ptr<T>();
   const int64_t* qp = a.query_ptr.const_data_ptr<int64_t>();
   const int64_t* roots = a.roots.const_data_ptr<int64_t>();
-  const bool cover = cap < 0;
   const auto order = cpu::spatial_order<T, D>(tree, queries, qp, roots, B, M);
   // Several radii pack (point index, rank) in one int64 (FillRanks).
   int rank_bits = 1;
@@ -274,22 +326,31 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
     rp[s] = row_ptr[s].data_ptr<int64_t>();
   }
 
-  cpu::parallel_queries<RadiusScratch<A>>(M, qp, B, order, [&](RadiusScratch<A>& s, int64_t i, int64_t b) {
+  if (cap > 0) {
+    const auto col = capped_radius_search<kR, A, T, D>(tree, a, R, r2_of, cap, order, rp);
+    std::vector<std::pair<at::Tensor, at::Tensor>> out(R);
+    for (int s = 0; s < R; ++s) out[s] = {row_ptr[s], col[s]};
+    return out;
+  }
+
+  // Uncapped: a count walk, then a fill walk that takes whole nodes inside a
+  // radius without distances (cover) in both.
+  cpu::parallel_queries<RadiusScratch>(M, qp, B, order, [&](RadiusScratch& s, int64_t i, int64_t b) {
     A buf[1];
     const A* r2 = r2_of(i, buf);
     const T* q = queries + i * D;
     if constexpr (kR == 1) {
-      CountOne vis{cap};
-      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
-      rp[0][i + 1] = cap > 0 ? std::min(vis.n, cap) : vis.n;
+      CountOne vis;
+      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, true, s.stack, vis);
+      rp[0][i + 1] = vis.n;
     } else {
       s.hist.assign(R + 1, 0);
-      CountRanks vis{s.hist.data(), cap};
-      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
+      CountRanks vis{s.hist.data()};
+      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, true, s.stack, vis);
       int64_t run = 0;
       for (int t = 0; t < R; ++t) {
         run += s.hist[t];
-        rp[t][i + 1] = cap > 0 ? std::min(run, cap) : run;
+        rp[t][i + 1] = run;
       }
     }
   });
@@ -302,25 +363,15 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
     cl[s] = col[s].data_ptr<int64_t>();
   }
 
-  cpu::parallel_queries<RadiusScratch<A>>(M, qp, B, order, [&](RadiusScratch<A>& s, int64_t i, int64_t b) {
+  cpu::parallel_queries<RadiusScratch>(M, qp, B, order, [&](RadiusScratch& s, int64_t i, int64_t b) {
     A buf[1];
     const A* r2 = r2_of(i, buf);
     const T* q = queries + i * D;
-    if (cap > 0) {
-      // The cap nearest within the largest radius, ascending (distance, index).
-      cpu::nearest_walk<A, T, D>(tree, roots[b], q, cap, r2[R - 1], s.knn);
-      for (int t = 0; t < R; ++t) {
-        const int64_t len = rp[t][i + 1] - rp[t][i];
-        TORCH_INTERNAL_ASSERT(len <= int64_t(s.knn.heap.size()), "kdtree radius: fill found fewer than counted");
-        int64_t* out = cl[t] + rp[t][i];
-        for (int64_t j = 0; j < len; ++j) out[j] = s.knn.heap[j].id;
-        std::sort(out, out + len);
-      }
-    } else if constexpr (kR == 1) {
+    if constexpr (kR == 1) {
       const int64_t len = rp[0][i + 1] - rp[0][i];
       if (int64_t(s.ids.size()) < len + 1) s.ids.resize(len + 1);
       FillOne vis{tree.perm, s.ids.data(), len};
-      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
+      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, true, s.stack, vis);
       TORCH_INTERNAL_ASSERT(vis.n == len, "kdtree radius: fill found ", vis.n, " neighbors, counted ", len);
       int64_t* out = cl[0] + rp[0][i];
       std::copy_n(s.ids.data(), len, out);
@@ -331,7 +382,7 @@ std::vector<std::pair<at::Tensor, at::Tensor>> radius_search(const Tree<T, D>& t
       int64_t* keys = s.ids.data();
       int64_t* tmp = keys + len + 1;
       FillRanks vis{tree.perm, keys, len, R, rank_bits};
-      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, cover, s.stack, vis);
+      cpu::radius_walk<kR, A, T, D>(tree, roots[b], q, r2, R, true, s.stack, vis);
       TORCH_INTERNAL_ASSERT(vis.n == len, "kdtree radius: fill found ", vis.n, " neighbors, counted ", len);
       std::sort(keys, keys + len);
       const int64_t mask = (int64_t(1) << rank_bits) - 1;

@@ -173,9 +173,17 @@ C10_ALWAYS_INLINE void offer(std::vector<Cand<A>>& heap, int64_t k, A bound2, co
       std::push_heap(heap.begin(), heap.end());
     }
   } else if (c < heap.front()) {
-    std::pop_heap(heap.begin(), heap.end());
-    heap.back() = c;
-    std::push_heap(heap.begin(), heap.end());
+    // Replace the worst: one sift-down (std::pop_heap + push_heap would sift twice).
+    Cand<A>* h = heap.data();
+    const int64_t n = int64_t(heap.size());
+    int64_t i = 0;
+    for (int64_t l = 1; l < n; l = 2 * i + 1) {
+      const int64_t m = l + 1 < n && h[l] < h[l + 1] ? l + 1 : l;
+      if (!(c < h[m])) break;
+      h[i] = h[m];
+      i = m;
+    }
+    h[i] = c;
   }
 }
 
@@ -229,9 +237,23 @@ void nearest_walk(const Tree<T, D>& tree, int64_t root, const T* q, int64_t k, A
     if (near > (full ? heap.front().d2 : bound2)) continue;
     const int64_t* nd = tree.node(node);
     if (nd[2] < 0) {
-      for (int64_t pos = nd[0]; pos < nd[1]; ++pos) {
-        const int64_t id = tree.perm[pos];
-        offer(heap, k, bound2, Cand<A>{dist2<A, T, D>(q, tree.point(pos, id)), id});
+      // Distances of a chunk of the leaf first (a loop without branches, which
+      // vectorises), then only the points within the current worst go to offer,
+      // which decides exactly (the worst only shrinks while the leaf is offered).
+      constexpr int64_t kChunk = 32;
+      A d2[kChunk];
+      for (int64_t p0 = nd[0]; p0 < nd[1]; p0 += kChunk) {
+        const int64_t n = std::min(kChunk, nd[1] - p0);
+        if (tree.gathered) {
+          const T* base = tree.coords + p0 * D;
+          for (int64_t j = 0; j < n; ++j) d2[j] = dist2<A, T, D>(q, base + j * D);
+        } else {
+          for (int64_t j = 0; j < n; ++j) d2[j] = dist2<A, T, D>(q, tree.point(p0 + j, tree.perm[p0 + j]));
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          const A worst = int64_t(heap.size()) == k ? heap.front().d2 : bound2;
+          if (d2[j] <= worst) offer(heap, k, bound2, Cand<A>{d2[j], tree.perm[p0 + j]});
+        }
       }
       continue;
     }
@@ -312,21 +334,29 @@ std::vector<int64_t> spatial_order(const Tree<T, D>& tree, const T* queries, con
   return order;
 }
 
-// body(scratch, i, b) for every query i with its batch b, in parallel, in
+// The number of workers parallel_queries runs (at most at::get_num_threads()).
+inline int64_t query_workers(int64_t M) {
+  constexpr int64_t kBlock = 64;
+  return std::min<int64_t>(at::get_num_threads(), (M + kBlock - 1) / kBlock);
+}
+
+// body(scratch, w, i, b) for every query i with its batch b, in parallel, in
 // the given order (positions of batch b are query_ptr[b]..query_ptr[b+1], as
 // spatial_order keeps them) or in index order when order is empty. Blocks of
 // queries are handed out dynamically, since query cost varies with the local
-// density (clustered clouds); each thread keeps one Scratch.
+// density (clustered clouds); each worker w in [0, query_workers(M)) keeps one
+// Scratch, and no two calls with the same w run at the same time.
 template <class Scratch, class Body>
-void parallel_queries(int64_t M, const int64_t* query_ptr, int64_t B, const std::vector<int64_t>& order,
-                      const Body& body) {
+void parallel_queries_w(int64_t M, const int64_t* query_ptr, int64_t B, const std::vector<int64_t>& order,
+                        const Body& body) {
   if (M == 0 || B == 0) return;
   constexpr int64_t kBlock = 64;
   const int64_t num_blocks = (M + kBlock - 1) / kBlock;
-  const int64_t num_workers = std::min<int64_t>(at::get_num_threads(), num_blocks);
+  const int64_t num_workers = query_workers(M);
   const int64_t* ord = order.empty() ? nullptr : order.data();
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, num_workers, 1, [&](int64_t, int64_t) {
+  // Each call of the lambda gets a disjoint [w0, w1): w0 names its worker.
+  at::parallel_for(0, num_workers, 1, [&](int64_t w0, int64_t) {
     Scratch scratch;
     for (int64_t blk = next.fetch_add(1); blk < num_blocks; blk = next.fetch_add(1)) {
       const int64_t j0 = blk * kBlock, j1 = std::min(M, j0 + kBlock);
@@ -336,10 +366,18 @@ void parallel_queries(int64_t M, const int64_t* query_ptr, int64_t B, const std:
       b = std::min(std::max<int64_t>(b, 0), B - 1);
       for (int64_t j = j0; j < j1; ++j) {
         while (b + 1 < B && query_ptr[b + 1] <= j) ++b;
-        body(scratch, ord ? ord[j] : j, b);
+        body(scratch, w0, ord ? ord[j] : j, b);
       }
     }
   });
+}
+
+// parallel_queries_w without the worker id: body(scratch, i, b).
+template <class Scratch, class Body>
+void parallel_queries(int64_t M, const int64_t* query_ptr, int64_t B, const std::vector<int64_t>& order,
+                      const Body& body) {
+  parallel_queries_w<Scratch>(M, query_ptr, B, order,
+                              [&](Scratch& s, int64_t, int64_t i, int64_t b) { body(s, i, b); });
 }
 
 }  // namespace pyengine::neighbors::cpu

@@ -6,6 +6,7 @@
 
 #include "common/checks.h"
 #include "common/dispatch.h"
+#include "common/huge_pages.h"
 #include "common/reducers.h"
 #include "segment/functors.h"
 #include "segment/segment.h"
@@ -58,6 +59,8 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_impl(const at::Tensor& src_in,
   auto out = at::empty({a.num_rows, C}, a.src.options());
   auto arg = track_arg ? at::empty({a.num_rows, C}, a.src.options().dtype(at::kLong))
                        : at::empty({0}, a.src.options().dtype(at::kLong));
+  advise_huge_pages(out);  // (CPU only) large outputs: huge pages before their first write
+  advise_huge_pages(arg);
   const Engine engine(a.row_ptr, a.num_edges);
   if (integral) {
     AT_DISPATCH_INDEX_TYPES(a.src.scalar_type(), "segment_reduce", [&] {

@@ -419,6 +419,21 @@ def test_radius_exact_grid(d, half, r, k, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("d,half,radii", [(2, 6, [5.0, 0.0, 2.0, 5.0, 3.0]), (3, 3, [1.0, 2.0, 1.5])])
+@pytest.mark.parametrize("k", [1, 4, 13, 100])
+def test_radius_multi_exact_grid(d, half, radii, k, dtype):
+    """Several radii with a cap, on exact ties: every radius keeps its own k nearest within it
+    (|p - q| <= radius, ties to the lower index), as one capped single-radius search would."""
+    P, Q = grid_case(d, half, seed=d * 100 + half + 1)
+    outs = ops.radius_search_multi(torch.from_numpy(P).to(dtype), torch.from_numpy(Q).to(dtype), radii,
+                                   max_neighbors=k)
+    for r, out in zip(radii, outs):
+        check_csr(out, len(Q), len(P))
+        for i, (g, e) in enumerate(zip(csr_rows(out), exact_ball(P, Q, r, k))):
+            assert g == e, f"query {i} at {Q[i]}, radius {r} of {radii}, max_neighbors {k}:\n got {g}\nwant {e}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("d,half", [(2, 6), (3, 3)])
 @pytest.mark.parametrize("k", [1, 6, 27])
 def test_knn_exact_grid(d, half, k, dtype):
