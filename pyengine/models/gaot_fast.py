@@ -90,6 +90,13 @@ class GAOTFastConfig:
             tokens by the window over a radius continuous in the query; the local skip weights its
             ``k`` nearest by ``1/d - 1/d_(k+1)``. Weights come from ``forward(..., weights=)`` (vertex
             areas) or k-nearest-neighbour density estimates. False: the default (and older checkpoints).
+        score_bound: with ``quadrature`` only (ignored without it): bound the encoder attention scores
+            by ``score_bound`` (:class:`pyengine.nn.AttentionAggregation` ``score_bound``: cosine scores
+            times a learned per-head temperature ``<= score_bound``). A departure from GAOT's and from
+            plain GAOT-fast's unbounded dot-product scores: trained without it, the encoder softmax
+            ``w psi exp(s)`` sharpens until the ~10 sources of a ball at the training resolution no
+            longer resolve it, and the prediction moved 5-9 % under refinement after 50 epochs
+            (bench/RESULTS.md, issue 17). None: unbounded (the default, and older checkpoints).
     """
 
     hidden: int = 64
@@ -107,6 +114,7 @@ class GAOTFastConfig:
     skip_neighbors: int = 3
     time_conditioned: bool = False
     quadrature: bool = False
+    score_bound: float | None = None
 
     def __post_init__(self) -> None:
         if not self.radii_cells or min(self.radii_cells) <= 0:
@@ -122,7 +130,9 @@ class _Encoder(nn.Module):
 
     def __init__(self, in_channels: int, hidden: int, coord_dim: int, c: GAOTFastConfig) -> None:
         super().__init__()
-        self.attn = nn.ModuleList(AttentionAggregation(in_channels, hidden, coord_dim, heads=c.heads)
+        bound = c.score_bound if c.quadrature else None
+        self.attn = nn.ModuleList(AttentionAggregation(in_channels, hidden, coord_dim, heads=c.heads,
+                                                       score_bound=bound)
                                   for _ in c.radii_cells)
         geo = len(EMBEDDING_NAMES) if c.geometry_embedding else 0
         self.geo = nn.ModuleList(mlp([geo, hidden, hidden]) for _ in c.radii_cells) if geo else None

@@ -279,3 +279,40 @@ def test_gaot_fast_windowed_encoder_converges_under_refinement(body):
         assert att_q < 0.6 * att_p and emb_q < 0.6 * emb_p, out
     assert out[True]["h/2"][2] < 0.01, out  # decoder: same queries, nearly the same tokens
     assert default_weights is not None
+
+
+def test_gaot_fast_score_bound_keeps_a_sharpened_encoder_convergent(body):
+    """Operator level (issue 17): training sharpens gaot_fast's encoder softmax ``w psi exp(s)`` until a
+    ball's few sources no longer resolve it. Emulated by scaling the query maps up: the unbounded
+    encoder then moves several times more between h and h/2 than with ``score_bound``, whose cosine
+    scores keep the kernel's range at ``exp(2 b)``; untrained (unit scale) both barely move. Emulated
+    by scaling the query and key maps up (both: the scores' spread over a ball is what sharpens),
+    on a finer token grid (~10 sources per ball, as the demo at its training resolution)."""
+    p, t = body
+
+    def change(bound, sharpen):
+        torch.manual_seed(0)
+        model = build("gaot_fast", 3, 1, 3, quadrature=True, score_bound=bound,
+                      **{**TINY["gaot_fast"], "grid": (8, 8, 8)}).eval()
+        with torch.no_grad():
+            for a in model.encoder.attn:
+                a.query[2].weight.mul_(sharpen)
+                a.query[2].bias.mul_(sharpen)
+                a.key.weight.mul_(sharpen)
+
+        def att(pp, tt):
+            pts, feats, w = _inputs(pp, tt)
+            with torch.no_grad():
+                tokens, enc, _, _, lo, hi = model._tokens(pts, w)
+                unit = lambda v: 2 * (v - lo) / (hi - lo) - 1  # noqa: E731
+                f = model.lift(torch.cat([feats, unit(pts)], dim=1))
+                return [a(unit(pts), unit(tokens), g[0], g[1], f, edge_weights=g[2], row_scale=g[3])
+                        for a, g in zip(model.encoder.attn, enc)]
+
+        base, fine = att(p, t), att(*subdivide(p, t, 1))
+        return max(float((y - x).norm() / (x - x.mean(0)).norm()) for x, y in zip(base, fine))
+
+    sharp_free, sharp_bounded = change(None, 30.0), change(3.0, 30.0)
+    calm_free, calm_bounded = change(None, 1.0), change(3.0, 1.0)
+    assert sharp_bounded < 0.4 * sharp_free, (sharp_bounded, sharp_free)
+    assert max(sharp_bounded, calm_bounded, calm_free) < 0.01, (calm_free, calm_bounded, sharp_bounded)
