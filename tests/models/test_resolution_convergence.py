@@ -316,3 +316,40 @@ def test_gaot_fast_score_bound_keeps_a_sharpened_encoder_convergent(body):
     calm_free, calm_bounded = change(None, 1.0), change(3.0, 1.0)
     assert sharp_bounded < 0.4 * sharp_free, (sharp_bounded, sharp_free)
     assert max(sharp_bounded, calm_bounded, calm_free) < 0.01, (calm_free, calm_bounded, sharp_bounded)
+
+
+def test_gaot_fast_feature_smoothing_makes_nonlinear_ball_integrals_of_normals_converge():
+    """Operator level (issue 17): mesh vertex normals are not a convergent field: on a refined
+    polyhedron the new vertices carry its face normals, and only a strip of width ~h along each edge
+    has blended ones. A nonlinear function of them (here an edge detector, 0 on the faces, as a
+    trained lift can become) integrated over a ball then shrinks with h. ``feature_smoothing``'s
+    linear, fixed-radius average (gaot_fast's ``_smoothing_graph``) before the nonlinearity makes the
+    ball integrals move several times less between h and h/4 (a stress case: 12 % of the points
+    lie on an edge)."""
+    from pyengine.geometry.normals import robust_vertex_normals
+    from pyengine.models._quadrature import smooth_ball
+
+    m = trimesh.creation.box(extents=(1.0, 0.6, 0.4)).subdivide_to_size(0.1)  # flat faces, sharp edges
+    p, t = np.asarray(m.vertices), np.asarray(m.faces)
+    model = build("gaot_fast", 3, 1, 3, quadrature=True, feature_smoothing=2.0,
+                  **{**TINY["gaot_fast"], "grid": (8, 8, 8)})
+    tokens = torch.tensor(p, dtype=torch.float64)[::5]
+
+    def ball_means(pp, tt, smooth):
+        pts = torch.tensor(pp, dtype=torch.float64)
+        n = torch.tensor(robust_vertex_normals(pp, tt)[0], dtype=torch.float64)
+        w = vertex_areas(pts, torch.tensor(tt))
+        spacing = 0.1
+        if smooth:
+            rows, col, ew = model._smoothing_graph(pts, w, spacing)
+            n = torch.zeros_like(n).index_add_(0, rows, n[col] * ew[:, None])
+        g = (n[:, 0] * n[:, 1]) ** 2 + (n[:, 1] * n[:, 2]) ** 2 + (n[:, 0] * n[:, 2]) ** 2
+        rp, col = radius_search(pts, tokens, 0.25)
+        ew = smooth_ball(pts, tokens, rp, col, w[col.long()], 0.25)
+        return segment_reduce(ew * g[col.long()], rp, "sum") / segment_reduce(ew, rp, "sum")
+
+    fine = subdivide(p, t, 2)
+    change = {s: float((ball_means(*fine, s) - ball_means(p, t, s)).norm() / ball_means(p, t, s).norm())
+              for s in (False, True)}
+    # raw 77 %: the blended strip shrinks with h; averaged over 2 spacings 29 % (3 spacings: 22 %)
+    assert change[True] < 0.5 * change[False], change
