@@ -132,6 +132,10 @@ class GAOTFastConfig:
             raise ValueError(f"radii_cells must be positive scales, got {self.radii_cells}")
         if self.skip_neighbors < 0:
             raise ValueError(f"skip_neighbors must be >= 0, got {self.skip_neighbors}")
+        for name in ("score_bound", "feature_smoothing"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
+                raise ValueError(f"{name} must be a positive number or None, got {v!r}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
 

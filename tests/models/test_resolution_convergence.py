@@ -353,3 +353,18 @@ def test_gaot_fast_feature_smoothing_makes_nonlinear_ball_integrals_of_normals_c
               for s in (False, True)}
     # raw 77 %: the blended strip shrinks with h; averaged over 2 spacings 29 % (3 spacings: 22 %)
     assert change[True] < 0.5 * change[False], change
+
+
+def test_gaot_fast_quadrature_options_validate_and_default_off():
+    """score_bound / feature_smoothing: one-line errors for bad values; off by default (no new
+    parameters, so older checkpoints load); ignored without quadrature."""
+    for bad in (0, -1.0, float("inf"), "1"):
+        for name in ("score_bound", "feature_smoothing"):
+            with pytest.raises(ValueError, match=name):
+                make_config("gaot_fast", **{name: bad})
+    plain = build("gaot_fast", 3, 1, 3, quadrature=True, **TINY["gaot_fast"])
+    assert not any("theta" in k for k in plain.state_dict())
+    off = build("gaot_fast", 3, 1, 3, quadrature=False, score_bound=2.0, **TINY["gaot_fast"])
+    assert not any("theta" in k for k in off.state_dict())
+    on = build("gaot_fast", 3, 1, 3, quadrature=True, score_bound=2.0, **TINY["gaot_fast"])
+    assert sum("theta" in k for k in on.state_dict()) == len(on.config.radii_cells)
