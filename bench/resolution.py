@@ -78,7 +78,8 @@ def _prepared(raw, variants: dict) -> dict:
 
 
 def run(families, epochs: int, n_train: int, n_test: int, seed: int, resample: bool, log,
-        save_dir: str | None = None, settings=(False, True), progress: bool = False) -> list[dict]:
+        save_dir: str | None = None, settings=(False, True), progress: bool = False,
+        overrides: dict | None = None) -> list[dict]:
     from pyengine.data.physics.datasets import build_flow_dataset
     from pyengine.models import build
     from pyengine.pipeline.demo import QUICK
@@ -106,7 +107,7 @@ def run(families, epochs: int, n_train: int, n_test: int, seed: int, resample: b
         for quadrature in settings:
             torch.manual_seed(seed)
             model = build(family, feature_channels(QUICK.features), 1, 3, quadrature=quadrature,
-                          **CONFIGS[family])
+                          **{**CONFIGS[family], **(overrides or {})})
             cfg = replace(QUICK.train, epochs=max(epochs, 1), progress=progress, resample=resample and quadrature)
             trainer = Trainer(model, train, fields=["cp"], config=cfg)
             t1 = time.perf_counter()
@@ -177,6 +178,9 @@ def main(argv=None) -> None:
                     help="which setting of the families' quadrature option to measure")
     ap.add_argument("--progress", action="store_true", help="show the training progress bar (stderr)")
     ap.add_argument("--save-dir", default=None, help="keep trained weights here and reuse them on a rerun")
+    ap.add_argument("--model", default=None, metavar="JSON",
+                    help='config overrides for every family measured, e.g. \'{"radii_cells": [1.5, 3.0]}\' '
+                         '(use a separate --save-dir per override: the checkpoint name does not include it)')
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args(argv)
@@ -188,7 +192,8 @@ def main(argv=None) -> None:
         raise SystemExit("--epochs must be >= 0, --n-train and --n-test >= 1")
     rows = run(families, args.epochs, args.n_train, args.n_test, args.seed, args.resample,
                lambda m: print(m, flush=True), args.save_dir,
-               {"off": (False,), "on": (True,), "both": (False, True)}[args.quadrature], args.progress)
+               {"off": (False,), "on": (True,), "both": (False, True)}[args.quadrature], args.progress,
+               json.loads(args.model) if args.model else None)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

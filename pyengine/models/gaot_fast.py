@@ -47,7 +47,7 @@ from ..nn.transformer import ViTProcessor, sinusoidal_embedding
 from ..ops import knn, radius_search
 from ._box import box_grid
 from ..geometry.quadrature import intrinsic_dimension
-from ..ops import segment_reduce
+from ..ops import row_index, segment_reduce
 from ._quadrature import default_weights, smooth_ball, window_mass
 from .gaot import QUADRATURE_SINK
 from .base import OperatorModel
@@ -90,6 +90,23 @@ class GAOTFastConfig:
             tokens by the window over a radius continuous in the query; the local skip weights its
             ``k`` nearest by ``1/d - 1/d_(k+1)``. Weights come from ``forward(..., weights=)`` (vertex
             areas) or k-nearest-neighbour density estimates. False: the default (and older checkpoints).
+        score_bound: with ``quadrature`` only (ignored without it): bound the encoder attention scores
+            by ``score_bound`` (:class:`pyengine.nn.AttentionAggregation` ``score_bound``: cosine scores
+            times a learned per-head temperature ``<= score_bound``). A departure from GAOT's and from
+            plain GAOT-fast's unbounded dot-product scores: trained without it, the encoder softmax
+            ``w psi exp(s)`` sharpens until the ~10 sources of a ball at the training resolution no
+            longer resolve it, and the prediction moved 5-9 % under refinement after 50 epochs
+            (bench/RESULTS.md, issue 17). None: unbounded (the default, and older checkpoints).
+        feature_smoothing: with ``quadrature`` only (ignored without it): a radius ``rho`` in token
+            spacings; the encoder (not the local skip) then lifts the input features averaged over
+            ``B(x_i, rho)`` with the quadrature weights and the window, ``sum_j w_j psi_ij f_j /
+            sum_j w_j psi_ij``, instead of the raw per-point features. A departure from GAOT and plain
+            GAOT-fast: per-vertex inputs such as vertex normals are not a convergent field (on a refined
+            polyhedron they sample its face normals, at h they are averages over the faces around each
+            vertex), and a trained, nonlinear lift of them integrated over a ball moved 10-16 % between
+            h and h/4, while the same trained encoder on a smooth stand-in field moved ~1 %
+            (bench/RESULTS.md, issue 17). Averaging linearly at a fixed length scale first makes the
+            lifted field converge. None: raw features (the default, and older checkpoints).
     """
 
     hidden: int = 64
@@ -107,12 +124,18 @@ class GAOTFastConfig:
     skip_neighbors: int = 3
     time_conditioned: bool = False
     quadrature: bool = False
+    score_bound: float | None = None
+    feature_smoothing: float | None = None
 
     def __post_init__(self) -> None:
         if not self.radii_cells or min(self.radii_cells) <= 0:
             raise ValueError(f"radii_cells must be positive scales, got {self.radii_cells}")
         if self.skip_neighbors < 0:
             raise ValueError(f"skip_neighbors must be >= 0, got {self.skip_neighbors}")
+        for name in ("score_bound", "feature_smoothing"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
+                raise ValueError(f"{name} must be a positive number or None, got {v!r}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
 
@@ -122,7 +145,9 @@ class _Encoder(nn.Module):
 
     def __init__(self, in_channels: int, hidden: int, coord_dim: int, c: GAOTFastConfig) -> None:
         super().__init__()
-        self.attn = nn.ModuleList(AttentionAggregation(in_channels, hidden, coord_dim, heads=c.heads)
+        bound = c.score_bound if c.quadrature else None
+        self.attn = nn.ModuleList(AttentionAggregation(in_channels, hidden, coord_dim, heads=c.heads,
+                                                       score_bound=bound)
                                   for _ in c.radii_cells)
         geo = len(EMBEDDING_NAMES) if c.geometry_embedding else 0
         self.geo = nn.ModuleList(mlp([geo, hidden, hidden]) for _ in c.radii_cells) if geo else None
@@ -272,10 +297,32 @@ class GAOTFast(OperatorModel):
         # coordinates enter the layers normalised to the token box, so weights transfer across sizes
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         f = self.lift(torch.cat([features, unit(points)], dim=1))
-        z = self.encoder(unit(points), f, unit(tokens), enc, emb)
+        f_enc = f
+        if self.config.quadrature and self.config.feature_smoothing and features.shape[1]:
+            rows, col, ew = self._smoothing_graph(points, weights, spacing)
+            smooth = torch.zeros_like(features).index_add_(0, rows, features.index_select(0, col) * ew.unsqueeze(1))
+            f_enc = self.lift(torch.cat([smooth, unit(points)], dim=1))
+        z = self.encoder(unit(points), f_enc, unit(tokens), enc, emb)
         cond = self._condition(time, lead_time, z.dtype, z.device)
         z = self.processor(z.unsqueeze(0), cond).squeeze(0)
         return tokens, z, spacing, lo, hi, points, f
+
+    def _smoothing_graph(self, points: Tensor, weights: Tensor, spacing: float):
+        """``feature_smoothing``'s averaging (cached): per edge (row i, source j) the normalised
+        ``w_j psi(|x_j - x_i| / rho)``, ``rho = feature_smoothing * spacing``; returns ``(rows, col, ew)``
+        (every row holds at least its own point, with ``psi = 1``)."""
+        c = self.config
+        rho = c.feature_smoothing * spacing
+
+        @torch.no_grad()
+        def compute():
+            rp, col = radius_search(points, points, rho)
+            w = smooth_ball(points, points, rp, col, weights.index_select(0, col.long()), rho)
+            total = segment_reduce(w, rp, "sum")
+            rows = row_index(rp, col.shape[0])
+            return rows, col.long(), w / total.index_select(0, rows).clamp_min(torch.finfo(w.dtype).tiny)
+
+        return self.graphs.get("gaot-fast-smoothing", (points, weights), (c.feature_smoothing, spacing), compute)
 
     def _skip_weights(self, points: Tensor, queries: Tensor, spacing: float):
         """Nearest input points of each query and normalised inverse-distance weights (cached).

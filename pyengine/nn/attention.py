@@ -47,6 +47,14 @@ class AttentionAggregation(nn.Module):
             values; ``False`` runs the plain per-edge version peers write (keys and values
             of ``[y_j - x_i, f_j]`` per edge, softmax and weighted sum by gather/scatter),
             which materialises ``E x H x D`` tensors. Same result; kept for comparison.
+        score_bound: optional bound ``b > 0`` on the attention scores (issue 17). The score becomes
+            ``tau_h <q_i / |q_i|, K_j / |K_j|>`` with the per-source key ``K_j = W_k [y_j, f_j]``
+            (cosine attention) and a learned per-head ``tau_h = b sigmoid(theta_h)`` (``b / 2`` at
+            initialisation), so ``|s_ij| <= b``: the softmax kernel's dynamic range over a ball is at
+            most ``exp(2 b)`` however training scales the queries, i.e. the temperature has a floor
+            ``1 / b``. An unbounded softmax sharpens with training until a ball's ~10 sources no
+            longer resolve it and the aggregate changes with the mesh. ``None`` (default): the plain
+            scaled dot product above.
 
     Shapes (``forward(y, x, row_ptr, col, f_y, f_x=None)``):
         y: ``(N, d)`` source points; x: ``(M, d)`` query points.
@@ -57,8 +65,11 @@ class AttentionAggregation(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, coord_dim: int, heads: int = 4,
                  head_dim: int | None = None, query_channels: int = 0, query_hidden: int = 64,
-                 fused: bool = True):
+                 fused: bool = True, score_bound: float | None = None):
         super().__init__()
+        if score_bound is not None and not (isinstance(score_bound, (int, float)) and
+                                            math.isfinite(score_bound) and score_bound > 0):
+            raise ValueError(f"score_bound must be a positive finite number or None, got {score_bound!r}")
         for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("coord_dim", coord_dim),
                           ("heads", heads), ("query_hidden", query_hidden)):
             if not isinstance(val, int) or val < 1:
@@ -78,6 +89,9 @@ class AttentionAggregation(nn.Module):
         self.key = nn.Linear(coord_dim + in_channels, width, bias=False)  # a bias adds <q_i, b> to a whole row
         self.value = nn.Linear(coord_dim + in_channels, width)
         self.out = nn.Linear(width, out_channels)
+        self.score_bound = None if score_bound is None else float(score_bound)
+        # tau_h = b sigmoid(theta_h): learned, bounded by b (a temperature floor 1 / b)
+        self.theta = nn.Parameter(torch.zeros(heads)) if score_bound is not None else None
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -90,6 +104,16 @@ class AttentionAggregation(nn.Module):
     @property
     def scale(self) -> float:
         return 1.0 / math.sqrt(self.head_dim)
+
+    @staticmethod
+    def _unit(t: Tensor) -> Tensor:
+        # |t| ~ 0 (a key through the origin) stays finite and smooth: t / sqrt(|t|^2 + eps^2)
+        return t * torch.rsqrt(t.square().sum(-1, keepdim=True) + 1e-12)
+
+    def _bounded(self, q: Tensor) -> Tensor:
+        """Queries of the bounded score: ``tau_h q / |q|`` (used with unit keys and scale 1)."""
+        tau = self.score_bound * torch.sigmoid(self.theta).to(q.dtype)
+        return self._unit(q) * tau.view(1, -1, 1)
 
     def _check(self, y, x, row_ptr, col, f_y, f_x):
         for name, t in (("y", y), ("x", x), ("row_ptr", row_ptr), ("col", col), ("f_y", f_y)):
@@ -133,13 +157,18 @@ class AttentionAggregation(nn.Module):
         if row_scale is not None and row_scale.shape != (M,):
             raise ValueError(f"row_scale must have shape ({M},), got {tuple(row_scale.shape)}")
         q = self.query(x if f_x is None else torch.cat([x, f_x], 1)).view(M, H, D)
+        if self.score_bound is not None:
+            q = self._bounded(q)
         if not self.fused:
             agg = self._plain(q, y, x, row_ptr, col, f_y, bias).reshape(M, H * D)
             return self.out(agg if row_scale is None else agg * row_scale.to(agg.dtype).unsqueeze(1))
         src = torch.cat([y, f_y], 1)
         k = self.key(src).view(N, H, D)  # K_j; the -W_k^pos x_i part cancels in the softmax
         v = self.value(src).view(N, H, D)
-        agg = csr_attention(q, k, v, row_ptr, col, bias=bias, scale=self.scale).reshape(M, H * D)
+        scale = self.scale
+        if self.score_bound is not None:
+            k, scale = self._unit(k), 1.0
+        agg = csr_attention(q, k, v, row_ptr, col, bias=bias, scale=scale).reshape(M, H * D)
         # The value's per-query part, -W_v^pos x_i, applies only where the weights sum to 1.
         has_edges = (row_ptr[1:] > row_ptr[:-1]).to(agg.dtype).unsqueeze(1)
         agg = agg - has_edges * (x @ self.value.weight[:, :d].t())
@@ -154,9 +183,13 @@ class AttentionAggregation(nn.Module):
         col = col.long()
         rows = row_index(row_ptr, col.shape[0])
         edge_in = torch.cat([y[col] - x[rows], f_y[col]], dim=1)  # (E, d + C)
-        k = self.key(edge_in).view(-1, H, D)
         v = self.value(edge_in).view(-1, H, D)
-        s = (q[rows] * k).sum(-1) * self.scale  # (E, H)
+        if self.score_bound is None:
+            k = self.key(edge_in).view(-1, H, D)
+            s = (q[rows] * k).sum(-1) * self.scale  # (E, H)
+        else:  # cosine of the query with the per-source key K_j (q is already tau q / |q|)
+            k = self._unit(self.key(torch.cat([y, f_y], 1)).view(-1, H, D))[col]
+            s = (q[rows] * k).sum(-1)
         if bias is not None:
             s = s + bias
         smax = torch.full((M, H), float("-inf"), dtype=s.dtype, device=s.device)

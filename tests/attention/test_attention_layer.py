@@ -187,3 +187,45 @@ def test_edge_weights_and_row_scale_match_reference():
         torch.testing.assert_close(out[:5], layer.out.bias.expand(5, -1))
     with pytest.raises(ValueError, match="row_scale must have shape"):
         layer(y, x, row_ptr, col, f, row_scale=s[:-1])
+
+
+def test_score_bound_matches_cosine_reference_and_bounds_scores():
+    """score_bound (issue 17): ``s_ij = b sigmoid(theta_h) cos(q_i, W_k [y_j, f_j])`` against a literal
+    float64 evaluation, fused and plain, values and gradients (theta included); every score stays
+    within ``[-b, b]`` however large the queries grow."""
+    torch.manual_seed(8)
+    b = 2.5
+    layer = AttentionAggregation(4, 6, 3, heads=2, head_dim=3, score_bound=b).double()
+    with torch.no_grad():
+        layer.theta.copy_(torch.tensor([-0.7, 1.3]))
+        layer.query[2].weight.mul_(1e3)  # a "sharpened" query: the bound must still hold
+    y, x, row_ptr, col, f_y, _ = random_problem(M=37, N=71, d=3, C=4, radius=0.35, seed=9)
+    w = torch.rand(col.shape[0], generator=torch.Generator().manual_seed(3), dtype=torch.float64) + 1e-3
+    row, c = edge_rows(row_ptr), col.long()
+    H, D = layer.heads, layer.head_dim
+    f = f_y.clone().requires_grad_(True)
+    q = layer.query(x).view(-1, H, D)
+    K = layer.key(torch.cat([y, f], 1)).view(-1, H, D)
+    cos = (torch.nn.functional.normalize(q, dim=-1)[row] * torch.nn.functional.normalize(K, dim=-1)[c]).sum(-1)
+    logits = b * torch.sigmoid(layer.theta) * cos
+    assert float(logits.detach().abs().max()) <= b * float(torch.sigmoid(layer.theta.detach()).max()) + 1e-12
+    e = w[:, None] * torch.exp(logits - logits.max())
+    den = torch.zeros(37, H, dtype=e.dtype).index_add(0, row, e)
+    v = layer.value(torch.cat([y[c] - x[row], f[c]], 1)).view(-1, H, D)
+    agg = torch.zeros(37, H, D, dtype=v.dtype).index_add(0, row, (e / den[row]).unsqueeze(-1) * v)
+    ref = layer.out(agg.reshape(37, H * D))
+    params = [f, *layer.parameters()]
+    g_ref = torch.autograd.grad(ref.square().sum(), params, allow_unused=True)
+    for fused in (True, False):
+        layer.fused = fused
+        out = layer(y, x, row_ptr, col, f, edge_weights=w)
+        torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-9)
+        g = torch.autograd.grad(out.square().sum(), params, allow_unused=True)
+        for a, r in zip(g, g_ref):
+            a = torch.zeros_like(r) if a is None else a
+            r = torch.zeros_like(a) if r is None else r
+            torch.testing.assert_close(a, r, atol=1e-9, rtol=1e-8)
+    for bad in (0, -1.0, float("inf"), "2"):
+        with pytest.raises(ValueError, match="score_bound must be"):
+            AttentionAggregation(4, 6, 3, score_bound=bad)
+    assert AttentionAggregation(4, 6, 3).theta is None  # unbounded by default: older checkpoints load
