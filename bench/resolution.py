@@ -38,6 +38,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from pyengine.pipeline.prepare import FEATURE_RECIPES
+
 FAMILIES = ("gno", "gino", "gaot", "gaot_fast", "rigno")
 
 #: Small configurations on the unit frame (radii in frame units or token spacings). gaot_fast is the demo's.
@@ -64,7 +66,7 @@ def _variants(raw) -> dict:
             "jitter": (jitter(p, t, 0.25, seed=0), t)}
 
 
-def _prepared(raw, variants: dict) -> dict:
+def _prepared(raw, variants: dict, features: str = "normals") -> dict:
     """Model-ready samples of each variant, queried at the original vertices (true Cp there)."""
     from pyengine.data import Sample
     from pyengine.pipeline.prepare import prepare_sample
@@ -73,13 +75,13 @@ def _prepared(raw, variants: dict) -> dict:
     for name, (p, t) in variants.items():
         s = Sample(points=torch.as_tensor(p, dtype=raw.points.dtype), cells={"triangle": torch.as_tensor(t)},
                    queries=raw.points, fields={"cp": raw.fields["cp"]})
-        out[name] = prepare_sample(s, "normals")[0]
+        out[name] = prepare_sample(s, features)[0]
     return out
 
 
 def run(families, epochs: int, n_train: int, n_test: int, seed: int, resample: bool, log,
         save_dir: str | None = None, settings=(False, True), progress: bool = False,
-        overrides: dict | None = None) -> list[dict]:
+        overrides: dict | None = None, features: str | None = None) -> list[dict]:
     from pyengine.data.physics.datasets import build_flow_dataset
     from pyengine.models import build
     from pyengine.pipeline.demo import QUICK
@@ -95,10 +97,11 @@ def run(families, epochs: int, n_train: int, n_test: int, seed: int, resample: b
     t0 = time.perf_counter()
     raw = build_flow_dataset(n_train + n_test, QUICK.body_kind, QUICK.seed, resolution=QUICK.resolution,
                              cache=True, progress=False)
-    train = [prepare_sample(s, QUICK.features)[0] for s in raw[:n_train]]
+    features = features or QUICK.features
+    train = [prepare_sample(s, features)[0] for s in raw[:n_train]]
     tests = []
     for r in raw[n_train:n_train + n_test]:
-        tests.append(_prepared(r, _variants(r)))
+        tests.append(_prepared(r, _variants(r), features))
     sizes = {k: int(np.mean([t[k].num_points for t in tests])) for k in VARIANTS}
     log(f"data: {n_train} train / {n_test} test shapes, mean input points {sizes} "
         f"({time.perf_counter() - t0:.0f} s)")
@@ -106,7 +109,7 @@ def run(families, epochs: int, n_train: int, n_test: int, seed: int, resample: b
     for family in families:
         for quadrature in settings:
             torch.manual_seed(seed)
-            model = build(family, feature_channels(QUICK.features), 1, 3, quadrature=quadrature,
+            model = build(family, feature_channels(features), 1, 3, quadrature=quadrature,
                           **{**CONFIGS[family], **(overrides or {})})
             cfg = replace(QUICK.train, epochs=max(epochs, 1), progress=progress, resample=resample and quadrature)
             trainer = Trainer(model, train, fields=["cp"], config=cfg)
@@ -115,7 +118,8 @@ def run(families, epochs: int, n_train: int, n_test: int, seed: int, resample: b
             if save_dir is not None:
                 from pathlib import Path
 
-                tag = f"{family}_q{int(quadrature)}_e{epochs}_n{n_train}_s{seed}{'_resample' if cfg.resample else ''}"
+                tag = f"{family}_q{int(quadrature)}_e{epochs}_n{n_train}_s{seed}{'_resample' if cfg.resample else ''}" \
+                    + ("" if features == "normals" else f"_{features}")
                 saved = Path(save_dir) / f"{tag}.pt"
             if saved is not None and saved.exists():  # trained before with the same settings: evaluate only
                 state = torch.load(saved, map_location="cpu")
@@ -181,6 +185,8 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default=None, metavar="JSON",
                     help='config overrides for every family measured, e.g. \'{"radii_cells": [1.5, 3.0]}\' '
                          '(use a separate --save-dir per override: the checkpoint name does not include it)')
+    ap.add_argument("--features", default=None, choices=FEATURE_RECIPES,
+                    help="input feature recipe (default: the demo's); smooth_normals is the mesh-independent one")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args(argv)
@@ -193,7 +199,7 @@ def main(argv=None) -> None:
     rows = run(families, args.epochs, args.n_train, args.n_test, args.seed, args.resample,
                lambda m: print(m, flush=True), args.save_dir,
                {"off": (False,), "on": (True,), "both": (False, True)}[args.quadrature], args.progress,
-               json.loads(args.model) if args.model else None)
+               json.loads(args.model) if args.model else None, args.features)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -301,7 +301,10 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     # --- model inputs: the cleaned surface (normals) or the distinct points (no features)
     surface = normals_res = None
     query_is_input = input_of_query = None
-    if recipe == "normals" and mesh.is_surface:
+    if recipe == "smooth_normals" and not mesh.is_surface:
+        raise ValueError(f"{mesh_path}: the checkpoint's 'smooth_normals' inputs need a triangle surface, and this "
+                         f"file has no faces")
+    if recipe in ("normals", "smooth_normals") and mesh.is_surface:
         surface = clean_surface(pts_all, mesh.faces)
         if len(surface.faces) == 0:
             raise ValueError(f"{mesh_path}: every face is degenerate (zero area); there is no surface to predict on")
@@ -359,7 +362,12 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     all_inputs = bool(query_is_input.all())
     qu = None if all_inputs else frame.forward(torch.as_tensor(query_pts[:, :dim], dtype=torch.float64))
     feats = None
-    if recipe == "normals":
+    if recipe == "smooth_normals":
+        from .prepare import smooth_normals
+
+        in_normals = smooth_normals(surface.points, surface.faces, in_pts, frame.scale, fallback=in_normals)
+        clock.lap("smooth normals")
+    if recipe in ("normals", "smooth_normals"):
         feats = normalize_features(normalizer, torch.as_tensor(in_normals, dtype=torch.float64)).to(dtype)
     dev = torch.device(device)
     stats: dict[str, int] = {}

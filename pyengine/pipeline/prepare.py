@@ -5,6 +5,12 @@ inputs of a new mesh exactly as training did:
 
 * ``"normals"``: per-vertex unit normals of the surface triangles (3 channels), from
   :func:`pyengine.geometry.normals.robust_vertex_normals` (the same code ``predict`` uses);
+* ``"smooth_normals"``: the surface's normals averaged over a ball of radius
+  :data:`SMOOTH_NORMALS_RADIUS` (frame units) with a smooth window, integrated exactly over the
+  triangles (:func:`pyengine.geometry.windowed_normals.windowed_normals`), 3 channels. Unlike
+  vertex normals, this is a property of the surface, not of its mesh: the same surface meshed
+  finer gives the same input function, which is what discretization-convergent models need
+  (issue 17). Sharp edges are rounded over that radius;
 * ``"none"``: no features, coordinates only.
 
 Coordinates go into the unit frame (:mod:`pyengine.pipeline.frame`).
@@ -19,25 +25,40 @@ from .frame import Frame, to_unit_frame
 
 __all__ = ["FEATURE_RECIPES", "feature_channels", "prepare_sample"]
 
-FEATURE_RECIPES = ("normals", "none")
+FEATURE_RECIPES = ("normals", "smooth_normals", "none")
+
+#: Window radius of ``"smooth_normals"`` in frame units (the largest box side is 2): 0.125, about
+#: two edge lengths of the demo's training meshes (their mean edge is 0.06 frame units).
+SMOOTH_NORMALS_RADIUS = 0.125
 
 
 def feature_channels(recipe: str, dim: int = 3) -> int:
     """How many input channels a recipe gives."""
     if recipe not in FEATURE_RECIPES:
         raise ValueError(f"unknown feature recipe {recipe!r}; choose from {FEATURE_RECIPES}")
-    return dim if recipe == "normals" else 0
+    return dim if recipe in ("normals", "smooth_normals") else 0
 
 
-def _normals(sample: Sample) -> torch.Tensor:
+def _normals(sample: Sample, recipe: str) -> torch.Tensor:
     from ..geometry.normals import robust_vertex_normals
 
     tris = sample.cells.get("triangle")
     if tris is None or tris.numel() == 0:
-        raise ValueError("the 'normals' feature recipe needs a triangle surface (cells['triangle'])")
+        raise ValueError(f"the {recipe!r} feature recipe needs a triangle surface (cells['triangle'])")
     # cleaned, angle-weighted, outward on closed parts, local PCA where faces cancel: always unit
-    n, _, _ = robust_vertex_normals(sample.points.double().numpy(), tris.numpy())
+    pts = sample.points.double().numpy()
+    n, surface, _ = robust_vertex_normals(pts, tris.numpy())
+    if recipe == "smooth_normals":
+        n = smooth_normals(surface.points, surface.faces, pts, Frame.of(sample.points.double()).scale, fallback=n)
     return torch.as_tensor(n, dtype=sample.points.dtype)
+
+
+def smooth_normals(points, faces, queries, frame_scale: float, *, fallback):
+    """The ``"smooth_normals"`` features: :func:`windowed_normals` at :data:`SMOOTH_NORMALS_RADIUS`
+    frame units (``frame_scale`` length units per frame unit); ``fallback`` where they cancel."""
+    from ..geometry.windowed_normals import windowed_normals
+
+    return windowed_normals(points, faces, queries, SMOOTH_NORMALS_RADIUS * frame_scale, fallback=fallback)
 
 
 def prepare_sample(sample: Sample, recipe: str = "normals") -> tuple[Sample, Frame]:
@@ -51,7 +72,7 @@ def prepare_sample(sample: Sample, recipe: str = "normals") -> tuple[Sample, Fra
     from ..geometry.quadrature import quadrature_weights
 
     feature_channels(recipe, sample.dim)
-    feats = _normals(sample) if recipe == "normals" else None
+    feats = _normals(sample, recipe) if recipe != "none" else None
     weights = sample.weights if sample.weights is not None else quadrature_weights(sample)
     with_feats = Sample(points=sample.points, features=feats, queries=sample.queries, fields=dict(sample.fields),
                         cells=dict(sample.cells), metadata=dict(sample.metadata), weights=weights)
