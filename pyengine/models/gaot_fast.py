@@ -107,6 +107,17 @@ class GAOTFastConfig:
             h and h/4, while the same trained encoder on a smooth stand-in field moved ~1 %
             (bench/RESULTS.md, issue 17). Averaging linearly at a fixed length scale first makes the
             lifted field converge. None: raw features (the default, and older checkpoints).
+        skip_radius_cells: with ``quadrature`` only (ignored without it): the local skip becomes the
+            windowed quadrature mean of the lifted inputs over ``B(q, r)``, ``r`` in token spacings,
+            ``sum_j w_j psi_qj f_j / sum_j w_j psi_qj``, instead of the ``skip_neighbors`` nearest
+            points' inverse-distance mean (a query with no input point in its ball keeps that one).
+            A departure from GAOT-fast's nearest-point skip: that one takes the value at a query that
+            is an input point and interpolates between scattered ones otherwise, so a query off the
+            input points (a jittered or resampled mesh) saw a different skip (4-8 % of the prediction
+            under a tangential jitter, bench/RESULTS.md, issue 17); the windowed mean is continuous
+            in the query and the points and converges under refinement. It smooths over ``r``: pair
+            it with mesh-independent inputs (the ``smooth_normals`` recipe). None: the nearest-point
+            skip (the default, and older checkpoints).
     """
 
     hidden: int = 64
@@ -126,13 +137,14 @@ class GAOTFastConfig:
     quadrature: bool = False
     score_bound: float | None = None
     feature_smoothing: float | None = None
+    skip_radius_cells: float | None = None
 
     def __post_init__(self) -> None:
         if not self.radii_cells or min(self.radii_cells) <= 0:
             raise ValueError(f"radii_cells must be positive scales, got {self.radii_cells}")
         if self.skip_neighbors < 0:
             raise ValueError(f"skip_neighbors must be >= 0, got {self.skip_neighbors}")
-        for name in ("score_bound", "feature_smoothing"):
+        for name in ("score_bound", "feature_smoothing", "skip_radius_cells"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
                 raise ValueError(f"{name} must be a positive number or None, got {v!r}")
@@ -305,7 +317,7 @@ class GAOTFast(OperatorModel):
         z = self.encoder(unit(points), f_enc, unit(tokens), enc, emb)
         cond = self._condition(time, lead_time, z.dtype, z.device)
         z = self.processor(z.unsqueeze(0), cond).squeeze(0)
-        return tokens, z, spacing, lo, hi, points, f
+        return tokens, z, spacing, lo, hi, points, f, weights
 
     def _smoothing_graph(self, points: Tensor, weights: Tensor, spacing: float):
         """``feature_smoothing``'s averaging (cached): per edge (row i, source j) the normalised
@@ -347,8 +359,26 @@ class GAOTFast(OperatorModel):
 
         return self.graphs.get("gaot-fast-skip", (points, queries), (k, spacing, smooth), compute)
 
+    def _skip_ball(self, points: Tensor, queries: Tensor, spacing: float, weights: Tensor):
+        """``skip_radius_cells``' windowed mean (cached): per edge (query row, source col) the normalised
+        ``w_j psi(|x_j - q| / r)``; returns ``(rows, col, ew, covered)``, ``covered`` (M,) the queries
+        whose ball holds quadrature mass (the others keep the nearest-point skip)."""
+        r = self.config.skip_radius_cells * spacing
+
+        @torch.no_grad()
+        def compute():
+            rp, col = radius_search(points, queries, r)
+            w = smooth_ball(points, queries, rp, col, weights.index_select(0, col.long()), r)
+            total = segment_reduce(w, rp, "sum")
+            rows = row_index(rp, col.shape[0])
+            covered = total > 0
+            return rows, col.long(), w / total.index_select(0, rows).clamp_min(torch.finfo(w.dtype).tiny), covered
+
+        return self.graphs.get("gaot-fast-skip-ball", (points, queries, weights), (r,), compute)
+
     def decode(self, state, queries: Tensor) -> Tensor:
-        tokens, z, spacing, lo, hi, points, f = state
+        tokens, z, spacing, lo, hi, points, f, *rest = state  # (weights,) since skip_radius_cells
+        weights = rest[0] if rest else None
         graph = self._decoder_graph(tokens, queries, spacing)
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         u = self.decoder(unit(tokens), unit(queries), graph[0], graph[1], z,
@@ -356,7 +386,12 @@ class GAOTFast(OperatorModel):
         parts = [u, unit(queries)]
         if self.config.skip_neighbors:
             idx, w = self._skip_weights(points, queries, spacing)
-            parts.append((f[idx] * w.unsqueeze(2).to(f.dtype)).sum(dim=1))
+            skip = (f[idx] * w.unsqueeze(2).to(f.dtype)).sum(dim=1)
+            if self.config.quadrature and self.config.skip_radius_cells and weights is not None:
+                rows, col, ew, covered = self._skip_ball(points, queries, spacing, weights)
+                ball = torch.zeros_like(skip).index_add_(0, rows, f.index_select(0, col) * ew.unsqueeze(1).to(f.dtype))
+                skip = torch.where(covered.unsqueeze(1), ball, skip)
+            parts.append(skip)
         return self.project(torch.cat(parts, dim=1))
 
     @torch.no_grad()

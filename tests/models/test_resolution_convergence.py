@@ -355,11 +355,54 @@ def test_gaot_fast_feature_smoothing_makes_nonlinear_ball_integrals_of_normals_c
     assert change[True] < 0.5 * change[False], change
 
 
+def test_gaot_fast_skip_ball_converges_where_the_nearest_point_skip_does_not(body):
+    """``skip_radius_cells``: at queries that are not input points (here the face centroids of the
+    coarse mesh), the nearest-point skip interpolates between the corners at h but takes the nearby
+    sub-vertices at h/4, so it moves; the windowed quadrature mean moves by its quadrature error only.
+    A smooth stand-in for the lifted features: f(x) = sin(3 x) cos(2 y)."""
+    from pyengine.geometry.refine import jitter
+
+    p, t = body
+    model = build("gaot_fast", 3, 1, 3, quadrature=True, skip_radius_cells=1.0, **TINY["gaot_fast"])
+    centroids = torch.tensor(p[t].mean(1), dtype=torch.float64)
+    spacing = 0.15  # ~1.5 edges of the icosphere: the ball holds ~10 points at h
+
+    def skips(pp, tt):
+        pts = torch.tensor(pp, dtype=torch.float64)
+        f = (torch.sin(3 * pts[:, 0]) * torch.cos(2 * pts[:, 1])).unsqueeze(1)
+        w = vertex_areas(pts, torch.tensor(tt))
+        rows, col, ew, covered = model._skip_ball(pts, centroids, spacing, w)
+        assert bool(covered.all())
+        ball = torch.zeros(len(centroids), 1, dtype=f.dtype).index_add_(0, rows, f[col] * ew[:, None])
+        idx, wk = model._skip_weights(pts, centroids, spacing)
+        return ball, (f[idx] * wk.unsqueeze(2)).sum(1)
+
+    def change(a, b):
+        return float((b - a).norm() / (a - a.mean()).norm())
+
+    base = skips(p, t)
+    fine = skips(*subdivide(p, t, 2))
+    moved = skips(jitter(p, t, 0.25, seed=1), t)
+    assert change(base[0], fine[0]) < 0.4 * change(base[1], fine[1]), (change(base[0], fine[0]),
+                                                                        change(base[1], fine[1]))
+    # jittered (a slightly different surface): 1.4 % against the nearest-point skip's 2.7 %
+    assert change(base[0], moved[0]) < min(0.03, change(base[1], moved[1])), (change(base[0], moved[0]),
+                                                                              change(base[1], moved[1]))
+    # refined: 0.9 % against 3.5 %
+    # a query with no input point in its ball keeps the nearest-point skip, and the option changes
+    # predictions only through the skip: no new parameters, older checkpoints load
+    q = torch.tensor(p, dtype=torch.float32)
+    far = model(q, q / q.norm(dim=1, keepdim=True), torch.tensor([[5.0, 0.0, 0.0]]))
+    assert bool(torch.isfinite(far).all())
+    plain = build("gaot_fast", 3, 1, 3, quadrature=True, **TINY["gaot_fast"])
+    assert plain.state_dict().keys() == model.state_dict().keys()
+
+
 def test_gaot_fast_quadrature_options_validate_and_default_off():
     """score_bound / feature_smoothing: one-line errors for bad values; off by default (no new
     parameters, so older checkpoints load); ignored without quadrature."""
     for bad in (0, -1.0, float("inf"), "1"):
-        for name in ("score_bound", "feature_smoothing"):
+        for name in ("score_bound", "feature_smoothing", "skip_radius_cells"):
             with pytest.raises(ValueError, match=name):
                 make_config("gaot_fast", **{name: bad})
     plain = build("gaot_fast", 3, 1, 3, quadrature=True, **TINY["gaot_fast"])
