@@ -118,6 +118,17 @@ class GAOTFastConfig:
             in the query and the points and converges under refinement. It smooths over ``r``: pair
             it with mesh-independent inputs (the ``smooth_normals`` recipe). None: the nearest-point
             skip (the default, and older checkpoints).
+        skip_at_query: with ``quadrature`` only (ignored without it): the local skip interpolates the
+            input *features* to the query (the same ``skip_neighbors`` weights) and lifts them together
+            with the query's own coordinates, ``lift([sum_k w_k x_k, q])``, instead of interpolating
+            the lifted features ``sum_k w_k lift([x_k, y_k])``. Identical where the query is an input
+            point; elsewhere (a jittered or resampled mesh queried at other points) the position
+            enters exactly, and only the features, smooth with the ``smooth_normals`` recipe, are
+            interpolated. The trained lift varies sharply with position (it carries the pressure
+            peaks), so interpolating it between points 0.25 edges away moved predictions 4-8 %
+            (bench/RESULTS.md, issue 17); unlike ``skip_radius_cells`` nothing is smoothed. Takes
+            second place to ``skip_radius_cells``' ball mean where both are set. False: the
+            default (and older checkpoints).
     """
 
     hidden: int = 64
@@ -138,6 +149,7 @@ class GAOTFastConfig:
     score_bound: float | None = None
     feature_smoothing: float | None = None
     skip_radius_cells: float | None = None
+    skip_at_query: bool = False
 
     def __post_init__(self) -> None:
         if not self.radii_cells or min(self.radii_cells) <= 0:
@@ -317,7 +329,7 @@ class GAOTFast(OperatorModel):
         z = self.encoder(unit(points), f_enc, unit(tokens), enc, emb)
         cond = self._condition(time, lead_time, z.dtype, z.device)
         z = self.processor(z.unsqueeze(0), cond).squeeze(0)
-        return tokens, z, spacing, lo, hi, points, f, weights
+        return tokens, z, spacing, lo, hi, points, f, weights, features
 
     def _smoothing_graph(self, points: Tensor, weights: Tensor, spacing: float):
         """``feature_smoothing``'s averaging (cached): per edge (row i, source j) the normalised
@@ -377,8 +389,8 @@ class GAOTFast(OperatorModel):
         return self.graphs.get("gaot-fast-skip-ball", (points, queries, weights), (r,), compute)
 
     def decode(self, state, queries: Tensor) -> Tensor:
-        tokens, z, spacing, lo, hi, points, f, *rest = state  # (weights,) since skip_radius_cells
-        weights = rest[0] if rest else None
+        tokens, z, spacing, lo, hi, points, f, *rest = state  # (weights, features) since skip_radius_cells
+        weights, features = (rest + [None, None])[:2]
         graph = self._decoder_graph(tokens, queries, spacing)
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         u = self.decoder(unit(tokens), unit(queries), graph[0], graph[1], z,
@@ -386,7 +398,13 @@ class GAOTFast(OperatorModel):
         parts = [u, unit(queries)]
         if self.config.skip_neighbors:
             idx, w = self._skip_weights(points, queries, spacing)
-            skip = (f[idx] * w.unsqueeze(2).to(f.dtype)).sum(dim=1)
+            if self.config.quadrature and self.config.skip_at_query and features is not None:
+                # interpolate the (smooth) inputs, then lift them with the query's own coordinates:
+                # identical to the plain skip where the query is an input point
+                interp = (features[idx] * w.unsqueeze(2).to(features.dtype)).sum(dim=1)
+                skip = self.lift(torch.cat([interp, unit(queries)], dim=1))
+            else:
+                skip = (f[idx] * w.unsqueeze(2).to(f.dtype)).sum(dim=1)
             if self.config.quadrature and self.config.skip_radius_cells and weights is not None:
                 rows, col, ew, covered = self._skip_ball(points, queries, spacing, weights)
                 ball = torch.zeros_like(skip).index_add_(0, rows, f.index_select(0, col) * ew.unsqueeze(1).to(f.dtype))

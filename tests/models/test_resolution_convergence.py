@@ -398,6 +398,40 @@ def test_gaot_fast_skip_ball_converges_where_the_nearest_point_skip_does_not(bod
     assert plain.state_dict().keys() == model.state_dict().keys()
 
 
+def test_gaot_fast_skip_at_query_keeps_the_position_exact_under_jitter(body):
+    """``skip_at_query``: the local skip interpolates the inputs and lifts them at the query's own
+    coordinates. Where the queries are the input points it equals the plain skip; on a jittered mesh
+    queried at the original vertices, with a lift that varies sharply in position (as a trained one
+    does), the skip moves several times less than the plain skip's interpolated lifted features."""
+    from pyengine.geometry.refine import jitter
+    from pyengine.geometry.windowed_normals import windowed_normals
+
+    p, t = body
+    q = torch.tensor(p, dtype=torch.float64)
+
+    def inputs(pp):
+        pts = torch.tensor(pp, dtype=torch.float64)
+        return pts, torch.tensor(windowed_normals(pp, t, pp, 0.2)), vertex_areas(pts, torch.tensor(t))
+
+    change, same = {}, []
+    for at_query in (False, True):
+        torch.manual_seed(0)
+        model = build("gaot_fast", 3, 1, 3, quadrature=True, skip_at_query=at_query, **TINY["gaot_fast"])
+        model = model.double().eval()
+        hidden = model.config.hidden
+        with torch.no_grad():
+            model.lift[0].weight[:, 3:].mul_(5.0)  # sharper in position, like a trained lift
+            model.project[0].weight[:, : hidden + 3] = 0  # the output sees the skip only
+            base = model(*inputs(p)[:2], q, weights=inputs(p)[2])
+            moved = model(*inputs(jitter(p, t, 0.25, seed=1))[:2], q,
+                          weights=inputs(jitter(p, t, 0.25, seed=1))[2])
+        same.append(base)
+        change[at_query] = float((moved - base).norm() / (base - base.mean()).norm())
+    # queries = points: the same up to the nearest-point weights' 1e-6 distance floor
+    assert float((same[0] - same[1]).abs().max()) < 1e-6 * float(same[0].abs().max())
+    assert change[True] < 0.4 * change[False], change  # 0.6 % against 2.9 %
+
+
 def test_gaot_fast_quadrature_options_validate_and_default_off():
     """score_bound / feature_smoothing: one-line errors for bad values; off by default (no new
     parameters, so older checkpoints load); ignored without quadrature."""
