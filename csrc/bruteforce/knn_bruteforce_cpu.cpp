@@ -76,7 +76,8 @@ void transform_rows(const scalar_t* src, int64_t n, int64_t D, bool cosine, cons
   t.sq.assign(n, scalar_t(0));
   t.norm.assign(n, 0.0);
   t.finite.assign(n, 0);
-  at::parallel_for(0, n, 2048, [&](int64_t r0, int64_t r1) {
+  // grain ~64k coordinates: a 2000 x 256 side is worth both threads (it ran on one at grain 2048 rows)
+  at::parallel_for(0, n, std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
     std::vector<double> v(D);
     for (int64_t r = r0; r < r1; ++r) {
       const scalar_t* s = src + r * D;
@@ -365,7 +366,12 @@ void knn_blocks(const KnnArgs& a, scalar_t* dist, int64_t* idx) {
           if (c.n > 2 * K || (c.n >= K && c.tau == inf)) prune(c, K, bounds[i], cap, scratch);
         }
       }
-      // Exact distances of the candidates, from the original coordinates.
+      // Exact distances of the candidates, from the original coordinates. A last prune first:
+      // the float64 recomputation (D per candidate) is the costliest step per candidate, and up
+      // to 2K may still be buffered (N = M = 2000, d = 256, k = 20: 21.5 -> 18.2 ms).
+      for (int64_t i = 0; i < qb; ++i) {
+        if (cand[i].n > K) prune(cand[i], K, bounds[i], caps[i], scratch);
+      }
       for (int64_t i = 0; i < qb; ++i) {
         const int64_t q = qs + i;
         const Candidates<scalar_t>& c = cand[i];
