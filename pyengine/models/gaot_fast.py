@@ -57,6 +57,17 @@ from .registry import register
 __all__ = ["GAOTFast", "GAOTFastConfig"]
 
 
+@torch.no_grad()
+def _windowed_mean_graph(points: Tensor, queries: Tensor, weights: Tensor, r: float):
+    """Each query's windowed quadrature mean over ``B(q, r)`` as edges: ``(rows, col, ew, covered)``
+    with ``ew`` the normalised ``w_j psi(|x_j - q| / r)`` and ``covered`` (M,) the rows with mass."""
+    rp, col = radius_search(points, queries, r)
+    w = smooth_ball(points, queries, rp, col, weights.index_select(0, col.long()), r)
+    total = segment_reduce(w, rp, "sum")
+    rows = row_index(rp, col.shape[0])
+    return rows, col.long(), w / total.index_select(0, rows).clamp_min(torch.finfo(w.dtype).tiny), total > 0
+
+
 @dataclass
 class GAOTFastConfig:
     """GAOT-fast settings (see the module docstring for how it differs from the paper's GAOT).
@@ -338,15 +349,8 @@ class GAOTFast(OperatorModel):
         c = self.config
         rho = c.feature_smoothing * spacing
 
-        @torch.no_grad()
-        def compute():
-            rp, col = radius_search(points, points, rho)
-            w = smooth_ball(points, points, rp, col, weights.index_select(0, col.long()), rho)
-            total = segment_reduce(w, rp, "sum")
-            rows = row_index(rp, col.shape[0])
-            return rows, col.long(), w / total.index_select(0, rows).clamp_min(torch.finfo(w.dtype).tiny)
-
-        return self.graphs.get("gaot-fast-smoothing", (points, weights), (c.feature_smoothing, spacing), compute)
+        return self.graphs.get("gaot-fast-smoothing", (points, weights), (c.feature_smoothing, spacing),
+                               lambda: _windowed_mean_graph(points, points, weights, rho)[:3])
 
     def _skip_weights(self, points: Tensor, queries: Tensor, spacing: float):
         """Nearest input points of each query and normalised inverse-distance weights (cached).
@@ -376,17 +380,8 @@ class GAOTFast(OperatorModel):
         ``w_j psi(|x_j - q| / r)``; returns ``(rows, col, ew, covered)``, ``covered`` (M,) the queries
         whose ball holds quadrature mass (the others keep the nearest-point skip)."""
         r = self.config.skip_radius_cells * spacing
-
-        @torch.no_grad()
-        def compute():
-            rp, col = radius_search(points, queries, r)
-            w = smooth_ball(points, queries, rp, col, weights.index_select(0, col.long()), r)
-            total = segment_reduce(w, rp, "sum")
-            rows = row_index(rp, col.shape[0])
-            covered = total > 0
-            return rows, col.long(), w / total.index_select(0, rows).clamp_min(torch.finfo(w.dtype).tiny), covered
-
-        return self.graphs.get("gaot-fast-skip-ball", (points, queries, weights), (r,), compute)
+        return self.graphs.get("gaot-fast-skip-ball", (points, queries, weights), (r,),
+                               lambda: _windowed_mean_graph(points, queries, weights, r))
 
     def decode(self, state, queries: Tensor) -> Tensor:
         tokens, z, spacing, lo, hi, points, f, *rest = state  # (weights, features) since skip_radius_cells

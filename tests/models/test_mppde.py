@@ -33,24 +33,34 @@ def test_shapes_determinism_gradients(d):
     assert all(float(p.grad.abs().sum()) > 0 for p in m1.parameters())
 
 
-def _reference_forward(model, pts, feats):
-    """The paper's equations written out per edge (float64, plain PyTorch), for comparison."""
+def _reference_processor(model, pts, feats, *, positions: bool, normalize: bool):
+    """The encoder and processor written out per edge (plain PyTorch): returns ``(h, rows, col, deg, x)``.
+    ``positions``: the encoder also sees x; ``normalize``: per-channel normalisation after each layer."""
     c = model.config
     u, theta = feats[:, :model.u_dim], feats[:, model.u_dim:]
     row_ptr, col = radius_search(pts, pts, c.radius, max_neighbors=c.max_neighbors)
     rows = torch.repeat_interleave(torch.arange(pts.shape[0]), row_ptr.diff())
+    deg = row_ptr.diff().clamp_min(1).to(u.dtype)
     x = pts / c.radius
-    h = model.encoder(torch.cat([u, x, theta], 1))
+    h = model.encoder(torch.cat([u, x, theta] if positions else [u, theta], 1))
     act = torch.nn.SiLU()
     for layer in model.processor:
         hid, d, du, p = layer.dims
         a_h, a_x, a_u, a_t = layer.a.weight.split([hid, d, du, p], 1)
         pre = (h[rows] @ a_h.T + h[col] @ layer.b.weight.T + (x[rows] - x[col]) @ a_x.T
                + (u[rows] - u[col]) @ a_u.T + theta[rows] @ a_t.T + layer.a.bias)
-        msg = layer.msg_out(act(pre))
-        agg = torch.zeros(h.shape[0], hid, dtype=h.dtype).index_add_(0, rows, msg) / row_ptr.diff().clamp_min(1)[:, None]
+        agg = torch.zeros(h.shape[0], hid, dtype=h.dtype).index_add_(0, rows, layer.msg_out(act(pre))) / deg[:, None]
         h = h + layer.update(torch.cat([h, agg, theta], 1))
-        h = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5)
+        if normalize:
+            h = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5)
+    return h, rows, col, deg, x
+
+
+def _reference_forward(model, pts, feats):
+    """The paper's equations written out per edge (float64, plain PyTorch), for comparison."""
+    c = model.config
+    u = feats[:, :model.u_dim]
+    h, *_ = _reference_processor(model, pts, feats, positions=True, normalize=True)
     dec = model.decoder(h)
     last = u[:, -model.channels:].repeat(1, c.time_window)
     return last + model._shift * dec
@@ -276,19 +286,8 @@ def _stencil_reference(model, pts, feats):
     ``d_{i,k,c} = sum_m a_{k,c,m}(h_i, theta_i) mean_j w_m(h_i, x_i - x_j, h_j) (u_{j,c} - u_{i,c}) / dt``."""
     c = model.config
     u, theta = feats[:, :model.u_dim], feats[:, model.u_dim:]
-    row_ptr, col = radius_search(pts, pts, c.radius, max_neighbors=c.max_neighbors)
-    rows = torch.repeat_interleave(torch.arange(pts.shape[0]), row_ptr.diff())
-    deg = row_ptr.diff().clamp_min(1).to(u.dtype)
-    x = pts / c.radius
-    h = model.encoder(torch.cat([u, theta], 1))
+    h, rows, col, deg, x = _reference_processor(model, pts, feats, positions=False, normalize=False)
     act = torch.nn.SiLU()
-    for layer in model.processor:
-        hid, d, du, p = layer.dims
-        a_h, a_x, a_u, a_t = layer.a.weight.split([hid, d, du, p], 1)
-        pre = (h[rows] @ a_h.T + h[col] @ layer.b.weight.T + (x[rows] - x[col]) @ a_x.T
-               + (u[rows] - u[col]) @ a_u.T + theta[rows] @ a_t.T + layer.a.bias)
-        agg = torch.zeros(h.shape[0], hid, dtype=h.dtype).index_add_(0, rows, layer.msg_out(act(pre))) / deg[:, None]
-        h = h + layer.update(torch.cat([h, agg, theta], 1))
     dec = model.decoder
     hid, d = dec.dims
     a_h, a_x = dec.a.weight.split([hid, d], 1)
