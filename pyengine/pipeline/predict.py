@@ -363,9 +363,10 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     qu = None if all_inputs else frame.forward(torch.as_tensor(query_pts[:, :dim], dtype=torch.float64))
     feats = None
     if recipe == "smooth_normals":
-        from .prepare import smooth_normals
+        from .prepare import SMOOTH_NORMALS_RADIUS, smooth_normals
 
         in_normals = smooth_normals(surface.points, surface.faces, in_pts, frame.scale, fallback=in_normals)
+        notes.append(f"normals: then windowed over {SMOOTH_NORMALS_RADIUS:g} frame units (smooth_normals inputs)")
         clock.lap("smooth normals")
     if recipe in ("normals", "smooth_normals"):
         feats = normalize_features(normalizer, torch.as_tensor(in_normals, dtype=torch.float64)).to(dtype)

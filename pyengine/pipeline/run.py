@@ -35,8 +35,9 @@ def load_dataset(cfg: RunConfig, progress: bool = True):
     n = d.n_train + d.n_test
     opts = dict(d.options)  # checked by DatasetConfig
     if d.kind == "bodies":
+        recipe = opts.pop("features", "normals")
         raw = build_flow_dataset(n, opts.pop("body_kind", "ahmed"), d.seed, progress=progress, **opts)
-        return raw, "normals"
+        return raw, recipe
     return build_darcy_dataset(n, d.seed, progress=progress, **opts), "none"
 
 

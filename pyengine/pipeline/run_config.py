@@ -37,7 +37,7 @@ __all__ = ["DatasetConfig", "ModelSpec", "RunConfig", "load_run_config"]
 #: ``dataset.options`` accepted per dataset kind, with their types (passed to the dataset builder).
 DATASET_OPTIONS: dict[str, dict[str, Any]] = {
     "bodies": {"body_kind": str, "resolution": dict[str, float], "velocity": tuple[float, float, float],
-               "workers": int | None},
+               "workers": int | None, "features": str},
     "darcy2d": {"h": float, "n_holes": tuple[int, int], "order": int, "workers": int | None},
 }
 
@@ -60,6 +60,9 @@ def _check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         from ..data.physics.bodies import BODY_KINDS
         from ..data.physics.potential_flow import DEFAULT_RESOLUTION, _check_resolution
 
+        if "features" in out and out["features"] not in ("normals", "smooth_normals"):
+            raise ValueError(f"options.features: must be 'normals' (vertex normals) or 'smooth_normals' (normals "
+                             f"windowed at a fixed length, mesh-independent), got {out['features']!r}")
         if "body_kind" in out and out["body_kind"] not in BODY_KINDS + ("mixed",):
             raise ValueError(f"options.body_kind: must be one of {list(BODY_KINDS + ('mixed',))}, "
                              f"got {out['body_kind']!r}")

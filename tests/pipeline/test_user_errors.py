@@ -44,6 +44,7 @@ def _config(tmp_path, text):
     ("model: {name: gno9}", r"model\.name: unknown model 'gno9'"),
     ("dataset: {kind: bodies, options: {resolution: {h_body: -1}}}", r"dataset: options\.resolution: h_body must be"),
     ("dataset: {kind: bodies, options: {body_kind: plane}}", r"options\.body_kind: must be one of"),
+    ("dataset: {kind: bodies, options: {features: curvature}}", r"options\.features: must be .normals."),
     ("dataset: {kind: darcy2d, options: {n_holes: 3}}", r"options\.n_holes: expected a list of integers, got 3"),
     ("dataset: {kind: darcy2d, options: {colour: red}}", r"unknown key\(s\) \['colour'\]"),
     ("out: 5", r"out: expected a string, got 5"),
