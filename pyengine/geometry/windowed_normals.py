@@ -79,7 +79,7 @@ def windowed_normals(points: np.ndarray, faces: np.ndarray, queries: np.ndarray,
 
     Returns float64 unit normals.
     """
-    from ..ops import radius_search
+    from ..ops import radius_search, row_index, segment_reduce
 
     points = np.asarray(points, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
@@ -94,12 +94,13 @@ def windowed_normals(points: np.ndarray, faces: np.ndarray, queries: np.ndarray,
     qp, qv = _quadrature_points(points, faces, float(radius))
     row_ptr, col = radius_search(torch.from_numpy(qp), torch.from_numpy(queries), float(radius))
     col = col.long()
-    rows = torch.repeat_interleave(torch.arange(len(queries)), row_ptr.diff().long())
+    rows = row_index(row_ptr, col.shape[0])
     d2 = ((torch.from_numpy(queries)[rows] - torch.from_numpy(qp)[col]) ** 2).sum(1)
+    # the window of pyengine.models._quadrature.smooth_ball, psi(q) = (1 - q^2)^2
     w = (1 - d2 / (radius * radius)).clamp_min(0) ** 2
     vec = torch.from_numpy(qv)[col]
-    summed = torch.zeros(len(queries), 3, dtype=torch.float64).index_add_(0, rows, w[:, None] * vec)
-    total = torch.zeros(len(queries), dtype=torch.float64).index_add_(0, rows, w * vec.norm(dim=1))
+    summed = segment_reduce(w[:, None] * vec, row_ptr, "sum")  # CSR rows are contiguous in col
+    total = segment_reduce(w * vec.norm(dim=1), row_ptr, "sum")
     length = summed.norm(dim=1)
     bad = ~(length > cancel_ratio * total) | ~(total > 0)
     out = (summed / length.clamp_min(1e-300)[:, None]).numpy()

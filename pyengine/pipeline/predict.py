@@ -261,6 +261,7 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     from .checkpoint import load_checkpoint, load_model
     from .envelope import TrainingEnvelope, assess
     from .frame import Frame
+    from .prepare import NORMAL_RECIPES, SMOOTH_NORMALS_RADIUS, smooth_normals
     from .train import normalize_features
 
     check_predict_args(checkpoint, mesh_path, out_path, png=png, chunk_size=chunk_size, units=units,
@@ -304,7 +305,7 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     if recipe == "smooth_normals" and not mesh.is_surface:
         raise ValueError(f"{mesh_path}: the checkpoint's 'smooth_normals' inputs need a triangle surface, and this "
                          f"file has no faces")
-    if recipe in ("normals", "smooth_normals") and mesh.is_surface:
+    if recipe in NORMAL_RECIPES and mesh.is_surface:
         surface = clean_surface(pts_all, mesh.faces)
         if len(surface.faces) == 0:
             raise ValueError(f"{mesh_path}: every face is degenerate (zero area); there is no surface to predict on")
@@ -363,12 +364,10 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     qu = None if all_inputs else frame.forward(torch.as_tensor(query_pts[:, :dim], dtype=torch.float64))
     feats = None
     if recipe == "smooth_normals":
-        from .prepare import SMOOTH_NORMALS_RADIUS, smooth_normals
-
         in_normals = smooth_normals(surface.points, surface.faces, in_pts, frame.scale, fallback=in_normals)
         notes.append(f"normals: then windowed over {SMOOTH_NORMALS_RADIUS:g} frame units (smooth_normals inputs)")
         clock.lap("smooth normals")
-    if recipe in ("normals", "smooth_normals"):
+    if recipe in NORMAL_RECIPES:
         feats = normalize_features(normalizer, torch.as_tensor(in_normals, dtype=torch.float64)).to(dtype)
     dev = torch.device(device)
     stats: dict[str, int] = {}

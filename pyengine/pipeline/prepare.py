@@ -23,9 +23,11 @@ import torch
 from ..data import Sample
 from .frame import Frame, to_unit_frame
 
-__all__ = ["FEATURE_RECIPES", "feature_channels", "prepare_sample"]
+__all__ = ["FEATURE_RECIPES", "NORMAL_RECIPES", "feature_channels", "prepare_sample"]
 
 FEATURE_RECIPES = ("normals", "smooth_normals", "none")
+#: The recipes that give each point a surface normal (3 channels; need faces, or PCA on a cloud).
+NORMAL_RECIPES = ("normals", "smooth_normals")
 
 #: Window radius of ``"smooth_normals"`` in frame units (the largest box side is 2): 0.125, about
 #: two edge lengths of the demo's training meshes (their mean edge is 0.06 frame units).
@@ -36,7 +38,7 @@ def feature_channels(recipe: str, dim: int = 3) -> int:
     """How many input channels a recipe gives."""
     if recipe not in FEATURE_RECIPES:
         raise ValueError(f"unknown feature recipe {recipe!r}; choose from {FEATURE_RECIPES}")
-    return dim if recipe in ("normals", "smooth_normals") else 0
+    return dim if recipe in NORMAL_RECIPES else 0
 
 
 def _normals(sample: Sample, recipe: str) -> torch.Tensor:

@@ -60,7 +60,9 @@ def _check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         from ..data.physics.bodies import BODY_KINDS
         from ..data.physics.potential_flow import DEFAULT_RESOLUTION, _check_resolution
 
-        if "features" in out and out["features"] not in ("normals", "smooth_normals"):
+        from .prepare import NORMAL_RECIPES
+
+        if "features" in out and out["features"] not in NORMAL_RECIPES:
             raise ValueError(f"options.features: must be 'normals' (vertex normals) or 'smooth_normals' (normals "
                              f"windowed at a fixed length, mesh-independent), got {out['features']!r}")
         if "body_kind" in out and out["body_kind"] not in BODY_KINDS + ("mixed",):
