@@ -182,13 +182,13 @@ def test_errors():
 
 @pytest.mark.parametrize("k", [17, 33])
 def test_float32_tile_edges_and_small_clouds(k):
-    # The first tile of a query bounds its k-th smallest GEMM-form distance with a histogram
-    # (kth_upper_bound) before collecting candidates: clouds just under / at / over one tile
-    # of 1024 points (a last tile with fewer than k points), clouds of fewer than k points, and
-    # d = 32 as in DGCNN-style feature kNN.
+    # The first strip of a query bounds its k-th smallest GEMM-form distance (the k-th smallest
+    # of 4k strided group minima, s_row_with_kth_bound) before collecting candidates: clouds just
+    # under / at / over 1024 points and over one strip, clouds of fewer than k points (fewer
+    # than 4k groups), and d = 32 as in DGCNN-style feature kNN.
     g = torch.Generator().manual_seed(21)
-    sizes_p = [1023, 1024, 1025, 2049, k, k - 1, 3, 500]
-    sizes_q = [9, 9, 9, 8, 4, 4, 2, 12]
+    sizes_p = [1023, 1024, 1025, 2049, k, k - 1, 3, 500, 4097]  # 4097: two strips of up to 4096 points
+    sizes_q = [9, 9, 9, 8, 4, 4, 2, 12, 3]
     pts = torch.rand(sum(sizes_p), 32, generator=g)
     qs = torch.rand(sum(sizes_q), 32, generator=g)
     pptr, qptr = ptr_of(sizes_p), ptr_of(sizes_q)
@@ -197,10 +197,10 @@ def test_float32_tile_edges_and_small_clouds(k):
 
 
 @pytest.mark.parametrize("case", ["lattice", "identical", "tiny_spread", "non_finite"])
-def test_float32_histogram_bound_degenerate_rows(case):
-    # Rows where the histogram bound is degenerate: many exact ties in one bin (a lattice),
-    # every value equal (one cloud of identical points), a spread so small that the bin
-    # scale overflows, and +inf entries from non-finite rows among more than k finite ones.
+def test_float32_kth_bound_degenerate_rows(case):
+    # Rows where the k-th bound is degenerate: many exact ties (a lattice), every value equal
+    # (one cloud of identical points), a spread of a few ulps, and +inf entries from non-finite
+    # rows among more than k finite ones (group minima that are +inf).
     g = torch.Generator().manual_seed(22)
     n, k = 700, 20
     if case == "lattice":
