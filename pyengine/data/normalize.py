@@ -132,8 +132,11 @@ class Normalizer:
         if feats is not None and FEATURES in self.mean:
             feats = fn(FEATURES, feats)
         if isinstance(x, Sample):
+            qf = x.query_features
+            if qf is not None and FEATURES in self.mean:
+                qf = fn(FEATURES, qf)
             return Sample(points=x.points, features=feats, queries=x.queries, fields=fields, cells=x.cells,
-                          metadata=dict(x.metadata), weights=x.weights)
+                          metadata=dict(x.metadata), weights=x.weights, query_features=qf)
         if isinstance(x, Batch):
             out = x.to(x.points.device)  # shallow structural copy
             out.fields, out.features = fields, feats

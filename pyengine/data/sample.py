@@ -40,6 +40,12 @@ class Sample:
         weights: (N,) positive quadrature weights of ``points`` (vertex areas, dual cell volumes
             or density estimates, :func:`pyengine.geometry.quadrature_weights`), or None. Models
             built with ``quadrature=True`` integrate with them.
+        query_features: (M, C) the input features evaluated at ``queries`` (same channels as
+            ``features``), or None. Only meaningful for features that are a function on the
+            geometry rather than a per-vertex quantity (the ``smooth_normals`` recipe computes
+            them exactly at each query). Models that use input features at the queries (gaot_fast's
+            ``skip_at_query``) take them instead of interpolating ``features`` from nearby points;
+            when None they interpolate. See :attr:`features_at_queries`.
     """
 
     points: torch.Tensor
@@ -49,6 +55,7 @@ class Sample:
     cells: dict[str, torch.Tensor] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     weights: torch.Tensor | None = None
+    query_features: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.points = _as_tensor(self.points, None, "points")
@@ -77,6 +84,15 @@ class Sample:
             if not bool((self.weights > 0).all()):
                 raise ValueError("Sample.weights (quadrature weights) must be > 0")
         m = self.num_queries
+        if self.query_features is not None:
+            self.query_features = _as_tensor(self.query_features, dtype, "query_features")
+            if self.query_features.dim() == 1:
+                self.query_features = self.query_features[:, None]
+            c = None if self.features is None else self.features.shape[1]
+            if c is None or self.query_features.dim() != 2 or self.query_features.shape != (m, c):
+                want = f"({m}, {c})" if c is not None else "None (the sample has no features)"
+                raise ValueError(f"Sample.query_features must have shape {want}, got "
+                                 f"{tuple(self.query_features.shape)}")
         self.fields = {k: _as_tensor(v, dtype, f"fields[{k!r}]") for k, v in self.fields.items()}
         for k, v in self.fields.items():
             if v.dim() not in (1, 2) or v.shape[0] != m:
@@ -108,6 +124,14 @@ class Sample:
         """(M, d) the queries, or the input points when no separate queries were given."""
         return self.points if self.queries is None else self.queries
 
+    @property
+    def features_at_queries(self) -> torch.Tensor | None:
+        """(M, C) the input features at the queries: :attr:`query_features` when given, the
+        features themselves when the queries are the input points, else None."""
+        if self.query_features is not None:
+            return self.query_features
+        return self.features if self.queries is None else None
+
     def to(self, device: torch.device | str) -> "Sample":
         """A copy with every tensor moved to ``device``."""
         return Sample(
@@ -118,4 +142,5 @@ class Sample:
             cells={k: v.to(device) for k, v in self.cells.items()},
             metadata=dict(self.metadata),
             weights=None if self.weights is None else self.weights.to(device),
+            query_features=None if self.query_features is None else self.query_features.to(device),
         )

@@ -193,30 +193,52 @@ class OperatorModel(nn.Module):
                 kwargs["weights"] = weights
         return self.encode(points.to(dtype), features.to(dtype), **kwargs)
 
-    def predict_at(self, state: Any, queries: Tensor) -> Tensor:
-        """Checked :meth:`decode`: ``(M, C_out)`` at ``queries (M, d)``."""
+    def _accepts_query_features(self) -> bool:
+        """Whether this family's :meth:`decode` takes ``query_features`` (cached per class)."""
+        cls = type(self)
+        if "_decode_takes_query_features" not in cls.__dict__:
+            cls._decode_takes_query_features = "query_features" in inspect.signature(cls.decode).parameters
+        return cls._decode_takes_query_features
+
+    def predict_at(self, state: Any, queries: Tensor, query_features: Tensor | None = None) -> Tensor:
+        """Checked :meth:`decode`: ``(M, C_out)`` at ``queries (M, d)``.
+
+        ``query_features (M, C_in)``: the input features evaluated at the queries
+        (:attr:`pyengine.data.Sample.features_at_queries`), or None. Families whose ``decode``
+        uses input features at the queries take them instead of interpolating; others ignore them.
+        """
         d = self.coord_dim
         if not isinstance(queries, Tensor) or queries.dim() != 2 or queries.shape[1] != d:
             raise ValueError(f"queries must be a (M, {d}) tensor, got {getattr(queries, 'shape', type(queries))}")
         if not bool(torch.isfinite(queries).all()):
             raise ValueError("queries contain NaN or Inf")
-        return self.decode(state, queries.to(next(self.parameters()).dtype))
+        dtype = next(self.parameters()).dtype
+        if query_features is None or not self._accepts_query_features():
+            return self.decode(state, queries.to(dtype))
+        if (not isinstance(query_features, Tensor) or query_features.dim() != 2
+                or query_features.shape != (queries.shape[0], self.in_channels)):
+            raise ValueError(f"query_features must be ({queries.shape[0]}, {self.in_channels}), got "
+                             f"{tuple(getattr(query_features, 'shape', ()))}")
+        if not bool(torch.isfinite(query_features).all()):
+            raise ValueError("query_features contain NaN or Inf")
+        return self.decode(state, queries.to(dtype), query_features=query_features.to(dtype))
 
     def forward(self, points: Tensor, features: Tensor | None = None, queries: Tensor | None = None,
-                weights: Tensor | None = None, **kwargs) -> Tensor:
+                weights: Tensor | None = None, query_features: Tensor | None = None, **kwargs) -> Tensor:
         """Predict fields at ``queries`` (default: the input points) for one geometry.
 
         Shapes: ``points (N, d)``, ``features (N, C_in)`` (None if C_in = 0), ``queries (M, d)``,
-        ``weights (N,)`` quadrature weights or None (see :meth:`latent`) -> ``(M, C_out)``.
+        ``weights (N,)`` quadrature weights or None (see :meth:`latent`), ``query_features
+        (M, C_in)`` the inputs at the queries or None (see :meth:`predict_at`) -> ``(M, C_out)``.
         ``kwargs`` carry conditioning such as ``time`` / ``lead_time``.
         """
         state = self.latent(points, features, weights=weights, **kwargs)
-        return self.predict_at(state, points if queries is None else queries)
+        return self.predict_at(state, points if queries is None else queries, query_features=query_features)
 
     def forward_samples(self, samples, **kwargs) -> list[Tensor]:
         """Predictions for a sequence of :class:`~pyengine.data.Sample` (one per geometry)."""
-        return [self(s.points, s.features, s.query_points, weights=getattr(s, "weights", None), **kwargs)
-                for s in samples]
+        return [self(s.points, s.features, s.query_points, weights=getattr(s, "weights", None),
+                     query_features=getattr(s, "query_features", None), **kwargs) for s in samples]
 
     def forward_batch(self, batch, **kwargs) -> Tensor:
         """Predictions for a :class:`~pyengine.data.Batch`: ``(sum of M_i, C_out)``, rows in the

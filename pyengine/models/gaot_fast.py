@@ -137,7 +137,10 @@ class GAOTFastConfig:
             enters exactly, and only the features, smooth with the ``smooth_normals`` recipe, are
             interpolated. The trained lift varies sharply with position (it carries the pressure
             peaks), so interpolating it between points 0.25 edges away moved predictions 4-8 %
-            (bench/RESULTS.md, issue 17); unlike ``skip_radius_cells`` nothing is smoothed. Takes
+            (bench/RESULTS.md, issue 17); unlike ``skip_radius_cells`` nothing is smoothed. Where the
+            inputs at the queries are known (``forward(..., query_features=)``, which
+            :func:`~pyengine.pipeline.prepare.prepare_sample` computes for ``smooth_normals``), they
+            are used instead of the interpolation, so nothing is interpolated at all. Takes
             second place to ``skip_radius_cells``' ball mean where both are set. False: the
             default (and older checkpoints).
     """
@@ -383,7 +386,9 @@ class GAOTFast(OperatorModel):
         return self.graphs.get("gaot-fast-skip-ball", (points, queries, weights), (r,),
                                lambda: _windowed_mean_graph(points, queries, weights, r))
 
-    def decode(self, state, queries: Tensor) -> Tensor:
+    def decode(self, state, queries: Tensor, query_features: Tensor | None = None) -> Tensor:
+        """``(M, out)`` at ``queries (M, d)``. ``query_features (M, C_in)``: the inputs evaluated at the
+        queries, used by ``skip_at_query`` in place of their interpolation (ignored otherwise)."""
         tokens, z, spacing, lo, hi, points, f, *rest = state  # (weights, features) since skip_radius_cells
         weights, features = (rest + [None, None])[:2]
         graph = self._decoder_graph(tokens, queries, spacing)
@@ -394,10 +399,13 @@ class GAOTFast(OperatorModel):
         if self.config.skip_neighbors:
             idx, w = self._skip_weights(points, queries, spacing)
             if self.config.quadrature and self.config.skip_at_query and features is not None:
-                # interpolate the (smooth) inputs, then lift them with the query's own coordinates:
-                # identical to the plain skip where the query is an input point
-                interp = (features[idx] * w.unsqueeze(2).to(features.dtype)).sum(dim=1)
-                skip = self.lift(torch.cat([interp, unit(queries)], dim=1))
+                # the (smooth) inputs at the query, exact when given, else interpolated, lifted with the
+                # query's own coordinates: identical to the plain skip where the query is an input point
+                if query_features is not None:
+                    at_q = query_features
+                else:
+                    at_q = (features[idx] * w.unsqueeze(2).to(features.dtype)).sum(dim=1)
+                skip = self.lift(torch.cat([at_q, unit(queries)], dim=1))
             else:
                 skip = (f[idx] * w.unsqueeze(2).to(f.dtype)).sum(dim=1)
             if self.config.quadrature and self.config.skip_radius_cells and weights is not None:

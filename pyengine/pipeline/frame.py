@@ -59,7 +59,7 @@ def to_unit_frame(sample: Sample) -> tuple[Sample, Frame]:
                    queries=None if sample.queries is None else frame.forward(sample.queries),
                    fields=dict(sample.fields), cells=dict(sample.cells),
                    metadata={**sample.metadata, "frame_center": frame.center.tolist(), "frame_scale": frame.scale},
-                   weights=weights)
+                   weights=weights, query_features=sample.query_features)  # directions and scalars: frame-free
     return moved, frame
 
 

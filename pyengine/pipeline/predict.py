@@ -52,13 +52,15 @@ class PredictWarning(UserWarning):
 @torch.no_grad()
 def predict_chunked(model, points: Tensor, features: Tensor | None, queries: Tensor | None = None, *,
                     chunk_size: int = 200_000, progress: bool = False, stats: dict | None = None,
-                    **kwargs) -> Tensor:
+                    query_features: Tensor | None = None, **kwargs) -> Tensor:
     """``model(points, features, queries)`` computed chunk by chunk over the queries.
 
     Args:
         model: a :mod:`pyengine.models` model (eval mode recommended).
         points, features: (N, d), (N, C_in) inputs of one geometry.
         queries: (M, d) output locations (default: ``points``).
+        query_features: (M, C_in) the inputs evaluated at the queries, or None (see
+            :meth:`pyengine.models.base.OperatorModel.predict_at`).
         chunk_size: most queries decoded at once (memory bound of the decoder).
         progress: show a progress bar over the chunks.
         stats: if given, receives ``{"chunks": number of chunks decoded}``.
@@ -74,7 +76,7 @@ def predict_chunked(model, points: Tensor, features: Tensor | None, queries: Ten
     if m <= chunk_size:
         if stats is not None:
             stats["chunks"] = 1
-        return model.predict_at(state, queries)
+        return model.predict_at(state, queries, query_features=query_features)
     part = kd_partition(queries, max_leaf_points=chunk_size)
     out = None
     done = 0
@@ -82,7 +84,8 @@ def predict_chunked(model, points: Tensor, features: Tensor | None, queries: Ten
         idx = part.leaf(i)
         if idx.numel() == 0:
             continue
-        pred = model.predict_at(state, queries[idx])
+        qf = None if query_features is None else query_features[idx]
+        pred = model.predict_at(state, queries[idx], query_features=qf)
         if out is None:
             out = pred.new_empty(m, pred.shape[1])
         out[idx] = pred
@@ -363,7 +366,15 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     all_inputs = bool(query_is_input.all())
     qu = None if all_inputs else frame.forward(torch.as_tensor(query_pts[:, :dim], dtype=torch.float64))
     feats = None
+    q_feats = None
     if recipe == "smooth_normals":
+        if not all_inputs:  # queries off the inputs (vertices no face uses): the function at them, as in training
+            from ..ops import knn
+
+            nearest = knn(p64, torch.as_tensor(query_pts[:, :dim], dtype=torch.float64), 1)[1][:, 0].numpy()
+            q_normals = smooth_normals(surface.points, surface.faces, query_pts, frame.scale,
+                                       fallback=in_normals[nearest])
+            q_feats = normalize_features(normalizer, torch.as_tensor(q_normals, dtype=torch.float64)).to(dtype)
         in_normals = smooth_normals(surface.points, surface.faces, in_pts, frame.scale, fallback=in_normals)
         notes.append(f"normals: then windowed over {SMOOTH_NORMALS_RADIUS:g} frame units (smooth_normals inputs)")
         clock.lap("smooth normals")
@@ -401,7 +412,7 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
         notes.append("quadrature: " + ("vertex areas" if surface is not None else "k-nearest-neighbour density"))
     pred = predict_chunked(model, pu.to(dev, dtype), None if feats is None else feats.to(dev),
                            None if qu is None else qu.to(dev, dtype), chunk_size=chunk_size, progress=progress,
-                           stats=stats, weights=weights).float().cpu()
+                           stats=stats, weights=weights, query_features=None if q_feats is None else q_feats.to(dev)).float().cpu()
     clock.lap("predict")
     fields, start = {}, 0
     for name, width in widths.items():

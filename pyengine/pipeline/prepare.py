@@ -41,7 +41,9 @@ def feature_channels(recipe: str, dim: int = 3) -> int:
     return dim if recipe in NORMAL_RECIPES else 0
 
 
-def _normals(sample: Sample, recipe: str) -> torch.Tensor:
+def _normals(sample: Sample, recipe: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The recipe's (N, 3) normals at the points and, for ``"smooth_normals"`` with separate
+    queries, the same function evaluated exactly at the (M, 3) queries (else None)."""
     from ..geometry.normals import robust_vertex_normals
 
     tris = sample.cells.get("triangle")
@@ -50,9 +52,21 @@ def _normals(sample: Sample, recipe: str) -> torch.Tensor:
     # cleaned, angle-weighted, outward on closed parts, local PCA where faces cancel: always unit
     pts = sample.points.double().numpy()
     n, surface, _ = robust_vertex_normals(pts, tris.numpy())
+    at_queries = None
     if recipe == "smooth_normals":
-        n = smooth_normals(surface.points, surface.faces, pts, Frame.of(sample.points.double()).scale, fallback=n)
-    return torch.as_tensor(n, dtype=sample.points.dtype)
+        scale = Frame.of(sample.points.double()).scale
+        if sample.queries is not None:
+            # a function on the surface, so it has a value at any query: no interpolation between
+            # vertices (where the window cancels, the nearest vertex's normal, as at the vertices)
+            from ..ops import knn
+
+            qs = sample.queries.double()
+            nearest = knn(sample.points.double(), qs, 1)[1][:, 0].numpy()
+            at_queries = torch.as_tensor(smooth_normals(surface.points, surface.faces, qs.numpy(), scale,
+                                                        fallback=n[nearest]),
+                                         dtype=sample.points.dtype)
+        n = smooth_normals(surface.points, surface.faces, pts, scale, fallback=n)
+    return torch.as_tensor(n, dtype=sample.points.dtype), at_queries
 
 
 def smooth_normals(points, faces, queries, frame_scale: float, *, fallback):
@@ -66,6 +80,9 @@ def smooth_normals(points, faces, queries, frame_scale: float, *, fallback):
 def prepare_sample(sample: Sample, recipe: str = "normals") -> tuple[Sample, Frame]:
     """The sample in the unit frame with the recipe's features; returns it and the frame used.
 
+    With ``"smooth_normals"`` and separate queries, the prepared sample also carries
+    ``query_features``: the same smooth normals evaluated at the queries themselves.
+
     The prepared sample also carries quadrature ``weights`` (vertex areas of a surface, dual
     volumes of a volume mesh, density estimates of a bare cloud; in frame units), computed
     here once: models built with ``quadrature=True`` integrate with them, others ignore them.
@@ -74,8 +91,9 @@ def prepare_sample(sample: Sample, recipe: str = "normals") -> tuple[Sample, Fra
     from ..geometry.quadrature import quadrature_weights
 
     feature_channels(recipe, sample.dim)
-    feats = _normals(sample, recipe) if recipe != "none" else None
+    feats, at_queries = _normals(sample, recipe) if recipe != "none" else (None, None)
     weights = sample.weights if sample.weights is not None else quadrature_weights(sample)
     with_feats = Sample(points=sample.points, features=feats, queries=sample.queries, fields=dict(sample.fields),
-                        cells=dict(sample.cells), metadata=dict(sample.metadata), weights=weights)
+                        cells=dict(sample.cells), metadata=dict(sample.metadata), weights=weights,
+                        query_features=at_queries)
     return to_unit_frame(with_feats)

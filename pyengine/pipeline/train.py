@@ -45,6 +45,7 @@ class _Prepared:
     queries: Tensor
     target: Tensor | None
     weights: Tensor | None = None
+    query_features: Tensor | None = None  # the inputs at the queries (Sample.features_at_queries), normalised
 
 
 class _SampleForward(nn.Module):
@@ -55,17 +56,24 @@ class _SampleForward(nn.Module):
         self.model = model
 
     def forward(self, samples: list[_Prepared]) -> list[Tensor]:
-        return [_call(self.model, s.points, s.features, s.queries, getattr(s, "weights", None)) for s in samples]
+        return [_call(self.model, s.points, s.features, s.queries, getattr(s, "weights", None),
+                      getattr(s, "query_features", None)) for s in samples]
 
 
-def _call(model: nn.Module, points, features, queries, weights) -> Tensor:
-    """``model(points, features, queries)``, with the quadrature weights when there are any and the
-    model is a pyengine family (which accepts them, and ignores them unless built with quadrature)."""
+def _call(model: nn.Module, points, features, queries, weights, query_features=None) -> Tensor:
+    """``model(points, features, queries)``, with the quadrature weights and the features at the
+    queries when there are any and the model is a pyengine family (which accepts them, and ignores
+    them unless its configuration uses them)."""
     from ..models.base import OperatorModel
 
-    if weights is None or not isinstance(model, OperatorModel):
+    if not isinstance(model, OperatorModel):
         return model(points, features, queries)
-    return model(points, features, queries, weights=weights)
+    kwargs = {}
+    if weights is not None:
+        kwargs["weights"] = weights
+    if query_features is not None:
+        kwargs["query_features"] = query_features
+    return model(points, features, queries, **kwargs)
 
 
 def normalize_features(normalizer, features: Tensor) -> Tensor:
@@ -157,6 +165,9 @@ class Trainer:
 
     def _prepare(self, s: Sample) -> _Prepared:
         feats = None if s.features is None else normalize_features(self.normalizer, s.features)
+        at_q = s.features_at_queries
+        # kept beside the inputs: resampling thins the points, and the queries keep these exact values
+        qfeats = None if at_q is None else (feats if at_q is s.features else normalize_features(self.normalizer, at_q))
         target = None
         if all(f in s.fields for f in self.fields):
             cols = [self.normalizer.normalize_field(f, s.fields[f]) for f in self.fields]
@@ -164,7 +175,8 @@ class Trainer:
         dev = self.device
         return _Prepared(s.points.to(dev), None if feats is None else feats.to(dev), s.query_points.to(dev),
                          None if target is None else target.to(dev),
-                         None if s.weights is None else s.weights.to(dev))
+                         None if s.weights is None else s.weights.to(dev),
+                         None if qfeats is None else qfeats.to(dev))
 
     def _resampled(self, batch: list[_Prepared], step: int) -> list[_Prepared]:
         """``TrainConfig.resample``: each sample's inputs thinned at random (uniformly or graded
@@ -193,7 +205,7 @@ class Trainer:
             w = base.index_select(0, idx) / p.to(base).index_select(0, idx)
             out.append(_Prepared(s.points.index_select(0, idx),
                                  None if s.features is None else s.features.index_select(0, idx),
-                                 s.queries, s.target, w))
+                                 s.queries, s.target, w, s.query_features))
         return out
 
     def _split(self, pred: Tensor) -> dict[str, Tensor]:
@@ -313,7 +325,7 @@ class Trainer:
         self.model.eval()
         p = self._prepare(sample)
         with self._tf32(), self._autocast():
-            pred = _call(self.model, p.points, p.features, p.queries, p.weights).float()
+            pred = _call(self.model, p.points, p.features, p.queries, p.weights, p.query_features).float()
         return {k: v.cpu() for k, v in self._split(pred).items()}
 
     def evaluate(self, samples: Sequence[Sample]) -> dict[str, dict[str, float]]:

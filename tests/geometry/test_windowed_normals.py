@@ -123,3 +123,41 @@ def test_smooth_normals_recipe_is_mesh_independent():
     assert SMOOTH_NORMALS_RADIUS > 0
     with pytest.raises(ValueError, match="needs a triangle surface"):
         prepare_sample(Sample(points=torch.rand(20, 3, dtype=torch.float64)), "smooth_normals")
+
+
+def test_smooth_normals_recipe_evaluates_the_inputs_at_separate_queries():
+    # A function on the surface has a value at any query: prepare_sample gives it at the queries
+    # (Sample.query_features) instead of leaving the model to interpolate between vertices.
+    m = trimesh.creation.icosphere(2)
+    p, t = np.asarray(m.vertices), np.asarray(m.faces)
+    g = np.random.default_rng(0)
+    off = p[:40] + 0.02 * g.standard_normal((40, 3))  # near the surface, off the vertices
+    queries = np.concatenate([p[:10], off])
+    s = Sample(points=torch.as_tensor(p), cells={"triangle": torch.as_tensor(t)}, queries=torch.as_tensor(queries))
+    prepared = prepare_sample(s, "smooth_normals")[0]
+    qf = prepared.query_features
+    assert qf.shape == (50, 3) and prepared.features_at_queries is qf
+    # at queries on vertices: the vertices' own features; off them: windowed_normals at the query
+    assert torch.allclose(qf[:10], prepared.features[:10], atol=1e-12)
+    scale = float(np.ptp(p, axis=0).max()) / 2  # the unit frame's half box side
+    want = windowed_normals(p, t, off, SMOOTH_NORMALS_RADIUS * scale)
+    assert np.allclose(qf[10:].numpy(), want, atol=1e-9)
+    # per-vertex recipes have no value off the vertices; without separate queries the features serve
+    assert prepare_sample(s, "normals")[0].query_features is None
+    plain = prepare_sample(Sample(points=torch.as_tensor(p), cells={"triangle": torch.as_tensor(t)}),
+                           "smooth_normals")[0]
+    assert plain.query_features is None and plain.features_at_queries is plain.features
+
+
+def test_sample_query_features_are_checked():
+    pts = torch.rand(12, 3, dtype=torch.float64)
+    q = torch.rand(5, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"query_features must have shape \(5, 2\)"):
+        Sample(points=pts, features=torch.rand(12, 2), queries=q, query_features=torch.rand(4, 2))
+    with pytest.raises(ValueError, match="the sample has no features"):
+        Sample(points=pts, queries=q, query_features=torch.rand(5, 2))
+    with pytest.raises(ValueError, match="query_features contains NaN"):
+        Sample(points=pts, features=torch.rand(12, 2), queries=q, query_features=torch.full((5, 2), float("nan")))
+    s = Sample(points=pts, features=torch.rand(12, 2), queries=q, query_features=torch.rand(5, 2))
+    assert s.query_features.dtype == torch.float64 and s.to("cpu").query_features is not None
+    assert Sample(points=pts, features=torch.rand(12, 2), queries=q).features_at_queries is None

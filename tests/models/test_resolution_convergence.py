@@ -180,6 +180,38 @@ def test_trainer_resample_trains_and_is_reproducible(body):
         TrainConfig(resample_min=0.0)
 
 
+def test_trainer_passes_the_inputs_at_the_queries(body):
+    """Sample.query_features reach the model normalised like the features, survive resampling (the
+    thinned inputs no longer contain the queries), and without them a sample whose queries are its
+    points passes its own features; a gaot_fast skip_at_query model trains on them."""
+    from pyengine.data import Sample
+    from pyengine.pipeline.config import TrainConfig
+    from pyengine.pipeline.train import Trainer
+
+    p, t = body
+    pts = torch.tensor(p, dtype=torch.float32)
+    nrm = pts / pts.norm(dim=1, keepdim=True)
+    q = pts[:30] * 1.01
+    with_q = Sample(points=pts, features=nrm, queries=q, fields={"u": q[:, 0].sin()},
+                    weights=vertex_areas(pts, torch.tensor(t)), query_features=nrm[:30] * 0.5)
+    own = Sample(points=pts * 1.1, features=nrm, fields={"u": pts[:, 1].cos()},
+                 weights=vertex_areas(pts * 1.1, torch.tensor(t)))
+    torch.manual_seed(0)
+    model = build("gaot_fast", 3, 1, 3, quadrature=True, skip_at_query=True, **TINY["gaot_fast"])
+    cfg = TrainConfig(epochs=2, batch_size=2, progress=False, resample=True, resample_min=0.3, lr=1e-3)
+    trainer = Trainer(model, [with_q, own], fields=["u"], config=cfg)
+    a, b = trainer._prepare(with_q), trainer._prepare(own)
+    want = trainer.normalizer.normalize_field("features", nrm[:30] * 0.5)
+    assert torch.allclose(a.query_features, want) and b.query_features is b.features
+    thinned = trainer._resampled([a, b], step=0)
+    assert all(r.points.shape[0] < pts.shape[0] for r in thinned)
+    assert thinned[0].query_features is a.query_features and thinned[1].query_features is b.query_features
+    hist = trainer.fit()
+    assert all(math.isfinite(h["loss"]) for h in hist)
+    pred = trainer.predict(with_q)["u"]
+    assert pred.shape == (30,) and bool(torch.isfinite(pred).all())
+
+
 def test_gaot_weighted_magno_converges_under_refinement(body):
     """Operator level, stage by stage: gaot's windowed, sink-normalised MAGNO integrals and weighted
     ball statistics move little between h and h/2 (the published hard-ball softmax and count
@@ -430,6 +462,23 @@ def test_gaot_fast_skip_at_query_keeps_the_position_exact_under_jitter(body):
     # queries = points: the same up to the nearest-point weights' 1e-6 distance floor
     assert float((same[0] - same[1]).abs().max()) < 1e-6 * float(same[0].abs().max())
     assert change[True] < 0.4 * change[False], change  # 0.6 % against 2.9 %
+
+    # the inputs evaluated at the queries themselves (Sample.query_features, what prepare_sample
+    # gives for smooth_normals) replace the interpolation: where the queries are the input points
+    # they are the features and change nothing; under jitter the skip then moves far less again
+    jp = jitter(p, t, 0.25, seed=1)
+    exact_q = torch.tensor(windowed_normals(jp, t, p, 0.2))
+    with torch.no_grad():
+        pts, feats, w = inputs(p)
+        given = model(pts, feats, q, weights=w, query_features=feats)
+        assert float((given - same[1]).abs().max()) < 1e-6 * float(same[1].abs().max())
+        moved_exact = model(*inputs(jp)[:2], q, weights=inputs(jp)[2], query_features=exact_q)
+    exact = float((moved_exact - same[1]).norm() / (same[1] - same[1].mean()).norm())
+    assert exact < 0.25 * change[True], (exact, change)  # 0.05 % against 0.6 %
+    with pytest.raises(ValueError, match=r"query_features must be \(%d, 3\)" % len(p)):
+        model(pts, feats, q, weights=w, query_features=feats[:5])
+    with pytest.raises(ValueError, match="query_features contain NaN"):
+        model(pts, feats, q, weights=w, query_features=torch.full_like(feats, float("nan")))
 
 
 def test_gaot_fast_quadrature_options_validate_and_default_off():
