@@ -47,6 +47,8 @@ class Batch:
             cell_ptr: cell type -> (B+1,) cell offsets.
         metadata: one dict per sample.
         weights: (ΣN,) quadrature weights of the points, or None (all samples have them, or none).
+        query_features: (ΣM, C) the inputs at every sample's queries
+            (:attr:`Sample.features_at_queries`), or None unless every sample has them.
 
     Sample ``i`` owns rows ``ptr[i]:ptr[i+1]`` of the point tensors and
     ``query_ptr[i]:query_ptr[i+1]`` of the query tensors.
@@ -65,6 +67,7 @@ class Batch:
     cell_ptr: dict[str, Tensor] = field(default_factory=dict)
     metadata: list[dict[str, Any]] = field(default_factory=list)
     weights: Tensor | None = None
+    query_features: Tensor | None = None
 
     # ------------------------------------------------------------------ collation
 
@@ -96,6 +99,7 @@ class Batch:
                                      f"samples[0] has {tuple(s0.fields[k].shape[1:])}")
         ptr = _ptr([s.num_points for s in samples])
         query_ptr = _ptr([s.num_queries for s in samples])
+        at_q = [s.features_at_queries for s in samples]
         cells, cell_ptr = {}, {}
         for kind in sorted({k for s in samples for k in s.cells}):
             blocks = [(s.cells[kind], int(ptr[i])) for i, s in enumerate(samples) if kind in s.cells]
@@ -118,6 +122,7 @@ class Batch:
             cell_ptr=cell_ptr,
             metadata=[dict(s.metadata) for s in samples],
             weights=None if s0.weights is None else torch.cat([s.weights for s in samples]),
+            query_features=None if any(f is None for f in at_q) else torch.cat(at_q),
         )
 
     collate = from_samples
@@ -154,6 +159,8 @@ class Batch:
             cells=cells,
             metadata=dict(self.metadata[i]),
             weights=None if self.weights is None else self.weights[p0:p1],
+            query_features=(self.query_features[q0:q1]
+                            if self.query_features is not None and bool(self.has_queries[i]) else None),
         )
 
     def to_samples(self) -> list[Sample]:
@@ -175,6 +182,7 @@ class Batch:
             cell_ptr={k: mv(v) for k, v in self.cell_ptr.items()},
             metadata=[dict(m) for m in self.metadata],
             weights=None if self.weights is None else mv(self.weights),
+            query_features=None if self.query_features is None else mv(self.query_features),
         )
 
     # ------------------------------------------------------------------ torch-geometric
@@ -185,7 +193,8 @@ class Batch:
         Per sample: ``pos`` (points), ``x`` (features), ``query_pos`` (queries, with
         ``query_pos_batch``/``query_pos_ptr``), ``y_<name>`` (fields), ``cells_<type>_index``
         ((nodes, n_cells), offset by PyG like ``edge_index``), ``quad_weight`` (quadrature
-        weights, when the samples have them), ``has_queries`` and ``meta``
+        weights, when the samples have them), ``query_x`` (the inputs at the queries, when the
+        batch has them), ``has_queries`` and ``meta``
         (metadata as a JSON string). :meth:`from_pyg` reverses it exactly.
         """
         from torch_geometric.data import Batch as PygBatch
@@ -200,6 +209,8 @@ class Batch:
                 attrs["x"] = s.features
             if s.weights is not None:
                 attrs["quad_weight"] = s.weights
+            if self.query_features is not None:  # every sample, so all Data share the key
+                attrs["query_x"] = self.query_features[int(self.query_ptr[i]):int(self.query_ptr[i + 1])]
             attrs.update({f"y_{k}": v for k, v in s.fields.items()})
             for kind, width in kinds.items():
                 c = s.cells.get(kind, torch.zeros((0, width), dtype=torch.long, device=s.points.device))
@@ -237,5 +248,6 @@ class Batch:
                        if k.startswith("cells_") and k.endswith("_index") and d[k].shape[1] > 0},
                 metadata=json.loads(d.meta) if "meta" in keys else {},
                 weights=d.quad_weight if "quad_weight" in keys else None,
+                query_features=d.query_x if "query_x" in keys and has_q else None,
             ))
         return cls.from_samples(samples)

@@ -40,6 +40,9 @@ def _assert_same_sample(x: Sample, y: Sample):
     for k in x.cells:
         assert torch.equal(x.cells[k], y.cells[k])
     assert x.metadata == y.metadata
+    assert (x.query_features is None) == (y.query_features is None)
+    if x.query_features is not None:
+        assert torch.equal(x.query_features, y.query_features)
 
 
 def test_collation_offsets_and_vectors():
@@ -125,3 +128,26 @@ def test_pyg_rejects_non_json_metadata():
     s = Sample(points=torch.rand(3, 3), metadata={"bad": object()})
     with pytest.raises(TypeError, match="JSON"):
         Batch.from_samples([s]).to_pyg()
+
+
+def test_query_features_collate_slice_and_round_trip_through_pyg():
+    # the inputs at the queries: given for separate queries, the features themselves otherwise;
+    # the batch carries them only when every sample has them
+    s = _samples()
+    s[0].query_features = torch.rand(4, 2, dtype=torch.float64)
+    s[2].query_features = torch.rand(6, 2, dtype=torch.float64)
+    b = Batch.from_samples(s)
+    assert b.query_features.shape == (17, 2)
+    assert torch.equal(b.query_features[4:11], s[1].features)
+    for x, y in zip(s, b.to_samples()):
+        _assert_same_sample(x, y)
+    assert b.to("cpu").query_features is not None
+    kept = s[2].query_features
+    s[2].query_features = None
+    assert Batch.from_samples(s).query_features is None
+    s[2].query_features = kept
+    pytest.importorskip("torch_geometric")
+    back = Batch.from_pyg(b.to_pyg())
+    assert torch.equal(back.query_features, b.query_features)
+    for x, y in zip(s, back.to_samples()):
+        _assert_same_sample(x, y)
