@@ -48,7 +48,7 @@ constexpr int64_t kPointBlock = 512;  // one GEMM: a (128, 512) block of inner p
 // then near the final threshold instead of the k-th of the first 512 points (~4x more
 // candidates to collect, select and prune over the later blocks).
 constexpr int64_t kStrip = 4096;  // (128, 4096) floats: 2 MiB per thread
-constexpr int64_t kChunk = 32;         // values tested at once for a candidate in the collection loop
+constexpr int64_t kChunk = 32;    // values tested at once for a candidate in the collection loop
 
 // The rounded, transformed coordinates of one side and, per row, its squared norm
 // (Euclidean) in the compute dtype; rows with a non-finite coordinate are flagged.
@@ -369,7 +369,8 @@ void knn_blocks(const KnnArgs& a, scalar_t* dist, int64_t* idx) {
     const int64_t nt = at::get_num_threads();
     if (B >= nt) {
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) cloud_frame(P0, Q0, pptr[b], pptr[b + 1], qptr[b], qptr[b + 1], D, 1, frames[b]);
+        for (int64_t b = b0; b < b1; ++b)
+          cloud_frame(P0, Q0, pptr[b], pptr[b + 1], qptr[b], qptr[b + 1], D, 1, frames[b]);
       });
     } else {
       for (int64_t b = 0; b < B; ++b) cloud_frame(P0, Q0, pptr[b], pptr[b + 1], qptr[b], qptr[b + 1], D, nt, frames[b]);

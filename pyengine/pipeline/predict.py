@@ -264,7 +264,7 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     from .checkpoint import load_checkpoint, load_model
     from .envelope import TrainingEnvelope, assess
     from .frame import Frame
-    from .prepare import NORMAL_RECIPES, SMOOTH_NORMALS_RADIUS, smooth_normals
+    from .prepare import NORMAL_RECIPES, SMOOTH_NORMALS_RADIUS, smooth_normals, smooth_normals_at_queries
     from .train import normalize_features
 
     check_predict_args(checkpoint, mesh_path, out_path, png=png, chunk_size=chunk_size, units=units,
@@ -369,11 +369,8 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
     q_feats = None
     if recipe == "smooth_normals":
         if not all_inputs:  # queries off the inputs (vertices no face uses): the function at them, as in training
-            from ..ops import knn
-
-            nearest = knn(p64, torch.as_tensor(query_pts[:, :dim], dtype=torch.float64), 1)[1][:, 0].numpy()
-            q_normals = smooth_normals(surface.points, surface.faces, query_pts, frame.scale,
-                                       fallback=in_normals[nearest])
+            q_normals = smooth_normals_at_queries(surface.points, surface.faces, in_pts, in_normals, query_pts,
+                                                  frame.scale)
             q_feats = normalize_features(normalizer, torch.as_tensor(q_normals, dtype=torch.float64)).to(dtype)
         in_normals = smooth_normals(surface.points, surface.faces, in_pts, frame.scale, fallback=in_normals)
         notes.append(f"normals: then windowed over {SMOOTH_NORMALS_RADIUS:g} frame units (smooth_normals inputs)")
@@ -412,7 +409,8 @@ def predict_file(checkpoint: str | Path, mesh_path: str | Path, out_path: str | 
         notes.append("quadrature: " + ("vertex areas" if surface is not None else "k-nearest-neighbour density"))
     pred = predict_chunked(model, pu.to(dev, dtype), None if feats is None else feats.to(dev),
                            None if qu is None else qu.to(dev, dtype), chunk_size=chunk_size, progress=progress,
-                           stats=stats, weights=weights, query_features=None if q_feats is None else q_feats.to(dev)).float().cpu()
+                           stats=stats, weights=weights,
+                           query_features=None if q_feats is None else q_feats.to(dev)).float().cpu()
     clock.lap("predict")
     fields, start = {}, 0
     for name, width in widths.items():

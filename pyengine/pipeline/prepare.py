@@ -56,14 +56,8 @@ def _normals(sample: Sample, recipe: str) -> tuple[torch.Tensor, torch.Tensor | 
     if recipe == "smooth_normals":
         scale = Frame.of(sample.points.double()).scale
         if sample.queries is not None:
-            # a function on the surface, so it has a value at any query: no interpolation between
-            # vertices (where the window cancels, the nearest vertex's normal, as at the vertices)
-            from ..ops import knn
-
-            qs = sample.queries.double()
-            nearest = knn(sample.points.double(), qs, 1)[1][:, 0].numpy()
-            at_queries = torch.as_tensor(smooth_normals(surface.points, surface.faces, qs.numpy(), scale,
-                                                        fallback=n[nearest]),
+            at_queries = torch.as_tensor(smooth_normals_at_queries(surface.points, surface.faces, pts, n,
+                                                                   sample.queries.double().numpy(), scale),
                                          dtype=sample.points.dtype)
         n = smooth_normals(surface.points, surface.faces, pts, scale, fallback=n)
     return torch.as_tensor(n, dtype=sample.points.dtype), at_queries
@@ -75,6 +69,19 @@ def smooth_normals(points, faces, queries, frame_scale: float, *, fallback):
     from ..geometry.windowed_normals import windowed_normals
 
     return windowed_normals(points, faces, queries, SMOOTH_NORMALS_RADIUS * frame_scale, fallback=fallback)
+
+
+def smooth_normals_at_queries(points, faces, inputs, input_normals, queries, frame_scale: float):
+    """:func:`smooth_normals` evaluated at (M, 3) ``queries`` that need not be input points: the
+    recipe is a function on the surface, so nothing is interpolated between vertices. Where the
+    window cancels, the vertex normal of the nearest of the (N, 3) ``inputs`` (``input_normals``)
+    is kept, as at the vertices themselves. Training (``prepare_sample``) and ``pyengine predict``
+    both call this."""
+    from ..ops import knn
+
+    nearest = knn(torch.as_tensor(inputs, dtype=torch.float64), torch.as_tensor(queries, dtype=torch.float64),
+                  1)[1][:, 0].numpy()
+    return smooth_normals(points, faces, queries, frame_scale, fallback=input_normals[nearest])
 
 
 def prepare_sample(sample: Sample, recipe: str = "normals") -> tuple[Sample, Frame]:
