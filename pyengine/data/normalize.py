@@ -131,15 +131,15 @@ class Normalizer:
         feats = x.features
         if feats is not None and FEATURES in self.mean:
             feats = fn(FEATURES, feats)
+        qf = x.query_features  # the same channels as the features, at the queries
+        if qf is not None and FEATURES in self.mean:
+            qf = fn(FEATURES, qf)
         if isinstance(x, Sample):
-            qf = x.query_features
-            if qf is not None and FEATURES in self.mean:
-                qf = fn(FEATURES, qf)
             return Sample(points=x.points, features=feats, queries=x.queries, fields=fields, cells=x.cells,
                           metadata=dict(x.metadata), weights=x.weights, query_features=qf)
         if isinstance(x, Batch):
             out = x.to(x.points.device)  # shallow structural copy
-            out.fields, out.features = fields, feats
+            out.fields, out.features, out.query_features = fields, feats, qf
             return out
         raise TypeError(f"expected a Sample or Batch, got {type(x).__name__}")
 

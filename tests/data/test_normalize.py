@@ -86,3 +86,20 @@ def test_errors():
         Normalizer().fit([])
     with pytest.raises(ValueError, match="no field 'zz'"):
         Normalizer().fit(s, fields=["zz"])
+
+
+
+def test_query_features_normalise_like_the_features_in_samples_and_batches():
+    # the inputs at separate queries (Sample.query_features) use the features' statistics
+    g = torch.Generator().manual_seed(1)
+    s = [Sample(points=x.points, features=x.features, queries=torch.rand(5, 3, generator=g),
+                fields={"p": torch.randn(5, generator=g)},
+                query_features=torch.randn(5, 2, generator=g) * 30 - 500) for x in _samples(3)]
+    norm = Normalizer().fit(s, fields=["p"])
+    for x in s:
+        torch.testing.assert_close(norm.normalize(x).query_features,
+                                   norm.normalize_field("features", x.query_features))
+    b = Batch.from_samples(s)
+    assert b.query_features is not None
+    torch.testing.assert_close(norm.normalize(b).query_features, norm.normalize_field("features", b.query_features))
+    assert not torch.allclose(norm.normalize(b).query_features, b.query_features)
