@@ -159,8 +159,15 @@ class OperatorModel(nn.Module):
             cls._encode_takes_weights = "weights" in inspect.signature(cls.encode).parameters
         return cls._encode_takes_weights
 
+    def _accepts_thinning(self) -> bool:
+        """Whether this family's :meth:`encode` takes ``thinning`` (cached per class)."""
+        cls = type(self)
+        if "_encode_takes_thinning" not in cls.__dict__:
+            cls._encode_takes_thinning = "thinning" in inspect.signature(cls.encode).parameters
+        return cls._encode_takes_thinning
+
     def latent(self, points: Tensor, features: Tensor | None = None, weights: Tensor | None = None,
-               **kwargs) -> Any:
+               thinning=None, **kwargs) -> Any:
         """Checked :meth:`encode`: the latent state of one geometry.
 
         Args:
@@ -169,6 +176,10 @@ class OperatorModel(nn.Module):
             weights: (N,) positive quadrature weights of the points (vertex areas, dual volumes,
                 :mod:`pyengine.geometry.quadrature`), or None. Families with a ``quadrature``
                 option use them when it is on; families whose ``encode`` takes no weights ignore them.
+            thinning: a :class:`~pyengine.models.thinning.Thinning` when the points are a random
+                subset of a fixed parent discretization (the Trainer's ``resample``), or None.
+                Families whose ``encode`` takes it build their per-geometry structures once from
+                the parent; the others ignore it (the result is the same up to those structures).
             **kwargs: family-specific conditioning (e.g. ``time`` and ``lead_time``).
         """
         d = self.coord_dim
@@ -191,6 +202,9 @@ class OperatorModel(nn.Module):
             weights = check_weights(weights, points.shape[0], dtype, points.device)
             if self._accepts_weights():
                 kwargs["weights"] = weights
+        if thinning is not None and self._accepts_thinning():
+            thinning.check(points)
+            kwargs["thinning"] = thinning
         return self.encode(points.to(dtype), features.to(dtype), **kwargs)
 
     def _accepts_query_features(self) -> bool:
@@ -224,15 +238,16 @@ class OperatorModel(nn.Module):
         return self.decode(state, queries.to(dtype), query_features=query_features.to(dtype))
 
     def forward(self, points: Tensor, features: Tensor | None = None, queries: Tensor | None = None,
-                weights: Tensor | None = None, query_features: Tensor | None = None, **kwargs) -> Tensor:
+                weights: Tensor | None = None, query_features: Tensor | None = None, thinning=None,
+                **kwargs) -> Tensor:
         """Predict fields at ``queries`` (default: the input points) for one geometry.
 
         Shapes: ``points (N, d)``, ``features (N, C_in)`` (None if C_in = 0), ``queries (M, d)``,
         ``weights (N,)`` quadrature weights or None (see :meth:`latent`), ``query_features
         (M, C_in)`` the inputs at the queries or None (see :meth:`predict_at`) -> ``(M, C_out)``.
-        ``kwargs`` carry conditioning such as ``time`` / ``lead_time``.
+        ``thinning``: see :meth:`latent`. ``kwargs`` carry conditioning such as ``time`` / ``lead_time``.
         """
-        state = self.latent(points, features, weights=weights, **kwargs)
+        state = self.latent(points, features, weights=weights, thinning=thinning, **kwargs)
         return self.predict_at(state, points if queries is None else queries, query_features=query_features)
 
     def forward_samples(self, samples, **kwargs) -> list[Tensor]:

@@ -53,6 +53,7 @@ from .gaot import QUADRATURE_SINK
 from .base import OperatorModel
 from ..nn.mlp import mlp
 from .registry import register
+from .thinning import Thinning, filter_csr
 
 __all__ = ["GAOTFast", "GAOTFastConfig"]
 
@@ -226,10 +227,12 @@ class GAOTFast(OperatorModel):
         self.project = mlp([c.hidden + coord_dim + skip, c.hidden, out_channels])
 
     def _tokens(self, points: Tensor, weights: Tensor | None = None):
-        """Token grid over the padded box of the points, encoder graphs and embeddings (cached).
+        """Token grid over the padded box of the points, encoder graphs and embeddings (cached):
+        ``(tokens, graphs, embeddings, spacing, lo, hi, sinks)``.
 
         With quadrature, each encoder graph is ``(row_ptr, col, edge_weights, row_scale)`` over the
-        complete, windowed balls (:meth:`_quadrature_balls`)."""
+        complete, windowed balls (:meth:`_quadrature_balls`) and ``sinks`` holds each scale's sink
+        (None without quadrature)."""
         c = self.config
 
         def compute():
@@ -240,8 +243,8 @@ class GAOTFast(OperatorModel):
             spacing = float(grid.spacing.max())  # the real distance between neighbouring tokens
             radii = [r * spacing for r in c.radii_cells]
             if c.quadrature:
-                enc, emb = self._quadrature_balls(points, tokens, radii, weights)
-                return tokens, enc, emb, spacing, lo, hi
+                enc, emb, sinks = self._quadrature_balls(points, tokens, radii, weights)
+                return tokens, enc, emb, spacing, lo, hi, sinks
             enc = [radius_search(points, tokens, r, max_neighbors=c.max_neighbors) for r in radii]
             emb = []
             if c.geometry_embedding:
@@ -249,7 +252,7 @@ class GAOTFast(OperatorModel):
                     e = geometry_embedding(points, tokens, r, graph=graph[:2])
                     # counts grow with the sampling density: log scale keeps them O(1) across resolutions
                     emb.append(torch.cat([torch.log1p(e[:, :1]), e[:, 1:]], dim=1))
-            return tokens, enc, emb, spacing, lo, hi
+            return tokens, enc, emb, spacing, lo, hi, None
 
         key = (points,) if weights is None or not c.quadrature else (points, weights)
         return self.graphs.get("gaot-fast-tokens", key, (c.grid, c.radii_cells, c.max_neighbors, c.padding,
@@ -267,11 +270,12 @@ class GAOTFast(OperatorModel):
         embedding's statistics use the same weights and sink; its count column is ``W`` in units of a
         flat ball's windowed measure (``log1p``), and its normal columns become the sign-free
         ``n (n . u)`` (``u = (1, 1, 1) / sqrt(3)``) faded by the eigen-gap and ``W / (W + sink)``.
+        Returns ``(graphs, embeddings, sinks)``.
         """
         c = self.config
         dim = intrinsic_dimension(points)
         tiny = torch.finfo(weights.dtype).tiny
-        enc, emb = [], []
+        enc, emb, sinks = [], [], []
         for r in radii:
             rp, col = radius_search(points, tokens, r)  # complete balls: a cap is a first-order quadrature
             w = smooth_ball(points, tokens, rp, col, weights.index_select(0, col.long()), r)
@@ -280,6 +284,7 @@ class GAOTFast(OperatorModel):
             mass = segment_reduce(w, rp, "sum")
             scale = mass / (mass + sink)
             enc.append((rp, col, w.clamp_min(tiny), scale))
+            sinks.append(sink)
             if c.geometry_embedding:
                 e = geometry_embedding(points, tokens, r, graph=(rp, col), edge_weights=w, sink=sink)
                 # the PCA normal's sign (canonical by its largest component) and, where two eigenvalues
@@ -291,7 +296,22 @@ class GAOTFast(OperatorModel):
                 axial = n * (n.sum(dim=1, keepdim=True) / 3 ** 0.5) * fade
                 e = torch.cat([torch.log1p(mass / flat).unsqueeze(1).to(e.dtype), e[:, 1:10], axial], dim=1)
                 emb.append(e)
-        return enc, emb
+        return enc, emb, sinks
+
+    @staticmethod
+    @torch.no_grad()
+    def _thinned_balls(enc: list, sinks: list, thinning: Thinning) -> list:
+        """The parent's encoder balls restricted to the kept points: exactly the balls of the thinned
+        points around the same tokens, each kept source's window weight times ``inverse_keep``, and
+        ``row_scale`` recomputed from the kept mass."""
+        new_index = thinning.new_index()
+        out = []
+        for (rp, col, w, _), sink in zip(enc, sinks):
+            rp2, col2, kept = filter_csr(rp, col, new_index)
+            w2 = w.index_select(0, kept) * thinning.inverse_keep.to(w.dtype).index_select(0, col2.long())
+            mass = segment_reduce(w2, rp2, "sum")
+            out.append((rp2, col2, w2, mass / (mass + sink)))
+        return out
 
     def _decoder_graph(self, tokens: Tensor, queries: Tensor, spacing: float):
         """Each query's ball over the tokens: the decoder radius, widened where a query lies
@@ -328,34 +348,57 @@ class GAOTFast(OperatorModel):
         emb = torch.cat([sinusoidal_embedding(t * 1000, 32), sinusoidal_embedding(lt * 1000, 32)], dim=-1)
         return self.time_embed(emb.to(dtype))
 
-    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None, weights: Tensor | None = None):
-        if self.config.quadrature and weights is None:
-            weights = self.graphs.get("density-weights", (points,), (), lambda: default_weights(points))
-        tokens, enc, emb, spacing, lo, hi = self._tokens(points, weights)
+    def encode(self, points: Tensor, features: Tensor, time=None, lead_time=None, weights: Tensor | None = None,
+               thinning: Thinning | None = None):
+        """Latent tokens of one geometry. ``thinning`` (with quadrature; ignored without): the points are
+        a random subset of ``thinning.points`` (the Trainer's ``resample``). The token box, the encoder
+        balls and the geometry embeddings then come from the parent, built once and cached, and each
+        step filters the balls to the kept points (exact, see :meth:`_thinned_balls`); the embeddings
+        and the box stay the parent's, the discretization that a thinned subset estimates."""
+        transient = self.config.quadrature and thinning is not None
+        if transient:
+            parent = thinning.points.to(points.dtype)
+            parent_w = thinning.weights
+            if parent_w is None:
+                parent_w = self.graphs.get("density-weights", (parent,), (), lambda: default_weights(parent))
+            parent_w = parent_w.to(points.dtype)
+            if weights is None:
+                weights = thinning.kept_weights(parent_w)
+            tokens, enc, emb, spacing, lo, hi, sinks = self._tokens(parent, parent_w)
+            enc = self._thinned_balls(enc, sinks, thinning)
+        else:
+            if self.config.quadrature and weights is None:
+                weights = self.graphs.get("density-weights", (points,), (), lambda: default_weights(points))
+            tokens, enc, emb, spacing, lo, hi, _ = self._tokens(points, weights)
         # coordinates enter the layers normalised to the token box, so weights transfer across sizes
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         f = self.lift(torch.cat([features, unit(points)], dim=1))
         f_enc = f
         if self.config.quadrature and self.config.feature_smoothing and features.shape[1]:
-            rows, col, ew = self._smoothing_graph(points, weights, spacing)
+            rows, col, ew = self._smoothing_graph(points, weights, spacing, cache=not transient)
             smooth = torch.zeros_like(features).index_add_(0, rows, features.index_select(0, col) * ew.unsqueeze(1))
             f_enc = self.lift(torch.cat([smooth, unit(points)], dim=1))
         z = self.encoder(unit(points), f_enc, unit(tokens), enc, emb)
         cond = self._condition(time, lead_time, z.dtype, z.device)
         z = self.processor(z.unsqueeze(0), cond).squeeze(0)
-        return tokens, z, spacing, lo, hi, points, f, weights, features
+        return tokens, z, spacing, lo, hi, points, f, weights, features, transient
 
-    def _smoothing_graph(self, points: Tensor, weights: Tensor, spacing: float):
+    def _cached(self, cache: bool, kind: str, tensors: tuple, params: tuple, compute):
+        """``self.graphs.get`` unless ``cache`` is False: a thinned training step's structures are used
+        once, and storing them would push the geometries' own structures out of the LRU."""
+        return self.graphs.get(kind, tensors, params, compute) if cache else compute()
+
+    def _smoothing_graph(self, points: Tensor, weights: Tensor, spacing: float, cache: bool = True):
         """``feature_smoothing``'s averaging (cached): per edge (row i, source j) the normalised
         ``w_j psi(|x_j - x_i| / rho)``, ``rho = feature_smoothing * spacing``; returns ``(rows, col, ew)``
         (every row holds at least its own point, with ``psi = 1``)."""
         c = self.config
         rho = c.feature_smoothing * spacing
 
-        return self.graphs.get("gaot-fast-smoothing", (points, weights), (c.feature_smoothing, spacing),
-                               lambda: _windowed_mean_graph(points, points, weights, rho)[:3])
+        return self._cached(cache, "gaot-fast-smoothing", (points, weights), (c.feature_smoothing, spacing),
+                            lambda: _windowed_mean_graph(points, points, weights, rho)[:3])
 
-    def _skip_weights(self, points: Tensor, queries: Tensor, spacing: float):
+    def _skip_weights(self, points: Tensor, queries: Tensor, spacing: float, cache: bool = True):
         """Nearest input points of each query and normalised inverse-distance weights (cached).
 
         With quadrature, ``k + 1`` neighbours are found and weighted ``1/d_j - 1/d_(k+1)``: the
@@ -376,40 +419,41 @@ class GAOTFast(OperatorModel):
                 w = torch.where(tied, torch.ones_like(w), w)
             return idx, w / w.sum(dim=1, keepdim=True)
 
-        return self.graphs.get("gaot-fast-skip", (points, queries), (k, spacing, smooth), compute)
+        return self._cached(cache, "gaot-fast-skip", (points, queries), (k, spacing, smooth), compute)
 
-    def _skip_ball(self, points: Tensor, queries: Tensor, spacing: float, weights: Tensor):
+    def _skip_ball(self, points: Tensor, queries: Tensor, spacing: float, weights: Tensor, cache: bool = True):
         """``skip_radius_cells``' windowed mean (cached): per edge (query row, source col) the normalised
         ``w_j psi(|x_j - q| / r)``; returns ``(rows, col, ew, covered)``, ``covered`` (M,) the queries
         whose ball holds quadrature mass (the others keep the nearest-point skip)."""
         r = self.config.skip_radius_cells * spacing
-        return self.graphs.get("gaot-fast-skip-ball", (points, queries, weights), (r,),
-                               lambda: _windowed_mean_graph(points, queries, weights, r))
+        return self._cached(cache, "gaot-fast-skip-ball", (points, queries, weights), (r,),
+                            lambda: _windowed_mean_graph(points, queries, weights, r))
 
     def decode(self, state, queries: Tensor, query_features: Tensor | None = None) -> Tensor:
         """``(M, out)`` at ``queries (M, d)``. ``query_features (M, C_in)``: the inputs evaluated at the
         queries, used by ``skip_at_query`` in place of their interpolation (ignored otherwise)."""
-        tokens, z, spacing, lo, hi, points, f, *rest = state  # (weights, features) since skip_radius_cells
-        weights, features = (rest + [None, None])[:2]
+        tokens, z, spacing, lo, hi, points, f, *rest = state  # (weights, features, transient) since issue 17
+        weights, features, transient = (rest + [None, None, False])[:3]
         graph = self._decoder_graph(tokens, queries, spacing)
         unit = lambda p: 2 * (p - lo) / (hi - lo) - 1  # noqa: E731
         u = self.decoder(unit(tokens), unit(queries), graph[0], graph[1], z,
                          edge_weights=graph[2] if len(graph) > 2 else None)
         parts = [u, unit(queries)]
         if self.config.skip_neighbors:
-            idx, w = self._skip_weights(points, queries, spacing)
             if self.config.quadrature and self.config.skip_at_query and features is not None:
                 # the (smooth) inputs at the query, exact when given, else interpolated, lifted with the
                 # query's own coordinates: identical to the plain skip where the query is an input point
                 if query_features is not None:
                     at_q = query_features
                 else:
+                    idx, w = self._skip_weights(points, queries, spacing, cache=not transient)
                     at_q = (features[idx] * w.unsqueeze(2).to(features.dtype)).sum(dim=1)
                 skip = self.lift(torch.cat([at_q, unit(queries)], dim=1))
             else:
+                idx, w = self._skip_weights(points, queries, spacing, cache=not transient)
                 skip = (f[idx] * w.unsqueeze(2).to(f.dtype)).sum(dim=1)
             if self.config.quadrature and self.config.skip_radius_cells and weights is not None:
-                rows, col, ew, covered = self._skip_ball(points, queries, spacing, weights)
+                rows, col, ew, covered = self._skip_ball(points, queries, spacing, weights, cache=not transient)
                 ball = torch.zeros_like(skip).index_add_(0, rows, f.index_select(0, col) * ew.unsqueeze(1).to(f.dtype))
                 skip = torch.where(covered.unsqueeze(1), ball, skip)
             parts.append(skip)

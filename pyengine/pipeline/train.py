@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_write_text, clean_stale_temp_files
 from ..data import Sample
+from ..models.thinning import Thinning
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
 from .metrics import field_errors
@@ -46,6 +47,7 @@ class _Prepared:
     target: Tensor | None
     weights: Tensor | None = None
     query_features: Tensor | None = None  # the inputs at the queries (Sample.features_at_queries), normalised
+    thinning: Thinning | None = None  # set by resampling: these points are a subset of another _Prepared's
 
 
 class _SampleForward(nn.Module):
@@ -57,13 +59,13 @@ class _SampleForward(nn.Module):
 
     def forward(self, samples: list[_Prepared]) -> list[Tensor]:
         return [_call(self.model, s.points, s.features, s.queries, getattr(s, "weights", None),
-                      getattr(s, "query_features", None)) for s in samples]
+                      getattr(s, "query_features", None), getattr(s, "thinning", None)) for s in samples]
 
 
-def _call(model: nn.Module, points, features, queries, weights, query_features=None) -> Tensor:
-    """``model(points, features, queries)``, with the quadrature weights and the features at the
-    queries when there are any and the model is a pyengine family (which accepts them, and ignores
-    them unless its configuration uses them)."""
+def _call(model: nn.Module, points, features, queries, weights, query_features=None, thinning=None) -> Tensor:
+    """``model(points, features, queries)``, with the quadrature weights, the features at the
+    queries and the resampling's thinning when there are any and the model is a pyengine family
+    (which accepts them, and ignores them unless its configuration uses them)."""
     from ..models.base import OperatorModel
 
     if not isinstance(model, OperatorModel):
@@ -73,6 +75,8 @@ def _call(model: nn.Module, points, features, queries, weights, query_features=N
         kwargs["weights"] = weights
     if query_features is not None:
         kwargs["query_features"] = query_features
+    if thinning is not None:
+        kwargs["thinning"] = thinning
     return model(points, features, queries, **kwargs)
 
 
@@ -180,7 +184,9 @@ class Trainer:
 
     def _resampled(self, batch: list[_Prepared], step: int) -> list[_Prepared]:
         """``TrainConfig.resample``: each sample's inputs thinned at random (uniformly or graded
-        along a random direction), weights divided by the keep probability; queries and targets kept."""
+        along a random direction), weights divided by the keep probability; queries and targets kept.
+        Each thinned sample records its parent (:class:`~pyengine.models.thinning.Thinning`), so a
+        family that supports it filters cached structures instead of rebuilding them every step."""
         c = self.config
         g = torch.Generator().manual_seed(c.seed * 7_919 + self.epoch * 100_003 + step)
         out = []
@@ -200,12 +206,14 @@ class Trainer:
                 out.append(s)
                 continue
             idx = torch.nonzero(keep)[:, 0].to(s.points.device)
-            base = getattr(s, "weights", None)
-            base = base if base is not None else s.points.new_ones(n)
-            w = base.index_select(0, idx) / p.to(base).index_select(0, idx)
+            inv = (1 / p.index_select(0, idx.cpu())).to(s.points.device)
+            # no weights: None, so the model estimates the thinned points' density itself (counting
+            # each kept point as 1 / p would be a different quadrature from the one it sees unthinned)
+            w = None if s.weights is None else s.weights.index_select(0, idx) * inv.to(s.weights.dtype)
             out.append(_Prepared(s.points.index_select(0, idx),
                                  None if s.features is None else s.features.index_select(0, idx),
-                                 s.queries, s.target, w, s.query_features))
+                                 s.queries, s.target, w, s.query_features,
+                                 Thinning(s.points, s.weights, idx, inv.to(s.points.dtype))))
         return out
 
     def _split(self, pred: Tensor) -> dict[str, Tensor]:

@@ -286,7 +286,7 @@ def test_gaot_fast_windowed_encoder_converges_under_refinement(body):
         if not model.config.quadrature:
             w = None
         with torch.no_grad():
-            tokens, enc, emb, spacing, lo, hi = model._tokens(pts, w)
+            tokens, enc, emb, spacing, lo, hi, _ = model._tokens(pts, w)
             unit = lambda v: 2 * (v - lo) / (hi - lo) - 1  # noqa: E731
             f = model.lift(torch.cat([feats, unit(pts)], dim=1))
             att = [a(unit(pts), unit(tokens), g[0], g[1], f, edge_weights=g[2] if len(g) > 2 else None,
@@ -335,7 +335,7 @@ def test_gaot_fast_score_bound_keeps_a_sharpened_encoder_convergent(body):
         def att(pp, tt):
             pts, feats, w = _inputs(pp, tt)
             with torch.no_grad():
-                tokens, enc, _, _, lo, hi = model._tokens(pts, w)
+                tokens, enc, _, _, lo, hi, _ = model._tokens(pts, w)
                 unit = lambda v: 2 * (v - lo) / (hi - lo) - 1  # noqa: E731
                 f = model.lift(torch.cat([feats, unit(pts)], dim=1))
                 return [a(unit(pts), unit(tokens), g[0], g[1], f, edge_weights=g[2], row_scale=g[3])
