@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "common/dispatch.h"
@@ -153,29 +155,50 @@ void forward_kernel(const AttentionArgs& a, double scale, at::Tensor& out, at::T
   });
 }
 
+// Per-edge softmax terms kept from the row pass for the column pass: p[e, h] and ds[e, h].
+// Without them the column pass recomputes each edge's score, exponential and <v_j, dO_i> (about
+// half the backward's arithmetic); with them it is two axpys per edge. They cost 2 E H
+// accumulators, so graphs above edge_terms_limit_bytes() recompute instead of storing.
+template <typename acc_t>
+struct EdgeTerms {
+  acc_t* p = nullptr;
+  acc_t* ds = nullptr;
+};
+
+// 256 MiB, or PYENGINE_ATTENTION_EDGE_TERMS_LIMIT (bytes; read per call, so the tests can take the
+// recomputing path on small graphs by setting it to 0).
+inline int64_t edge_terms_limit_bytes() {
+  const char* env = std::getenv("PYENGINE_ATTENTION_EDGE_TERMS_LIMIT");
+  return env ? std::strtoll(env, nullptr, 10) : (int64_t(256) << 20);
+}
+
 // Row pass of backward, edges [beg, end) of row r, head h: dq += sum_e ds_e k_j (unscaled),
-// grad_bias[e, h] = ds_e.
+// grad_bias[e, h] = ds_e (and the edge terms, when kept).
 template <typename scalar_t, typename index_t, typename acc_t>
 void backward_row_edges(const Operands<scalar_t, index_t>& o, int64_t h, int64_t beg, int64_t end, const acc_t* qa,
-                        const acc_t* ga, acc_t lse, acc_t delta, acc_t* dq, scalar_t* gb) {
+                        const acc_t* ga, acc_t lse, acc_t delta, acc_t* dq, scalar_t* gb, EdgeTerms<acc_t> terms) {
   const int64_t H = o.H, Dk = o.Dk, Dv = o.Dv;
   const bool live = lse != static_cast<acc_t>(kNegInf);  // else every probability is 0
   for (int64_t e = beg; e < end; ++e) {
-    acc_t ds = 0;
+    acc_t p = 0, ds = 0;
     if (live) {
       const int64_t j = static_cast<int64_t>(o.col[e]);
-      const acc_t p = std::exp(o.score(qa, e, j, h) - lse);
+      p = std::exp(o.score(qa, e, j, h) - lse);
       ds = p * (dot(ga, o.v + (j * H + h) * Dv, Dv) - delta);
       const scalar_t* kj = o.k + (j * H + h) * Dk;
       for (int64_t c = 0; c < Dk; ++c) dq[c] += ds * static_cast<acc_t>(kj[c]);
     }
     if (gb) gb[e * H + h] = static_cast<scalar_t>(ds);
+    if (terms.p) {
+      terms.p[e * H + h] = p;
+      terms.ds[e * H + h] = ds;
+    }
   }
 }
 
-template <typename scalar_t, typename index_t>
-void backward_rows_kernel(const AttentionBackwardArgs& b, double scale, at::Tensor& grad_q, at::Tensor& grad_bias) {
-  using acc_t = at::opmath_type<scalar_t>;
+template <typename scalar_t, typename index_t, typename acc_t>
+void backward_rows_kernel(const AttentionBackwardArgs& b, double scale, at::Tensor& grad_q, at::Tensor& grad_bias,
+                          EdgeTerms<acc_t> terms) {
   const AttentionArgs& a = b.fwd;
   const Operands<scalar_t, index_t> o(a, scale);
   const int64_t H = o.H, Dk = o.Dk, Dv = o.Dv;
@@ -197,7 +220,8 @@ void backward_rows_kernel(const AttentionBackwardArgs& b, double scale, at::Tens
         o.load_query(r, h, qa.data());
         load_grad(rh, ga.data());
         std::fill(dq.begin(), dq.end(), acc_t(0));
-        backward_row_edges(o, h, o.rp[r], o.rp[r + 1], qa.data(), ga.data(), L[rh], delta[rh], dq.data(), gb);
+        backward_row_edges(o, h, o.rp[r], o.rp[r + 1], qa.data(), ga.data(), L[rh], delta[rh], dq.data(), gb,
+                           terms);
         for (int64_t c = 0; c < Dk; ++c) gq[rh * Dk + c] = static_cast<scalar_t>(o.scale * dq[c]);
       }
     }
@@ -212,7 +236,7 @@ void backward_rows_kernel(const AttentionBackwardArgs& b, double scale, at::Tens
         o.load_query(r, h, qa.data());
         load_grad(r * H + h, ga.data());
         backward_row_edges(o, h, split.piece_beg[p], split.piece_end[p], qa.data(), ga.data(), L[r * H + h],
-                           delta[r * H + h], partial.data() + (p * H + h) * Dk, gb);
+                           delta[r * H + h], partial.data() + (p * H + h) * Dk, gb, terms);
       }
     }
   });
@@ -225,7 +249,7 @@ void backward_rows_kernel(const AttentionBackwardArgs& b, double scale, at::Tens
 // dk += sum ds q_i (unscaled), dv += sum p dO_i.
 template <typename scalar_t, typename acc_t>
 void backward_col_edges(const AttentionBackwardArgs& b, int64_t H, int64_t Dk, int64_t Dv, int64_t h, int64_t beg,
-                        int64_t end, const acc_t* ka, const acc_t* va, acc_t* dk, acc_t* dv) {
+                        int64_t end, const acc_t* ka, const acc_t* va, acc_t* dk, acc_t* dv, EdgeTerms<acc_t> terms) {
   const int64_t* rows = b.col_t.const_data_ptr<int64_t>();
   const int64_t* perm = b.perm.const_data_ptr<int64_t>();
   const scalar_t* q = b.fwd.q.const_data_ptr<scalar_t>();
@@ -233,6 +257,17 @@ void backward_col_edges(const AttentionBackwardArgs& b, int64_t H, int64_t Dk, i
   const scalar_t* go = b.grad_out.const_data_ptr<scalar_t>();
   const acc_t* L = b.lse.const_data_ptr<acc_t>();
   const acc_t* delta = b.delta.const_data_ptr<acc_t>();
+  if (terms.p) {  // the row pass kept p and ds: no score, exponential or <v_j, dO_i> to recompute
+    for (int64_t t = beg; t < end; ++t) {
+      const int64_t eh = perm[t] * H + h, ih = rows[t] * H + h;
+      const acc_t p = terms.p[eh], ds = terms.ds[eh];
+      const scalar_t* qi = q + ih * Dk;
+      const scalar_t* gi = go + ih * Dv;
+      for (int64_t c = 0; c < Dv; ++c) dv[c] += p * static_cast<acc_t>(gi[c]);
+      for (int64_t c = 0; c < Dk; ++c) dk[c] += ds * static_cast<acc_t>(qi[c]);
+    }
+    return;
+  }
   for (int64_t t = beg; t < end; ++t) {
     const int64_t ih = rows[t] * H + h;
     const acc_t lse = L[ih];
@@ -248,9 +283,9 @@ void backward_col_edges(const AttentionBackwardArgs& b, int64_t H, int64_t Dk, i
   }
 }
 
-template <typename scalar_t>
-void backward_cols_kernel(const AttentionBackwardArgs& b, double scale, at::Tensor& grad_k, at::Tensor& grad_v) {
-  using acc_t = at::opmath_type<scalar_t>;
+template <typename scalar_t, typename acc_t>
+void backward_cols_kernel(const AttentionBackwardArgs& b, double scale, at::Tensor& grad_k, at::Tensor& grad_v,
+                          EdgeTerms<acc_t> terms) {
   const AttentionArgs& a = b.fwd;
   const int64_t H = a.heads, Dk = a.dk, Dv = a.dv;
   const int64_t* rpt = b.row_ptr_t.const_data_ptr<int64_t>();
@@ -277,7 +312,7 @@ void backward_cols_kernel(const AttentionBackwardArgs& b, double scale, at::Tens
         load_kv(j * H + h, ka.data(), va.data());
         std::fill(dkv.begin(), dkv.end(), acc_t(0));
         backward_col_edges<scalar_t>(b, H, Dk, Dv, h, rpt[j], rpt[j + 1], ka.data(), va.data(), dkv.data(),
-                                     dkv.data() + Dk);
+                                     dkv.data() + Dk, terms);
         store(j * H + h, dkv.data(), dkv.data() + Dk);
       }
     }
@@ -293,7 +328,7 @@ void backward_cols_kernel(const AttentionBackwardArgs& b, double scale, at::Tens
         acc_t* st = partial.data() + p * width + h * (Dk + Dv);
         load_kv(j * H + h, ka.data(), va.data());
         backward_col_edges<scalar_t>(b, H, Dk, Dv, h, split.piece_beg[p], split.piece_end[p], ka.data(), va.data(),
-                                     st, st + Dk);
+                                     st, st + Dk, terms);
       }
     }
   });
@@ -329,10 +364,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_attention_backwar
   auto grad_v = at::empty_like(a.v);
   auto grad_bias = a.bias.defined() ? at::empty_like(a.bias) : at::empty({0}, a.q.options());
   PYE_DISPATCH_FLOATING(a.q.scalar_type(), "csr_attention_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t edge_heads = a.col.numel() * a.heads;
+    std::unique_ptr<acc_t[]> kept;  // every entry is written by the row pass: no initialisation
+    EdgeTerms<acc_t> terms;
+    if (edge_heads > 0 && 2 * edge_heads * int64_t(sizeof(acc_t)) <= edge_terms_limit_bytes()) {
+      kept.reset(new acc_t[2 * edge_heads]);
+      terms.p = kept.get();
+      terms.ds = kept.get() + edge_heads;
+    }
     AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "csr_attention_backward", [&] {
-      backward_rows_kernel<scalar_t, index_t>(b, scale, grad_q, grad_bias);
+      backward_rows_kernel<scalar_t, index_t, acc_t>(b, scale, grad_q, grad_bias, terms);
     });
-    backward_cols_kernel<scalar_t>(b, scale, grad_k, grad_v);
+    backward_cols_kernel<scalar_t, acc_t>(b, scale, grad_k, grad_v, terms);
   });
   return {grad_q, grad_k, grad_v, grad_bias};
 }

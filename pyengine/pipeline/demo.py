@@ -4,7 +4,8 @@
    (gmsh/OpenCASCADE) with their potential-flow pressure coefficient Cp
    (P2 finite elements, scikit-fem).
 2. Trains a GAOT surrogate (``DemoConfig.family``: GAOT-fast, see QUICK) on the surface
-   points (inputs: vertex normals; target: Cp).
+   points (inputs: surface normals smoothed over a fixed ball, ``smooth_normals``; target: Cp),
+   on a different random thinning of every mesh each step (``TrainConfig.resample``).
 3. Evaluates on held-out shapes.
 4. Writes ``metrics.json``, ``model.pt``, ``predictions/*.vtu`` (surface meshes with
    true, predicted and error fields, for ParaView) and ``predictions.png``, and
@@ -51,25 +52,30 @@ class DemoConfig:
 
 
 #: Two CPU cores, under 10 minutes including data generation. The model is GAOT-fast (``family``):
-#: on this data it reached test relative L2 0.16 in under 3 minutes of training, while the
-#: paper-faithful GAOT costs more per step (bench/RESULTS.md, issue 19). Its radii are in token
-#: spacings extent / (n - 1); (0.9375, 1.875) and 1.40625 are the radii the measured configuration
-#: had under the earlier extent / n convention (the 16-token axis sets the spacing: x 15/16).
+#: on this data it reached a lower test error than the paper-faithful GAOT, which also costs more
+#: per step (bench/RESULTS.md, issue 19). Its radii are in token spacings extent / (n - 1).
+#: Discretization-convergent (issue 17): quadrature weights, the mesh-independent
+#: ``smooth_normals`` inputs evaluated at the queries (``skip_at_query``), and training on a
+#: random thinning of every mesh each step (``resample``), so the prediction moves ~1 % when the
+#: mesh is refined 16x, half-refined or jittered (bench/RESULTS.md, issue 17).
 QUICK = DemoConfig(
     n_train=48, n_test=8, body_kind="ahmed", resolution={"h_body": 0.06},
-    model=dict(hidden=64, grid=(16, 8, 8), radii_cells=(0.9375, 1.875), decoder_radius_cells=1.40625, heads=4,
-               dim=128, depth=3, vit_heads=4, patch=2, max_neighbors=32),
-    train=TrainConfig(epochs=100, batch_size=4, lr=3e-3, schedule="cosine", progress=True, eval_every=0),
-    max_test_rel_l2=0.2,
+    model=dict(hidden=64, grid=(16, 8, 8), radii_cells=(1.5, 3.0), decoder_radius_cells=1.40625, heads=4,
+               dim=128, depth=3, vit_heads=4, patch=2, quadrature=True, skip_at_query=True),
+    train=TrainConfig(epochs=100, batch_size=4, lr=3e-3, schedule="cosine", progress=True, eval_every=0,
+                      resample=True),
+    max_test_rel_l2=0.2, features="smooth_normals",
 )
 
-#: GPU-sized: more and more varied shapes, finer meshes, a wider model.
+#: GPU-sized: more and more varied shapes, finer meshes, a wider model; the same
+#: discretization-convergent recipe as QUICK (not yet run on a GPU).
 FULL = DemoConfig(
     n_train=224, n_test=32, body_kind="mixed", resolution={"h_body": 0.04},
-    model=dict(hidden=96, grid=(16, 8, 8), radii_cells=(0.9375, 1.875, 2.8125), decoder_radius_cells=1.40625,
-               heads=4, dim=192, depth=6, vit_heads=6, patch=2, max_neighbors=48),
-    train=TrainConfig(epochs=150, batch_size=8, lr=1e-3, schedule="cosine", progress=True, eval_every=10),
-    max_test_rel_l2=0.15,
+    model=dict(hidden=96, grid=(16, 8, 8), radii_cells=(1.5, 3.0), decoder_radius_cells=1.40625,
+               heads=4, dim=192, depth=6, vit_heads=6, patch=2, quadrature=True, skip_at_query=True),
+    train=TrainConfig(epochs=150, batch_size=8, lr=1e-3, schedule="cosine", progress=True, eval_every=10,
+                      resample=True),
+    max_test_rel_l2=0.15, features="smooth_normals",
 )
 
 

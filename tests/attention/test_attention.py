@@ -70,6 +70,14 @@ def test_matches_reference(make_csr, layout, N, H, Dk, Dv, bias):
     check_against_reference(make_csr(**layout), N, H, Dk, Dv, bias)
 
 
+@pytest.mark.parametrize("layout", [dict(M=300, max_deg=40, empty_frac=0.3), dict(lens=[3000, 0, 9000, 5, 0])])
+def test_backward_without_kept_edge_terms(make_csr, layout, monkeypatch):
+    """Graphs whose per-edge softmax terms exceed the kernel's memory limit recompute them in the
+    column pass; a limit of 0 bytes takes that path here (the default keeps them)."""
+    monkeypatch.setenv("PYENGINE_ATTENTION_EDGE_TERMS_LIMIT", "0")
+    check_against_reference(make_csr(**layout), 150 if "M" in layout else 2, 2, 8, 5, bias=True)
+
+
 def test_int32_col_and_many_heads(make_csr):
     check_against_reference(make_csr(M=50, max_deg=12), 40, 8, 4, 6, bias=True, index_dtype=torch.int32)
 
