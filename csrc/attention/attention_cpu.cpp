@@ -23,11 +23,18 @@ namespace {
 using cpu::for_row_blocks;
 using cpu::sum_pieces;
 
+// Eight independent partial sums: a single running sum is one serial chain of n dependent adds
+// (the compiler may not reorder a floating-point reduction), which bounded every score and
+// <v_j, dO_i> by the add latency; the fixed-width lanes vectorise. Head dims are usually 8-64.
 template <typename acc_t, typename scalar_t>
 inline acc_t dot(const acc_t* a, const scalar_t* b, int64_t n) {
-  acc_t s = 0;
-  for (int64_t c = 0; c < n; ++c) s += a[c] * static_cast<acc_t>(b[c]);
-  return s;
+  constexpr int64_t kLanes = 8;
+  acc_t lane[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) lane[l] += a[c + l] * static_cast<acc_t>(b[c + l]);
+  for (; c < n; ++c) lane[c % kLanes] += a[c] * static_cast<acc_t>(b[c]);
+  return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
 }
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
@@ -59,26 +66,43 @@ struct Operands {
   }
 };
 
-// Online-softmax state of one (row, head): running max m, sum l, accumulators acc[Dv].
-// Folds edges [beg, end) of row r into it.
+// Online-softmax state of one row, per head h: running max m, sum l and accumulators acc[Dv],
+// stored as st[h * (2 + Dv)] = {m, l, acc...}. Folds edges [beg, end) of the row into it, every
+// head of an edge together (a source's values for all heads are H * Dv contiguous values, read
+// once per edge). qa (H, Dk) is the scaled query.
 template <typename scalar_t, typename index_t, typename acc_t>
-void fold_edges(const Operands<scalar_t, index_t>& o, int64_t h, int64_t beg, int64_t end, const acc_t* qa,
-                acc_t& m, acc_t& l, acc_t* acc) {
-  const int64_t H = o.H, Dv = o.Dv;
+void fold_edges(const Operands<scalar_t, index_t>& o, int64_t beg, int64_t end, const acc_t* qa, acc_t* st) {
+  const int64_t H = o.H, Dk = o.Dk, Dv = o.Dv, width = 2 + Dv;
   for (int64_t e = beg; e < end; ++e) {
     const int64_t j = static_cast<int64_t>(o.col[e]);
-    const acc_t s = o.score(qa, e, j, h);
-    if (s == static_cast<acc_t>(kNegInf)) continue;  // masked edge: contributes nothing
-    if (s > m) {  // new running max: rescale what was summed so far
-      const acc_t f = std::exp(m - s);
-      l *= f;
-      for (int64_t c = 0; c < Dv; ++c) acc[c] *= f;
-      m = s;
+    const scalar_t* vj = o.v + j * H * Dv;
+    for (int64_t h = 0; h < H; ++h) {
+      const acc_t s = o.score(qa + h * Dk, e, j, h);
+      if (s == static_cast<acc_t>(kNegInf)) continue;  // masked edge: contributes nothing
+      acc_t& m = st[h * width];
+      acc_t& l = st[h * width + 1];
+      acc_t* acc = st + h * width + 2;
+      if (s > m) {  // new running max: rescale what was summed so far
+        const acc_t f = std::exp(m - s);
+        l *= f;
+        for (int64_t c = 0; c < Dv; ++c) acc[c] *= f;
+        m = s;
+      }
+      const acc_t p = std::exp(s - m);  // NaN scores propagate through here
+      l += p;
+      const scalar_t* vjh = vj + h * Dv;
+      for (int64_t c = 0; c < Dv; ++c) acc[c] += p * static_cast<acc_t>(vjh[c]);
     }
-    const acc_t p = std::exp(s - m);  // NaN scores propagate through here
-    l += p;
-    const scalar_t* vj = o.v + (j * H + h) * Dv;
-    for (int64_t c = 0; c < Dv; ++c) acc[c] += p * static_cast<acc_t>(vj[c]);
+  }
+}
+
+// The empty state of a row: m = -inf, l = 0, acc = 0 for every head.
+template <typename acc_t>
+void reset_state(acc_t* st, int64_t H, int64_t Dv) {
+  for (int64_t h = 0; h < H; ++h) {
+    acc_t* sh = st + h * (2 + Dv);
+    sh[0] = static_cast<acc_t>(kNegInf);
+    std::fill(sh + 1, sh + 2 + Dv, acc_t(0));
   }
 }
 
@@ -110,35 +134,34 @@ void forward_kernel(const AttentionArgs& a, double scale, at::Tensor& out, at::T
   const int64_t H = o.H, Dk = o.Dk, Dv = o.Dv;
   scalar_t* out_p = out.data_ptr<scalar_t>();
   acc_t* lse_p = lse.data_ptr<acc_t>();
+  const int64_t width = 2 + Dv;
+  auto load_queries = [&](int64_t r, acc_t* qa) {
+    for (int64_t h = 0; h < H; ++h) o.load_query(r, h, qa + h * Dk);
+  };
   const cpu::RowSplit split = cpu::split_long_rows(o.rp, a.num_rows);
   for_row_blocks(o.rp, a.num_rows, [&](int64_t r0, int64_t r1) {
-    std::vector<acc_t> qa(Dk), acc(Dv);
+    std::vector<acc_t> qa(H * Dk), st(H * width);
     for (int64_t r = r0; r < r1; ++r) {
       if (split.is_long(o.rp, r)) continue;
+      load_queries(r, qa.data());
+      reset_state(st.data(), H, Dv);
+      fold_edges(o, o.rp[r], o.rp[r + 1], qa.data(), st.data());
       for (int64_t h = 0; h < H; ++h) {
-        o.load_query(r, h, qa.data());
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        acc_t m = static_cast<acc_t>(kNegInf), l = 0;
-        fold_edges(o, h, o.rp[r], o.rp[r + 1], qa.data(), m, l, acc.data());
-        finish_row(r * H + h, Dv, m, l, acc.data(), out_p, lse_p);
+        const acc_t* sh = st.data() + h * width;
+        finish_row(r * H + h, Dv, sh[0], sh[1], sh + 2, out_p, lse_p);
       }
     }
   });
   if (split.rows.empty()) return;
   // Long rows: each piece folds into its own state (m, l, acc[Dv]) per head, then the pieces merge.
-  const int64_t width = 2 + Dv;
   std::vector<acc_t> partial(split.num_pieces() * H * width);
   at::parallel_for(0, split.num_pieces(), 1, [&](int64_t p0, int64_t p1) {
-    std::vector<acc_t> qa(Dk);
+    std::vector<acc_t> qa(H * Dk);
     for (int64_t p = p0; p < p1; ++p) {
-      for (int64_t h = 0; h < H; ++h) {
-        acc_t* st = partial.data() + (p * H + h) * width;
-        o.load_query(split.piece_row[p], h, qa.data());
-        st[0] = static_cast<acc_t>(kNegInf);
-        st[1] = 0;
-        std::fill(st + 2, st + width, acc_t(0));
-        fold_edges(o, h, split.piece_beg[p], split.piece_end[p], qa.data(), st[0], st[1], st + 2);
-      }
+      acc_t* st = partial.data() + p * H * width;
+      load_queries(split.piece_row[p], qa.data());
+      reset_state(st, H, Dv);
+      fold_edges(o, split.piece_beg[p], split.piece_end[p], qa.data(), st);
     }
   });
   at::parallel_for(0, int64_t(split.rows.size()), 1, [&](int64_t i0, int64_t i1) {
@@ -172,26 +195,36 @@ inline int64_t edge_terms_limit_bytes() {
   return env ? std::strtoll(env, nullptr, 10) : (int64_t(256) << 20);
 }
 
-// Row pass of backward, edges [beg, end) of row r, head h: dq += sum_e ds_e k_j (unscaled),
-// grad_bias[e, h] = ds_e (and the edge terms, when kept).
+// The backward passes take every head of an edge together: a source's keys and values (and a
+// row's queries and output gradients) are H * D contiguous values, read once per edge rather
+// than once per edge and head, and the kept edge terms of an edge share one cache line.
+
+// Row pass of backward, edges [beg, end) of row r, all heads: dq[h] += sum_e ds_eh k_jh
+// (unscaled), grad_bias[e, h] = ds_eh (and the edge terms, when kept). qa (H, Dk) is the
+// scaled query, ga (H, Dv) the output gradient, lse and delta (H,) the row's.
 template <typename scalar_t, typename index_t, typename acc_t>
-void backward_row_edges(const Operands<scalar_t, index_t>& o, int64_t h, int64_t beg, int64_t end, const acc_t* qa,
-                        const acc_t* ga, acc_t lse, acc_t delta, acc_t* dq, scalar_t* gb, EdgeTerms<acc_t> terms) {
+void backward_row_edges(const Operands<scalar_t, index_t>& o, int64_t beg, int64_t end, const acc_t* qa,
+                        const acc_t* ga, const acc_t* lse, const acc_t* delta, acc_t* dq, scalar_t* gb,
+                        EdgeTerms<acc_t> terms) {
   const int64_t H = o.H, Dk = o.Dk, Dv = o.Dv;
-  const bool live = lse != static_cast<acc_t>(kNegInf);  // else every probability is 0
   for (int64_t e = beg; e < end; ++e) {
-    acc_t p = 0, ds = 0;
-    if (live) {
-      const int64_t j = static_cast<int64_t>(o.col[e]);
-      p = std::exp(o.score(qa, e, j, h) - lse);
-      ds = p * (dot(ga, o.v + (j * H + h) * Dv, Dv) - delta);
-      const scalar_t* kj = o.k + (j * H + h) * Dk;
-      for (int64_t c = 0; c < Dk; ++c) dq[c] += ds * static_cast<acc_t>(kj[c]);
-    }
-    if (gb) gb[e * H + h] = static_cast<scalar_t>(ds);
-    if (terms.p) {
-      terms.p[e * H + h] = p;
-      terms.ds[e * H + h] = ds;
+    const int64_t j = static_cast<int64_t>(o.col[e]);
+    const scalar_t* kj = o.k + j * H * Dk;
+    const scalar_t* vj = o.v + j * H * Dv;
+    for (int64_t h = 0; h < H; ++h) {
+      acc_t p = 0, ds = 0;
+      if (lse[h] != static_cast<acc_t>(kNegInf)) {  // else every probability of the row is 0
+        p = std::exp(o.score(qa + h * Dk, e, j, h) - lse[h]);
+        ds = p * (dot(ga + h * Dv, vj + h * Dv, Dv) - delta[h]);
+        acc_t* dqh = dq + h * Dk;
+        const scalar_t* kjh = kj + h * Dk;
+        for (int64_t c = 0; c < Dk; ++c) dqh[c] += ds * static_cast<acc_t>(kjh[c]);
+      }
+      if (gb) gb[e * H + h] = static_cast<scalar_t>(ds);
+      if (terms.p) {
+        terms.p[e * H + h] = p;
+        terms.ds[e * H + h] = ds;
+      }
     }
   }
 }
@@ -207,37 +240,31 @@ void backward_rows_kernel(const AttentionBackwardArgs& b, double scale, at::Tens
   const acc_t* delta = b.delta.const_data_ptr<acc_t>();
   scalar_t* gq = grad_q.data_ptr<scalar_t>();
   scalar_t* gb = o.bias ? grad_bias.data_ptr<scalar_t>() : nullptr;
-  auto load_grad = [&](int64_t rh, acc_t* ga) {
-    for (int64_t c = 0; c < Dv; ++c) ga[c] = static_cast<acc_t>(go[rh * Dv + c]);
+  auto load_row = [&](int64_t r, acc_t* qa, acc_t* ga) {
+    for (int64_t h = 0; h < H; ++h) o.load_query(r, h, qa + h * Dk);
+    for (int64_t c = 0; c < H * Dv; ++c) ga[c] = static_cast<acc_t>(go[r * H * Dv + c]);
   };
   const cpu::RowSplit split = cpu::split_long_rows(o.rp, a.num_rows);
   for_row_blocks(o.rp, a.num_rows, [&](int64_t r0, int64_t r1) {
-    std::vector<acc_t> qa(Dk), ga(Dv), dq(Dk);
+    std::vector<acc_t> qa(H * Dk), ga(H * Dv), dq(H * Dk);
     for (int64_t r = r0; r < r1; ++r) {
       if (split.is_long(o.rp, r)) continue;
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t rh = r * H + h;
-        o.load_query(r, h, qa.data());
-        load_grad(rh, ga.data());
-        std::fill(dq.begin(), dq.end(), acc_t(0));
-        backward_row_edges(o, h, o.rp[r], o.rp[r + 1], qa.data(), ga.data(), L[rh], delta[rh], dq.data(), gb,
-                           terms);
-        for (int64_t c = 0; c < Dk; ++c) gq[rh * Dk + c] = static_cast<scalar_t>(o.scale * dq[c]);
-      }
+      load_row(r, qa.data(), ga.data());
+      std::fill(dq.begin(), dq.end(), acc_t(0));
+      backward_row_edges(o, o.rp[r], o.rp[r + 1], qa.data(), ga.data(), L + r * H, delta + r * H, dq.data(), gb,
+                         terms);
+      for (int64_t c = 0; c < H * Dk; ++c) gq[r * H * Dk + c] = static_cast<scalar_t>(o.scale * dq[c]);
     }
   });
   if (split.rows.empty()) return;
   std::vector<acc_t> partial(split.num_pieces() * H * Dk, acc_t(0));
   at::parallel_for(0, split.num_pieces(), 1, [&](int64_t p0, int64_t p1) {
-    std::vector<acc_t> qa(Dk), ga(Dv);
+    std::vector<acc_t> qa(H * Dk), ga(H * Dv);
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t r = split.piece_row[p];
-      for (int64_t h = 0; h < H; ++h) {
-        o.load_query(r, h, qa.data());
-        load_grad(r * H + h, ga.data());
-        backward_row_edges(o, h, split.piece_beg[p], split.piece_end[p], qa.data(), ga.data(), L[r * H + h],
-                           delta[r * H + h], partial.data() + (p * H + h) * Dk, gb, terms);
-      }
+      load_row(r, qa.data(), ga.data());
+      backward_row_edges(o, split.piece_beg[p], split.piece_end[p], qa.data(), ga.data(), L + r * H, delta + r * H,
+                         partial.data() + p * H * Dk, gb, terms);
     }
   });
   sum_pieces(split, H * Dk, partial, [&](int64_t r, const acc_t* sum) {
@@ -245,11 +272,12 @@ void backward_rows_kernel(const AttentionBackwardArgs& b, double scale, at::Tens
   });
 }
 
-// Column pass of backward over the transposed CSR, transposed edges [beg, end) of source j, head h:
-// dk += sum ds q_i (unscaled), dv += sum p dO_i.
+// Column pass of backward over the transposed CSR, transposed edges [beg, end) of source j, all
+// heads: dk[h] += sum ds q_ih (unscaled), dv[h] += sum p dO_ih. ka (H, Dk) is the scaled key, va
+// (H, Dv) the value (used only when the edge terms are recomputed).
 template <typename scalar_t, typename acc_t>
-void backward_col_edges(const AttentionBackwardArgs& b, int64_t H, int64_t Dk, int64_t Dv, int64_t h, int64_t beg,
-                        int64_t end, const acc_t* ka, const acc_t* va, acc_t* dk, acc_t* dv, EdgeTerms<acc_t> terms) {
+void backward_col_edges(const AttentionBackwardArgs& b, int64_t H, int64_t Dk, int64_t Dv, int64_t beg, int64_t end,
+                        const acc_t* ka, const acc_t* va, acc_t* dk, acc_t* dv, EdgeTerms<acc_t> terms) {
   const int64_t* rows = b.col_t.const_data_ptr<int64_t>();
   const int64_t* perm = b.perm.const_data_ptr<int64_t>();
   const scalar_t* q = b.fwd.q.const_data_ptr<scalar_t>();
@@ -257,29 +285,30 @@ void backward_col_edges(const AttentionBackwardArgs& b, int64_t H, int64_t Dk, i
   const scalar_t* go = b.grad_out.const_data_ptr<scalar_t>();
   const acc_t* L = b.lse.const_data_ptr<acc_t>();
   const acc_t* delta = b.delta.const_data_ptr<acc_t>();
-  if (terms.p) {  // the row pass kept p and ds: no score, exponential or <v_j, dO_i> to recompute
-    for (int64_t t = beg; t < end; ++t) {
-      const int64_t eh = perm[t] * H + h, ih = rows[t] * H + h;
-      const acc_t p = terms.p[eh], ds = terms.ds[eh];
-      const scalar_t* qi = q + ih * Dk;
-      const scalar_t* gi = go + ih * Dv;
-      for (int64_t c = 0; c < Dv; ++c) dv[c] += p * static_cast<acc_t>(gi[c]);
-      for (int64_t c = 0; c < Dk; ++c) dk[c] += ds * static_cast<acc_t>(qi[c]);
-    }
-    return;
-  }
   for (int64_t t = beg; t < end; ++t) {
-    const int64_t ih = rows[t] * H + h;
-    const acc_t lse = L[ih];
-    if (lse == static_cast<acc_t>(kNegInf)) continue;
-    const scalar_t* qi = q + ih * Dk;
-    const scalar_t* gi = go + ih * Dv;
-    acc_t s = dot(ka, qi, Dk);
-    if (bias) s += static_cast<acc_t>(bias[perm[t] * H + h]);
-    const acc_t p = std::exp(s - lse);
-    const acc_t ds = p * (dot(va, gi, Dv) - delta[ih]);
-    for (int64_t c = 0; c < Dv; ++c) dv[c] += p * static_cast<acc_t>(gi[c]);
-    for (int64_t c = 0; c < Dk; ++c) dk[c] += ds * static_cast<acc_t>(qi[c]);
+    const int64_t i = rows[t], e = perm[t];
+    const scalar_t* qi = q + i * H * Dk;
+    const scalar_t* gi = go + i * H * Dv;
+    for (int64_t h = 0; h < H; ++h) {
+      acc_t p, ds;
+      if (terms.p) {  // kept by the row pass: no score, exponential or <v_j, dO_i> to recompute
+        p = terms.p[e * H + h];
+        ds = terms.ds[e * H + h];
+      } else {
+        const acc_t lse = L[i * H + h];
+        if (lse == static_cast<acc_t>(kNegInf)) continue;
+        acc_t s = dot(ka + h * Dk, qi + h * Dk, Dk);
+        if (bias) s += static_cast<acc_t>(bias[e * H + h]);
+        p = std::exp(s - lse);
+        ds = p * (dot(va + h * Dv, gi + h * Dv, Dv) - delta[i * H + h]);
+      }
+      acc_t* dvh = dv + h * Dv;
+      acc_t* dkh = dk + h * Dk;
+      const scalar_t* gih = gi + h * Dv;
+      const scalar_t* qih = qi + h * Dk;
+      for (int64_t c = 0; c < Dv; ++c) dvh[c] += p * static_cast<acc_t>(gih[c]);
+      for (int64_t c = 0; c < Dk; ++c) dkh[c] += ds * static_cast<acc_t>(qih[c]);
+    }
   }
 }
 
@@ -294,47 +323,42 @@ void backward_cols_kernel(const AttentionBackwardArgs& b, double scale, at::Tens
   scalar_t* gk = grad_k.data_ptr<scalar_t>();
   scalar_t* gv = grad_v.data_ptr<scalar_t>();
   const acc_t sc = static_cast<acc_t>(scale);
-  auto load_kv = [&](int64_t jh, acc_t* ka, acc_t* va) {
-    for (int64_t c = 0; c < Dk; ++c) ka[c] = sc * static_cast<acc_t>(k[jh * Dk + c]);
-    for (int64_t c = 0; c < Dv; ++c) va[c] = static_cast<acc_t>(v[jh * Dv + c]);
+  const int64_t HK = H * Dk, HV = H * Dv, width = HK + HV;
+  auto load_kv = [&](int64_t j, acc_t* ka, acc_t* va) {
+    if (terms.p) return;  // only the recomputation reads them
+    for (int64_t c = 0; c < HK; ++c) ka[c] = sc * static_cast<acc_t>(k[j * HK + c]);
+    for (int64_t c = 0; c < HV; ++c) va[c] = static_cast<acc_t>(v[j * HV + c]);
   };
-  // per (source, head): dk[Dk] then dv[Dv]
-  auto store = [&](int64_t jh, const acc_t* dk, const acc_t* dv) {
-    for (int64_t c = 0; c < Dk; ++c) gk[jh * Dk + c] = static_cast<scalar_t>(sc * dk[c]);
-    for (int64_t c = 0; c < Dv; ++c) gv[jh * Dv + c] = static_cast<scalar_t>(dv[c]);
+  // per source: dk (H, Dk) then dv (H, Dv)
+  auto store = [&](int64_t j, const acc_t* dkv) {
+    for (int64_t c = 0; c < HK; ++c) gk[j * HK + c] = static_cast<scalar_t>(sc * dkv[c]);
+    for (int64_t c = 0; c < HV; ++c) gv[j * HV + c] = static_cast<scalar_t>(dkv[HK + c]);
   };
   const cpu::RowSplit split = cpu::split_long_rows(rpt, a.num_src);
   for_row_blocks(rpt, a.num_src, [&](int64_t j0, int64_t j1) {
-    std::vector<acc_t> ka(Dk), va(Dv), dkv(Dk + Dv);
+    std::vector<acc_t> ka(HK), va(HV), dkv(width);
     for (int64_t j = j0; j < j1; ++j) {
       if (split.is_long(rpt, j)) continue;
-      for (int64_t h = 0; h < H; ++h) {
-        load_kv(j * H + h, ka.data(), va.data());
-        std::fill(dkv.begin(), dkv.end(), acc_t(0));
-        backward_col_edges<scalar_t>(b, H, Dk, Dv, h, rpt[j], rpt[j + 1], ka.data(), va.data(), dkv.data(),
-                                     dkv.data() + Dk, terms);
-        store(j * H + h, dkv.data(), dkv.data() + Dk);
-      }
+      load_kv(j, ka.data(), va.data());
+      std::fill(dkv.begin(), dkv.end(), acc_t(0));
+      backward_col_edges<scalar_t>(b, H, Dk, Dv, rpt[j], rpt[j + 1], ka.data(), va.data(), dkv.data(),
+                                   dkv.data() + HK, terms);
+      store(j, dkv.data());
     }
   });
   if (split.rows.empty()) return;
-  const int64_t width = H * (Dk + Dv);
   std::vector<acc_t> partial(split.num_pieces() * width, acc_t(0));
   at::parallel_for(0, split.num_pieces(), 1, [&](int64_t p0, int64_t p1) {
-    std::vector<acc_t> ka(Dk), va(Dv);
+    std::vector<acc_t> ka(HK), va(HV);
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t j = split.piece_row[p];
-      for (int64_t h = 0; h < H; ++h) {
-        acc_t* st = partial.data() + p * width + h * (Dk + Dv);
-        load_kv(j * H + h, ka.data(), va.data());
-        backward_col_edges<scalar_t>(b, H, Dk, Dv, h, split.piece_beg[p], split.piece_end[p], ka.data(), va.data(),
-                                     st, st + Dk, terms);
-      }
+      acc_t* st = partial.data() + p * width;
+      load_kv(j, ka.data(), va.data());
+      backward_col_edges<scalar_t>(b, H, Dk, Dv, split.piece_beg[p], split.piece_end[p], ka.data(), va.data(), st,
+                                   st + HK, terms);
     }
   });
-  sum_pieces(split, width, partial, [&](int64_t j, const acc_t* sum) {
-    for (int64_t h = 0; h < H; ++h) store(j * H + h, sum + h * (Dk + Dv), sum + h * (Dk + Dv) + Dk);
-  });
+  sum_pieces(split, width, partial, [&](int64_t j, const acc_t* sum) { store(j, sum); });
 }
 
 }  // namespace
