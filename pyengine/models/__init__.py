@@ -14,12 +14,13 @@ from .mgno import MgNO, MgNOConfig
 from .mgtfno import MGTFNO, MGTFNOConfig
 from .registry import available, build, make_config
 from .rigno import RIGNO, RIGNOConfig
+from .thinning import Thinning
 from .mppde import MPPDE, MPPDEConfig  # issue 20
 from .nuno import NUNO, NUNOConfig  # issue 20
 
 __all__ = [
     "GAOT", "GAOTConfig", "GAOTFast", "GAOTFastConfig", "GINO", "GINOConfig", "GNO", "GNOConfig", "GraphCache", "OperatorModel", "RIGNO",
-    "RIGNOConfig", "available", "build", "from_official", "make_config",
+    "RIGNOConfig", "Thinning", "available", "build", "from_official", "make_config",
     "GNOT", "GNOTConfig", "MgNO", "MgNOConfig", "MGTFNO", "MGTFNOConfig",
 ]
 __all__ += ["MPPDE", "MPPDEConfig", "NUNO", "NUNOConfig"]  # issue 20

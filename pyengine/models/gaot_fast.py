@@ -31,7 +31,9 @@ and is cheaper per edge; both variants are measured in bench/RESULTS.md:
 Radii are given in token spacings (the distance between neighbouring grid nodes,
 ``extent / (n - 1)``, the convention of :func:`pyengine.geometry.latent_grid`), so
 one configuration serves geometries of any size. Graphs and neighborhood embeddings
-are cached per geometry.
+are cached per geometry; under the Trainer's resampling (with ``quadrature``) they are built
+once from the full-resolution parent and the encoder balls filtered to each step's thinned
+points (:class:`pyengine.models.thinning.Thinning`).
 """
 
 from __future__ import annotations

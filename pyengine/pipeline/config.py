@@ -36,7 +36,10 @@ class TrainConfig:
             denser on one side), ``f`` drawn from ``[resample_min, 1]``. Quadrature weights are
             divided by the keep probability (Horvitz-Thompson), so integrals stay unbiased.
             Targets stay at all the original points; evaluation and prediction use the full
-            resolution. Off by default (the demo's settings are unchanged).
+            resolution. Each thinned sample carries its parent
+            (:class:`~pyengine.models.thinning.Thinning`): a family that supports it (GAOT-fast
+            with ``quadrature``) builds its token box, graphs and geometry statistics once per
+            geometry and filters them per step. Off by default; the demo turns it on.
         resample_min: the smallest keep fraction of ``resample`` (in (0, 1]).
     """
 
