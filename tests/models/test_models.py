@@ -171,7 +171,7 @@ def test_gaot_radii_are_in_real_token_spacings():
     assert abs(geo["radii"][0] - 1.5 * float(nearest)) < 1e-6
     model = build("gaot_fast", 2, 1, 3, **_small("gaot_fast", 3))
     model(points, feats)
-    (tokens, _, _, spacing, _, _), = [v for v in model.graphs._store.values() if isinstance(v, tuple) and len(v) == 6]
+    (tokens, _, _, spacing, _, _, _), = [v for v in model.graphs._store.values() if isinstance(v, tuple) and len(v) == 7]
     grid = latent_grid(points, (4, 4, 4), padding=0.05)
     assert abs(spacing - float(grid.spacing.max())) < 1e-6
     # the spacing is a real distance between tokens (the old extent / n was 0.75 of it for n = 4)

@@ -15,10 +15,12 @@ from pyengine.pipeline import TrainConfig  # noqa: E402
 from pyengine.pipeline.demo import DemoConfig, run_demo  # noqa: E402
 from pyengine.pipeline.run import predict_file  # noqa: E402
 
+# the quick demo's recipe (quadrature, smooth_normals at the queries, resampling) at smoke size
 SMOKE = DemoConfig(n_train=3, n_test=1, body_kind="ellipsoid", resolution={"h_body": 0.15},
                    model=dict(hidden=16, grid=(4, 4, 4), heads=2, dim=32, depth=1, vit_heads=2, patch=2,
-                              max_neighbors=16),
-                   train=TrainConfig(epochs=3, batch_size=3, progress=False), max_test_rel_l2=10.0)
+                              radii_cells=(1.5, 3.0), quadrature=True, skip_at_query=True),
+                   train=TrainConfig(epochs=3, batch_size=3, progress=False, resample=True), max_test_rel_l2=10.0,
+                   features="smooth_normals")
 
 
 @pytest.fixture(scope="module")
