@@ -30,19 +30,73 @@ CAD_SUFFIXES = (".step", ".stp", ".iges", ".igs", ".brep", ".brp")
 DEFAULT_SIZE_FRACTION = 0.01
 
 
+#: Exit status of the tessellating child process for a file OpenCASCADE or gmsh rejected.
+_REJECTED = 3
+_CHILD = "import sys; from pyengine.geometry.cad import _child_main; _child_main(sys.argv[1:])"
+
+
 def read_cad(path: str | Path, *, size: float | None = None) -> tuple[RawMesh, str | None]:
     """Tessellate a STEP/IGES/BREP file. Returns the triangles (with a ``component`` cell field per
     solid) and the unit of the coordinates (``"mm"`` for STEP/IGES, None for BREP).
+
+    The tessellation runs in a child process: OpenCASCADE's translators can crash (a segfault) on
+    a malformed file, found by fuzzing, and a crash there must not take the caller down. It
+    becomes a :class:`~pyengine.geometry.readers.FormatError` like any other unreadable file.
+    Starting the child costs about 2 s.
 
     Args:
         size: largest triangle edge, in those units; default :data:`DEFAULT_SIZE_FRACTION` of the
             bounding-box diagonal. Curved faces are refined further (16 elements per 2 pi).
     """
-    from ..data.physics._gmsh import gmsh_session
+    import signal
+    import subprocess
+    import sys
+    import tempfile
 
     if size is not None and not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
         raise ValueError(f"size must be a positive finite length, got {size!r}")
     path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="pyengine-cad-") as tmp:
+        out = Path(tmp) / "mesh.npz"
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(path.resolve()), repr(size), str(out)],
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            with np.load(out) as z:
+                raw = RawMesh(z["points"], {"triangle": z["triangle"]},
+                              cell_data={"component": {"triangle": z["component"]}})
+                units = str(z["units"]) or None
+            return raw, units
+    message = (proc.stderr.strip().splitlines() or [""])[-1]
+    if proc.returncode == _REJECTED:
+        raise FormatError(message)
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        raise FormatError(f"OpenCASCADE crashed reading it ({name}); the file is malformed or unsupported")
+    raise RuntimeError(f"the CAD tessellation process failed (exit {proc.returncode}): {message}")
+
+
+def _child_main(argv: list[str]) -> None:
+    """The child of :func:`read_cad`: tessellate, write the arrays to an ``.npz``; a rejected file
+    exits with ``_REJECTED`` and its message as the last line of stderr."""
+    import sys
+
+    path, size, out = argv
+    try:
+        raw, units = _tessellate(Path(path), None if size == "None" else float(size))
+    except FormatError as exc:
+        sys.stderr.write("\n" + " ".join(str(exc).split()) + "\n")
+        sys.exit(_REJECTED)
+    np.savez(out, points=raw.points, triangle=raw.cells["triangle"],
+             component=raw.cell_data["component"]["triangle"], units=np.array(units or ""))
+
+
+def _tessellate(path: Path, size: float | None) -> tuple[RawMesh, str | None]:
+    """:func:`read_cad` in this process (its child)."""
+    from ..data.physics._gmsh import gmsh_session
+
     with_units = path.suffix.lower() in (".step", ".stp", ".iges", ".igs")
     with gmsh_session() as gmsh:
         try:

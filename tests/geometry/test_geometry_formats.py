@@ -246,6 +246,20 @@ def test_cad_errors(tmp_path):
         read_cad(p, size=-1.0)
 
 
+def test_a_crash_while_tessellating_is_a_format_error(tmp_path, monkeypatch):
+    """OpenCASCADE can segfault on a malformed STEP (a fuzzed file did): the tessellation runs in a
+    child process, and a crash there becomes a one-line error naming the file."""
+    pytest.importorskip("gmsh")
+    import pyengine.geometry.cad as cad
+
+    p = tmp_path / "part.step"
+    p.write_bytes(b"ISO-10303-21;\n")
+    monkeypatch.setattr(cad, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(MeshIOError, match=r"part\.step: OpenCASCADE crashed reading it \(SIGSEGV\)") as err:
+        load_mesh(p)
+    assert "\n" not in str(err.value)
+
+
 def test_meshio_cells_of_the_wrong_width_are_refused(tmp_path, monkeypatch):
     """meshio's gmsh reader reshapes whatever it read: a gmsh file cut at a record boundary inside
     the element section came back as (80, 0)-shaped triangles (found by the truncation sweep)."""
