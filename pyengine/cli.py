@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="print version, torch, CUDA and OpenMP facts").set_defaults(fn=_cmd_info)
 
     demo = sub.add_parser("demo", help="generate bodies, train GAOT, evaluate, export (the main job)")
-    demo.add_argument("--quick", action="store_true", help="CPU-sized run (under 10 minutes on 2 cores)")
+    demo.add_argument("--quick", action="store_true", help="CPU-sized run (about 10 minutes on 2 cores)")
     demo.add_argument("--full", action="store_true", help="GPU-sized run even without a GPU")
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     demo.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")

@@ -51,7 +51,7 @@ class DemoConfig:
     family: str = "gaot_fast"
 
 
-#: Two CPU cores, under 10 minutes including data generation. The model is GAOT-fast (``family``):
+#: Two CPU cores, about 10 minutes including data generation. The model is GAOT-fast (``family``):
 #: on this data it reached a lower test error than the paper-faithful GAOT, which also costs more
 #: per step (bench/RESULTS.md, issue 19). Its radii are in token spacings extent / (n - 1).
 #: Discretization-convergent (issue 17): quadrature weights, the mesh-independent
