@@ -152,19 +152,13 @@ class OperatorModel(nn.Module):
         """
         raise NotImplementedError
 
-    def _accepts_weights(self) -> bool:
-        """Whether this family's :meth:`encode` takes quadrature ``weights`` (cached per class)."""
+    def _takes(self, method: str, param: str) -> bool:
+        """Whether this family's ``method`` (``encode`` or ``decode``) takes ``param`` (cached per class)."""
         cls = type(self)
-        if "_encode_takes_weights" not in cls.__dict__:
-            cls._encode_takes_weights = "weights" in inspect.signature(cls.encode).parameters
-        return cls._encode_takes_weights
-
-    def _accepts_thinning(self) -> bool:
-        """Whether this family's :meth:`encode` takes ``thinning`` (cached per class)."""
-        cls = type(self)
-        if "_encode_takes_thinning" not in cls.__dict__:
-            cls._encode_takes_thinning = "thinning" in inspect.signature(cls.encode).parameters
-        return cls._encode_takes_thinning
+        key = f"_{method}_takes_{param}"
+        if key not in cls.__dict__:
+            setattr(cls, key, param in inspect.signature(getattr(cls, method)).parameters)
+        return cls.__dict__[key]
 
     def latent(self, points: Tensor, features: Tensor | None = None, weights: Tensor | None = None,
                thinning=None, **kwargs) -> Any:
@@ -200,19 +194,12 @@ class OperatorModel(nn.Module):
             from ._quadrature import check_weights
 
             weights = check_weights(weights, points.shape[0], dtype, points.device)
-            if self._accepts_weights():
+            if self._takes("encode", "weights"):
                 kwargs["weights"] = weights
-        if thinning is not None and self._accepts_thinning():
+        if thinning is not None and self._takes("encode", "thinning"):
             thinning.check(points)
             kwargs["thinning"] = thinning
         return self.encode(points.to(dtype), features.to(dtype), **kwargs)
-
-    def _accepts_query_features(self) -> bool:
-        """Whether this family's :meth:`decode` takes ``query_features`` (cached per class)."""
-        cls = type(self)
-        if "_decode_takes_query_features" not in cls.__dict__:
-            cls._decode_takes_query_features = "query_features" in inspect.signature(cls.decode).parameters
-        return cls._decode_takes_query_features
 
     def predict_at(self, state: Any, queries: Tensor, query_features: Tensor | None = None) -> Tensor:
         """Checked :meth:`decode`: ``(M, C_out)`` at ``queries (M, d)``.
@@ -227,7 +214,7 @@ class OperatorModel(nn.Module):
         if not bool(torch.isfinite(queries).all()):
             raise ValueError("queries contain NaN or Inf")
         dtype = next(self.parameters()).dtype
-        if query_features is None or not self._accepts_query_features():
+        if query_features is None or not self._takes("decode", "query_features"):
             return self.decode(state, queries.to(dtype))
         if (not isinstance(query_features, Tensor) or query_features.dim() != 2
                 or query_features.shape != (queries.shape[0], self.in_channels)):
