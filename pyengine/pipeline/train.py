@@ -206,14 +206,14 @@ class Trainer:
                 out.append(s)
                 continue
             idx = torch.nonzero(keep)[:, 0].to(s.points.device)
-            inv = (1 / p.index_select(0, idx.cpu())).to(s.points.device)
+            inv = (1 / p.index_select(0, idx.cpu())).to(s.points)
+            thinning = Thinning(s.points, s.weights, idx, inv)
             # no weights: None, so the model estimates the thinned points' density itself (counting
             # each kept point as 1 / p would be a different quadrature from the one it sees unthinned)
-            w = None if s.weights is None else s.weights.index_select(0, idx) * inv.to(s.weights.dtype)
+            w = None if s.weights is None else thinning.kept_weights(s.weights)
             out.append(_Prepared(s.points.index_select(0, idx),
                                  None if s.features is None else s.features.index_select(0, idx),
-                                 s.queries, s.target, w, s.query_features,
-                                 Thinning(s.points, s.weights, idx, inv.to(s.points.dtype))))
+                                 s.queries, s.target, w, s.query_features, thinning))
         return out
 
     def _split(self, pred: Tensor) -> dict[str, Tensor]:
